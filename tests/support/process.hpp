@@ -1,0 +1,59 @@
+// Child processes for end-to-end tests: real binaries, real signals.
+//
+// A Process owns one child. Its stdout and stderr go to a log file so that a
+// failing test can print what the child said. The destructor kills a child that
+// is still running, so no test leaves strays behind.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace xmig::test {
+
+using namespace std::chrono_literals;
+
+class Process {
+ public:
+  // Starts argv[0] (a path) with the given arguments; output goes to log_path
+  // (appended), or to /dev/null when log_path is empty.
+  Process(std::vector<std::string> argv, std::string log_path = {});
+  ~Process();
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  Process(Process&& other) noexcept;
+  Process& operator=(Process&& other) noexcept;
+
+  pid_t pid() const { return pid_; }
+  const std::string& log_path() const { return log_path_; }
+
+  // Sends a signal (no-op when the child has been reaped).
+  void signal(int sig);
+  // True while the child has not exited.
+  bool running();
+  // Waits for exit; returns the exit code, 128+signal when killed by a signal,
+  // or nullopt on timeout (the child is left running).
+  std::optional<int> wait(std::chrono::milliseconds timeout);
+  // SIGTERM, then wait; SIGKILL after the timeout. Returns what wait() returned
+  // for the SIGTERM (nullopt when SIGKILL was needed).
+  std::optional<int> terminate(std::chrono::milliseconds timeout = 10s);
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+  std::string log_path_;
+};
+
+// Runs a command to completion and returns its exit code (128+signal when
+// killed); output is appended to log_path when given.
+int run(std::vector<std::string> argv, std::string log_path = {},
+        std::chrono::milliseconds timeout = 120s);
+
+// Polls cond every 20 ms until it is true or the timeout passes.
+bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
+
+}  // namespace xmig::test
