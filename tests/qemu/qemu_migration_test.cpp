@@ -55,6 +55,7 @@ class QemuMigration : public ::testing::Test {
   // Starts both QEMUs; channels > 0 enables multifd with that many channels on
   // both sides (QEMU requires matching settings).
   void start_guests(int multifd_channels) {
+    multifd_channels_ = multifd_channels;
     source_ = std::make_unique<QemuGuest>(QemuGuestConfig{
         .name = "source",
         .work_dir = work_->path(),
@@ -109,6 +110,15 @@ class QemuMigration : public ::testing::Test {
         << received.reply << "\n"
         << logs();
 
+    // A multifd test must really have used multifd: RAM pages go over the
+    // extra channels, and multifd-bytes counts them.
+    const double multifd_bytes = json_number(sent.reply, "multifd-bytes").value_or(0);
+    if (multifd_channels_ > 0) {
+      EXPECT_GT(multifd_bytes, static_cast<double>(ram_mib_ << 20) / 2) << sent.reply;
+    } else {
+      EXPECT_EQ(multifd_bytes, 0) << sent.reply;
+    }
+
     report(seconds, sent.total_time_ms);
 
     // Let both QEMUs exit, so every page is written back and unmapped before
@@ -127,7 +137,8 @@ class QemuMigration : public ::testing::Test {
     line << std::fixed << std::setprecision(3) << "[ qemu     ] "
          << ::testing::UnitTest::GetInstance()->current_test_info()->name() << ": " << ram_mib_
          << " MiB in " << seconds << " s (" << std::setprecision(1) << mib_per_s << " MiB/s)";
-    if (qemu_total_ms) line << ", QEMU total-time " << *qemu_total_ms << " ms";
+    if (qemu_total_ms)
+      line << ", QEMU total-time " << static_cast<int64_t>(*qemu_total_ms) << " ms";
     std::cout << line.str() << std::endl;
 
     RecordProperty("ram_mib", std::to_string(ram_mib_));
@@ -145,6 +156,7 @@ class QemuMigration : public ::testing::Test {
   }
 
   uint64_t ram_mib_ = 0;
+  int multifd_channels_ = 0;
   std::unique_ptr<TempDir> work_;
   std::unique_ptr<RamDir> ram_dir_;
   fs::path source_ram_;
