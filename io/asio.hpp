@@ -1,0 +1,14 @@
+// The one way to include Boost.Asio in xmig.
+//
+// Boost 1.74's awaitable.hpp uses std::exchange without including <utility>;
+// g++ 12 rejects that, so <utility> must come first. Every file that uses Asio
+// includes this header instead of Boost's.
+#pragma once
+
+#include <utility>
+
+#include <boost/asio.hpp>
+
+namespace xmig {
+namespace asio = boost::asio;
+}

@@ -1,0 +1,29 @@
+// The channel travels in the TLS handshake as ALPN "xmig/<channel>", so no
+// plaintext and no extra round trip precede the data.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace xmig::tls {
+
+// A channel name is [a-z0-9_-]{1,32}, starting with a letter or digit.
+inline bool is_valid_channel(std::string_view s) {
+  if (s.empty() || s.size() > 32 || s.front() == '-' || s.front() == '_') return false;
+  for (char c : s)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) return false;
+  return true;
+}
+
+inline std::string alpn_for(std::string_view channel) { return "xmig/" + std::string(channel); }
+
+// "xmig/qemu" -> "qemu"; nullopt for anything else.
+inline std::optional<std::string_view> channel_from_alpn(std::string_view proto) {
+  if (proto.substr(0, 5) != "xmig/") return std::nullopt;
+  std::string_view ch = proto.substr(5);
+  if (!is_valid_channel(ch)) return std::nullopt;
+  return ch;
+}
+
+}  // namespace xmig::tls

@@ -1,0 +1,275 @@
+#include "tls/context.hpp"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <sys/stat.h>
+
+#include <cstring>
+#include <ctime>
+
+#include "tls/channel.hpp"
+
+namespace xmig::tls {
+
+namespace {
+
+struct BioFree {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+struct X509Free {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct PkeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+struct StoreCtxFree {
+  void operator()(X509_STORE_CTX* c) const { X509_STORE_CTX_free(c); }
+};
+struct CrlFree {
+  void operator()(X509_CRL* c) const { X509_CRL_free(c); }
+};
+using X509Ptr = std::unique_ptr<X509, X509Free>;
+
+// "FILE: what; fix: how".
+[[noreturn]] void fail(const std::string& file, const std::string& what, const std::string& fix) {
+  std::string detail = openssl_errors();
+  throw Error(file + ": " + what + (detail.empty() ? "" : " (" + detail + ")") + "; fix: " + fix);
+}
+
+std::unique_ptr<BIO, BioFree> open_pem(const std::string& path, const std::string& role) {
+  if (path.empty()) throw Error("[tls] " + role + " is not set; fix: give the PEM file's path");
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    throw Error(path + ": " + role + " file " + strerror(errno) +
+                "; fix: check the path in [tls] or create it (xmig-certs issue)");
+  std::unique_ptr<BIO, BioFree> bio(BIO_new_file(path.c_str(), "r"));
+  if (!bio) fail(path, "cannot open the " + role + " file", "check its permissions");
+  return bio;
+}
+
+std::vector<X509Ptr> read_certificates(const std::string& path, const std::string& role) {
+  auto bio = open_pem(path, role);
+  std::vector<X509Ptr> certs;
+  while (X509* x = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) certs.emplace_back(x);
+  ERR_clear_error();  // the loop ends on "no start line"
+  if (certs.empty())
+    fail(path, "holds no PEM certificate", "point [tls] " + role + " at a PEM certificate file");
+  return certs;
+}
+
+int no_password(char*, int, int, void*) { return -1; }
+
+std::unique_ptr<EVP_PKEY, PkeyFree> read_key(const std::string& path) {
+  auto bio = open_pem(path, "key");
+  struct stat st {};
+  ::stat(path.c_str(), &st);
+  if (st.st_mode & (S_IROTH | S_IWOTH))
+    throw Error(path + ": the private key is accessible to all users (mode " +
+                std::to_string((st.st_mode >> 6) & 7) + std::to_string((st.st_mode >> 3) & 7) +
+                std::to_string(st.st_mode & 7) + "); fix: chmod 600 " + path);
+  std::unique_ptr<EVP_PKEY, PkeyFree> key(
+      PEM_read_bio_PrivateKey(bio.get(), nullptr, no_password, nullptr));
+  if (!key)
+    fail(path, "holds no readable private key (encrypted keys are not supported)",
+         "give an unencrypted PEM key, e.g. the server-key.pem written by xmig-certs");
+  return key;
+}
+
+std::chrono::system_clock::time_point to_time_point(const ASN1_TIME* t) {
+  struct tm tm {};
+  ASN1_TIME_to_tm(t, &tm);
+  return std::chrono::system_clock::from_time_t(timegm(&tm));
+}
+
+CertInfo info_of(X509* x) {
+  CertInfo info;
+  char buf[512];
+  X509_NAME_oneline(X509_get_subject_name(x), buf, sizeof buf);
+  info.subject = buf;
+  if (BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), nullptr)) {
+    char* hex = BN_bn2hex(bn);
+    info.serial = hex;
+    OPENSSL_free(hex);
+    BN_free(bn);
+  }
+  info.not_before = to_time_point(X509_get0_notBefore(x));
+  info.not_after = to_time_point(X509_get0_notAfter(x));
+  auto* sans =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x, NID_subject_alt_name, nullptr, nullptr));
+  for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans); ++i) {
+    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(sans, i);
+    if (gn->type != GEN_DNS) continue;
+    const ASN1_STRING* s = gn->d.dNSName;
+    info.dns_names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                                ASN1_STRING_length(s));
+  }
+  GENERAL_NAMES_free(sans);
+  return info;
+}
+
+// ALPN on the server: pick the first "xmig/<channel>" the client offers. Which
+// channels exist is decided after authentication, so that an unknown channel
+// is refused (and logged) knowing who asked.
+int select_channel(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                   unsigned inlen, void*) {
+  for (unsigned i = 0; i < inlen;) {
+    unsigned len = in[i];
+    if (i + 1 + len > inlen) break;
+    std::string_view proto(reinterpret_cast<const char*>(in + i + 1), len);
+    if (channel_from_alpn(proto)) {
+      *out = in + i + 1;
+      *outlen = static_cast<unsigned char>(len);
+      return SSL_TLSEXT_ERR_OK;
+    }
+    i += 1 + len;
+  }
+  return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+const char* kTls13Suites = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+const char* kTls12Suites = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL";
+
+}  // namespace
+
+std::string openssl_errors() {
+  std::string out;
+  while (unsigned long e = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    // Keep the reason only: "error:0A000086:SSL routines::certificate verify failed".
+    std::string s = buf;
+    size_t cut = s.rfind(':');
+    if (cut != std::string::npos) s = s.substr(cut + 1);
+    if (out.find(s) == std::string::npos) out += (out.empty() ? "" : "; ") + s;
+  }
+  return out;
+}
+
+Context::~Context() { SSL_CTX_free(ctx_); }
+
+std::shared_ptr<const Context> Context::load(const Settings& settings) {
+  std::shared_ptr<Context> self(new Context);  // private constructor
+  self->settings_ = settings;
+  auto ca = read_certificates(settings.ca, "ca");
+  auto chain = read_certificates(settings.cert, "cert");
+  auto key = read_key(settings.key);
+
+  SSL_CTX* ctx = SSL_CTX_new(TLS_method());
+  if (!ctx) throw Error("SSL_CTX_new failed: " + openssl_errors());
+  self->ctx_ = ctx;
+
+  SSL_CTX_set_min_proto_version(ctx, settings.allow_tls12 ? TLS1_2_VERSION : TLS1_3_VERSION);
+  SSL_CTX_set_ciphersuites(ctx, kTls13Suites);
+  SSL_CTX_set_cipher_list(ctx, kTls12Suites);
+  // Tunnel links are long-lived and never resumed: no tickets, no cache. Tickets
+  // would also be non-data records in the way of kTLS receive.
+  SSL_CTX_set_num_tickets(ctx, 0);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  // Whole writes (several records per SSL_write call); retries may pass a moved buffer.
+  SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  SSL_CTX_set_alpn_select_cb(ctx, select_channel, nullptr);
+
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+  for (auto& c : ca) X509_STORE_add_cert(store, c.get());
+  if (!settings.crl.empty()) {
+    auto bio = open_pem(settings.crl, "crl");
+    int n = 0;
+    while (X509_CRL* crl = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr)) {
+      std::unique_ptr<X509_CRL, CrlFree> owned(crl);
+      X509_STORE_add_crl(store, crl);
+      ++n;
+    }
+    ERR_clear_error();
+    if (n == 0) fail(settings.crl, "holds no PEM CRL", "point [tls] crl at a PEM CRL or remove it");
+    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+  }
+
+  if (SSL_CTX_use_certificate(ctx, chain[0].get()) != 1)
+    fail(settings.cert, "certificate rejected", "use the host certificate issued by the CA");
+  for (size_t i = 1; i < chain.size(); ++i) SSL_CTX_add1_chain_cert(ctx, chain[i].get());
+  if (SSL_CTX_use_PrivateKey(ctx, key.get()) != 1 || SSL_CTX_check_private_key(ctx) != 1)
+    fail(settings.key, "does not match the certificate " + settings.cert,
+         "give the key that was issued with that certificate");
+
+  // The host's own certificate must pass the same checks its peers will make.
+  std::unique_ptr<X509_STORE_CTX, StoreCtxFree> vctx(X509_STORE_CTX_new());
+  STACK_OF(X509)* untrusted = sk_X509_new_null();
+  for (size_t i = 1; i < chain.size(); ++i) sk_X509_push(untrusted, chain[i].get());
+  X509_STORE_CTX_init(vctx.get(), store, chain[0].get(), untrusted);
+  int ok = X509_verify_cert(vctx.get());
+  int err = X509_STORE_CTX_get_error(vctx.get());
+  sk_X509_free(untrusted);
+  if (ok != 1) {
+    std::string fix = err == X509_V_ERR_CERT_HAS_EXPIRED || err == X509_V_ERR_CERT_NOT_YET_VALID
+                          ? "issue a current certificate (xmig-certs rotate)"
+                          : "issue the certificate from the CA in " + settings.ca +
+                                " or add its CA to that bundle";
+    fail(settings.cert, std::string("does not verify against ") + settings.ca + ": " +
+                            X509_verify_cert_error_string(err),
+         fix);
+  }
+  ERR_clear_error();
+
+  self->cert_ = info_of(chain[0].get());
+  if (!settings.own_name.empty() &&
+      X509_check_host(chain[0].get(), settings.own_name.c_str(), settings.own_name.size(),
+                      X509_CHECK_FLAG_NO_WILDCARDS, nullptr) != 1) {
+    std::string names;
+    for (auto& n : self->cert_.dns_names) names += (names.empty() ? "" : ", ") + n;
+    throw Error(settings.cert + ": does not name this host \"" + settings.own_name +
+                "\" (DNS SANs: " + (names.empty() ? "none" : names) +
+                "); fix: issue it with xmig-certs issue --name " + settings.own_name +
+                ", or correct name in the config");
+  }
+  return self;
+}
+
+SslPtr Context::new_client(const std::string& peer, const std::string& channel) const {
+  SslPtr ssl(SSL_new(ctx_));
+  if (!ssl) throw Error("SSL_new failed: " + openssl_errors());
+  SSL_set_connect_state(ssl.get());
+  SSL_set_hostflags(ssl.get(), X509_CHECK_FLAG_NO_WILDCARDS);
+  if (SSL_set1_host(ssl.get(), peer.c_str()) != 1) throw Error("SSL_set1_host: " + openssl_errors());
+  std::string alpn = alpn_for(channel);
+  std::string wire(1, static_cast<char>(alpn.size()));
+  wire += alpn;
+  SSL_set_alpn_protos(ssl.get(), reinterpret_cast<const unsigned char*>(wire.data()), wire.size());
+  return ssl;
+}
+
+SslPtr Context::new_server() const {
+  SslPtr ssl(SSL_new(ctx_));
+  if (!ssl) throw Error("SSL_new failed: " + openssl_errors());
+  SSL_set_accept_state(ssl.get());
+  return ssl;
+}
+
+std::optional<std::string> identify_peer(SSL* ssl, const std::vector<std::string>& peers) {
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (!cert || SSL_get_verify_result(ssl) != X509_V_OK) return std::nullopt;
+  for (const auto& p : peers)
+    if (X509_check_host(cert, p.c_str(), p.size(), X509_CHECK_FLAG_NO_WILDCARDS, nullptr) == 1)
+      return p;
+  return std::nullopt;
+}
+
+std::string negotiated_channel(SSL* ssl) {
+  const unsigned char* data = nullptr;
+  unsigned len = 0;
+  SSL_get0_alpn_selected(ssl, &data, &len);
+  auto ch = channel_from_alpn({reinterpret_cast<const char*>(data), len});
+  return ch ? std::string(*ch) : std::string();
+}
+
+std::string protocol_version(SSL* ssl) { return SSL_get_version(ssl); }
+std::string cipher_name(SSL* ssl) { return SSL_get_cipher_name(ssl); }
+
+CertInfo describe_certificate(const std::string& pem_path) {
+  auto certs = read_certificates(pem_path, "cert");
+  return info_of(certs[0].get());
+}
+
+}  // namespace xmig::tls

@@ -1,0 +1,93 @@
+// tls/: OpenSSL for the tunnel — contexts, certificate checks, peer identity.
+//
+// A Context is loaded once from PEM files and is immutable afterwards; a reload
+// builds a new one and swaps the shared_ptr, so connections in flight keep the
+// material they started with. Loading refuses anything a careful operator
+// would: a key readable by others, a key that does not match its certificate,
+// a certificate that does not chain to the CA, is expired, or does not name
+// this host.
+//
+// tls/ never decides where bytes go and never forwards a byte itself: it only
+// says who the peer is and which channel it asked for.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace xmig::tls {
+
+struct Error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct SslFree {
+  void operator()(SSL* s) const { SSL_free(s); }
+};
+using SslPtr = std::unique_ptr<SSL, SslFree>;
+
+struct Settings {
+  std::string ca;    // PEM bundle of trusted CAs (several during a CA rollover)
+  std::string cert;  // this host's certificate, used as server and as client
+  std::string key;   // its private key
+  std::string crl;   // optional PEM CRL file
+  bool allow_tls12 = false;  // TLS 1.3 only unless set
+  std::string own_name;      // this host: the certificate must carry it as a DNS SAN
+};
+
+struct CertInfo {
+  std::string subject;
+  std::string serial;  // hex
+  std::chrono::system_clock::time_point not_before, not_after;
+  std::vector<std::string> dns_names;
+};
+
+class Context {
+ public:
+  // Loads and checks the files; throws Error naming the file and the fix.
+  static std::shared_ptr<const Context> load(const Settings& settings);
+
+  // A client session that offers ALPN "xmig/<channel>" and accepts only a
+  // server whose certificate chains to the CA and names `peer` (DNS SAN).
+  SslPtr new_client(const std::string& peer, const std::string& channel) const;
+  // A server session: requires a client certificate chaining to the CA and an
+  // ALPN of the form "xmig/<channel>".
+  SslPtr new_server() const;
+
+  const CertInfo& cert() const { return cert_; }
+  const Settings& settings() const { return settings_; }
+
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+ private:
+  Context() = default;
+  SSL_CTX* ctx_ = nullptr;
+  CertInfo cert_;
+  Settings settings_;
+};
+
+// The configured peer whose name the authenticated certificate carries as a
+// DNS SAN (no wildcards), or nullopt.
+std::optional<std::string> identify_peer(SSL* ssl, const std::vector<std::string>& peers);
+
+// The channel named by the negotiated ALPN ("xmig/<channel>"), or "".
+std::string negotiated_channel(SSL* ssl);
+
+// "TLSv1.3", "TLS_AES_128_GCM_SHA256".
+std::string protocol_version(SSL* ssl);
+std::string cipher_name(SSL* ssl);
+
+// Reads everything a certificate file says about its first certificate.
+CertInfo describe_certificate(const std::string& pem_path);
+
+// The pending OpenSSL error queue as one line (and clears it); "" when empty.
+std::string openssl_errors();
+
+}  // namespace xmig::tls

@@ -1,0 +1,87 @@
+#include "tls/handshake.hpp"
+
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "tls/context.hpp"
+
+namespace xmig::tls {
+
+namespace {
+
+// Why an SSL call failed, in words. Verification failures name the
+// certificate problem; a peer that just hangs up is said so.
+std::string failure(SSL* ssl, int err, int saved_errno) {
+  std::string queue = openssl_errors();
+  long verify = SSL_get_verify_result(ssl);
+  std::string why;
+  if (verify != X509_V_OK && SSL_get0_peer_certificate(ssl))
+    why = std::string("certificate verify failed: ") + X509_verify_cert_error_string(verify);
+  else if (!queue.empty())
+    why = queue;
+  else if (err == SSL_ERROR_SYSCALL)
+    why = saved_errno ? std::string(strerror(saved_errno)) : "peer closed the connection";
+  else if (err == SSL_ERROR_ZERO_RETURN)
+    why = "peer closed the connection (close_notify)";
+  else
+    why = "SSL error " + std::to_string(err);
+  if (!queue.empty() && why != queue) why += " (" + queue + ")";
+  return why;
+}
+
+// One step of an SSL call: true when done, false after waiting for the
+// readiness the call asked for.
+template <class Call>
+asio::awaitable<int> drive(Socket& sock, SSL* ssl, Call call) {
+  while (true) {
+    ERR_clear_error();
+    errno = 0;
+    int ret = call();
+    if (ret > 0) co_return ret;
+    int saved = errno;
+    int err = SSL_get_error(ssl, ret);
+    if (err == SSL_ERROR_WANT_READ)
+      co_await sock.async_wait(Socket::wait_read, asio::use_awaitable);
+    else if (err == SSL_ERROR_WANT_WRITE)
+      co_await sock.async_wait(Socket::wait_write, asio::use_awaitable);
+    else if (err == SSL_ERROR_ZERO_RETURN)
+      co_return 0;
+    else
+      throw Error(failure(ssl, err, saved));
+  }
+}
+
+}  // namespace
+
+asio::awaitable<void> handshake(Socket& sock, SSL* ssl) {
+  sock.native_non_blocking(true);
+  if (SSL_set_fd(ssl, sock.native_handle()) != 1) throw Error("SSL_set_fd: " + openssl_errors());
+  int r = co_await drive(sock, ssl, [ssl] { return SSL_do_handshake(ssl); });
+  if (r == 0) throw Error("peer closed the connection during the handshake");
+}
+
+asio::awaitable<size_t> read_some(Socket& sock, SSL* ssl, void* buf, size_t n) {
+  int r = co_await drive(sock, ssl, [&] { return SSL_read(ssl, buf, static_cast<int>(n)); });
+  co_return static_cast<size_t>(r);
+}
+
+asio::awaitable<void> write_all(Socket& sock, SSL* ssl, const void* buf, size_t n) {
+  auto* p = static_cast<const char*>(buf);
+  while (n > 0) {
+    int r = co_await drive(sock, ssl, [&] { return SSL_write(ssl, p, static_cast<int>(n)); });
+    if (r == 0) throw Error("peer closed the connection");
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+}
+
+void send_close_notify(SSL* ssl) {
+  ERR_clear_error();
+  SSL_shutdown(ssl);
+  ERR_clear_error();
+}
+
+}  // namespace xmig::tls

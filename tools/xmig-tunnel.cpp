@@ -1,0 +1,46 @@
+// xmig-tunnel: the sidecar. Wires tunnel/ to the command line; nothing else.
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <iostream>
+
+#include "tunnel/tunnel.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "xmig-tunnel: carries libvirt/QEMU live-migration streams (driver RPC, RAM/multifd, NBD)\n"
+      "between hypervisors inside mutual TLS 1.3.\n\n"
+      "For every [[peer]] it listens on <run_dir>/<peer>/{driver,qemu,nbd}.sock and on each\n"
+      "[[route]]; each connection accepted there is carried to that peer over its own TLS\n"
+      "connection and delivered to the peer's configured target for the channel. It accepts\n"
+      "peers on `listen`, requiring a certificate from the CA that names a configured peer.\n\n"
+      "Signals: SIGTERM/SIGINT stop accepting and drain running streams (bounded by\n"
+      "[limits].drain_timeout), then exit 0. SIGHUP reloads certificate, key, CA and CRL;\n"
+      "invalid new material is refused and the old stays in service."};
+  std::string config_path = "/etc/xmig/tunnel.toml";
+  bool check_only = false;
+  app.add_option("-c,--config", config_path, "TOML configuration file")->capture_default_str();
+  app.add_flag("--check", check_only,
+               "Validate the configuration and the certificates it names, print a summary and "
+               "exit: 0 when usable, 1 with every problem (file, key and fix) otherwise");
+  CLI11_PARSE(app, argc, argv);
+
+  if (check_only) return xmig::tunnel::check(config_path);
+
+  // A peer that hangs up must surface as EPIPE on that connection, not kill
+  // the process.
+  std::signal(SIGPIPE, SIG_IGN);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  try {
+    auto config = xmig::tunnel::load_config(config_path);
+    spdlog::set_level(spdlog::level::from_str(config.log_level));
+    xmig::tunnel::Tunnel tunnel(std::move(config));
+    return tunnel.run();
+  } catch (const xmig::tunnel::ConfigError& e) {
+    for (const auto& p : e.problems()) spdlog::critical("{}", p);
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+  }
+  return 1;
+}

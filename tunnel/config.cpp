@@ -1,0 +1,332 @@
+#include "tunnel/config.hpp"
+
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "tls/channel.hpp"
+
+namespace xmig::tunnel {
+
+namespace {
+
+std::string join(const std::vector<std::string>& v, const char* sep) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
+  return out;
+}
+
+std::string line_of(const toml::node& node) {
+  const auto& src = node.source();
+  return src.begin.line ? " (line " + std::to_string(src.begin.line) + ")" : "";
+}
+
+// Reads one TOML table, remembering which keys it consumed so that unknown
+// keys (usually typos) are reported instead of silently ignored.
+class Section {
+ public:
+  Section(const toml::table& table, std::string where, std::vector<std::string>& problems,
+          const std::string& file)
+      : table_(table), where_(std::move(where)), problems_(problems), file_(file) {}
+
+  void problem(const std::string& key, const std::string& text) {
+    const toml::node* n = table_.get(key);
+    problems_.push_back(file_ + ": " + where_ + key + (n ? line_of(*n) : "") + ": " + text);
+  }
+
+  const toml::node* get(const std::string& key) {
+    known_.insert(key);
+    return table_.get(key);
+  }
+
+  // A string value; missing -> fallback (or a problem when required).
+  std::string string(const std::string& key, bool required, const std::string& fix,
+                     const std::string& fallback = {}) {
+    const toml::node* n = get(key);
+    if (!n) {
+      if (required) problem(key, "missing; " + fix);
+      return fallback;
+    }
+    if (!n->is_string()) {
+      problem(key, "must be a string in quotes; " + fix);
+      return fallback;
+    }
+    return **n->as_string();
+  }
+
+  std::optional<Endpoint> endpoint(const std::string& key, bool required, const std::string& fix) {
+    std::string text = string(key, required, fix);
+    if (text.empty()) return std::nullopt;
+    std::string why;
+    auto ep = parse_endpoint(text, &why);
+    if (!ep) problem(key, "\"" + text + "\": " + why + "; " + fix);
+    return ep;
+  }
+
+  // A non-negative number of seconds (integer or decimal) as milliseconds.
+  std::chrono::milliseconds seconds(const std::string& key, std::chrono::milliseconds fallback) {
+    const toml::node* n = get(key);
+    if (!n) return fallback;
+    double s = -1;
+    if (auto i = n->value<int64_t>(); i && n->is_integer()) s = static_cast<double>(*i);
+    if (auto f = n->value<double>(); f && n->is_floating_point()) s = *f;
+    if (s <= 0 || s > 86400) {
+      problem(key, "must be a number of seconds between 0 and 86400, e.g. 10 or 2.5");
+      return fallback;
+    }
+    return std::chrono::milliseconds(static_cast<int64_t>(s * 1000));
+  }
+
+  unsigned number(const std::string& key, unsigned fallback, unsigned lo, unsigned hi) {
+    const toml::node* n = get(key);
+    if (!n) return fallback;
+    auto i = n->value<int64_t>();
+    if (!n->is_integer() || !i || *i < lo || *i > hi) {
+      problem(key, "must be a whole number from " + std::to_string(lo) + " to " +
+                       std::to_string(hi));
+      return fallback;
+    }
+    return static_cast<unsigned>(*i);
+  }
+
+  // Call last: every key the code did not ask for is unknown.
+  void reject_unknown_keys() {
+    std::vector<std::string> known(known_.begin(), known_.end());
+    for (auto&& [k, v] : table_) {
+      std::string key(k.str());
+      if (!known_.count(key))
+        problems_.push_back(file_ + ": " + where_ + key + line_of(v) +
+                            ": unknown key; fix: remove it or check the spelling (known here: " +
+                            join(known, ", ") + ")");
+    }
+  }
+
+ private:
+  const toml::table& table_;
+  std::string where_;  // e.g. "[tls]." or "[[peer]] #2 "
+  std::vector<std::string>& problems_;
+  const std::string& file_;
+  std::set<std::string> known_;
+};
+
+const toml::table* table_at(Section& s, const std::string& key, std::string* problem_text) {
+  const toml::node* n = s.get(key);
+  if (!n) return nullptr;
+  if (!n->is_table()) {
+    *problem_text = "must be a table, written [" + key + "]";
+    return nullptr;
+  }
+  return n->as_table();
+}
+
+// [[peer]] and [[route]] are arrays of tables; accept nothing else.
+std::vector<const toml::table*> tables_in_array(Section& s, const std::string& key) {
+  std::vector<const toml::table*> out;
+  const toml::node* n = s.get(key);
+  if (!n) return out;
+  const toml::array* arr = n->as_array();
+  if (!arr || !arr->is_array_of_tables()) {
+    s.problem(key, "must be written as [[" + key + "]] sections");
+    return out;
+  }
+  for (auto& el : *arr) out.push_back(el.as_table());
+  return out;
+}
+
+}  // namespace
+
+ConfigError::ConfigError(std::vector<std::string> problems)
+    : std::runtime_error(join(problems, "\n")), problems_(std::move(problems)) {}
+
+bool is_valid_host_name(const std::string& s) {
+  if (s.empty() || s.size() > 253 || s.front() == '.' || s.back() == '.' || s.front() == '-')
+    return false;
+  char prev = 0;
+  for (char c : s) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.';
+    if (!ok || (c == '.' && prev == '.')) return false;
+    prev = c;
+  }
+  return true;
+}
+
+bool is_valid_channel_name(const std::string& s) { return tls::is_valid_channel(s); }
+
+
+const PeerConfig* Config::find_peer(const std::string& peer_name) const {
+  for (const auto& p : peers)
+    if (p.name == peer_name) return &p;
+  return nullptr;
+}
+
+std::string Config::socket_path(const std::string& dir, const std::string& channel) const {
+  return run_dir + "/" + dir + "/" + channel + ".sock";
+}
+
+Config parse_config(const std::string& text, const std::string& path) {
+  toml::table root;
+  try {
+    root = toml::parse(text, path);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream msg;
+    msg << path << ": line " << e.source().begin.line << ", column " << e.source().begin.column
+        << ": " << e.description() << "; fix: correct the TOML syntax there";
+    throw ConfigError({msg.str()});
+  }
+
+  std::vector<std::string> problems;
+  Config c;
+  c.path = path;
+  Section top(root, "", problems, path);
+
+  c.name = top.string("name", true, "fix: set name = \"<this host>\" (its certificate's DNS SAN)");
+  if (!c.name.empty() && !is_valid_host_name(c.name))
+    top.problem("name", "\"" + c.name + "\" is not a valid host name; fix: use letters, digits, "
+                        "'-' and '.' only");
+  c.run_dir = top.string("run_dir", false, "fix: e.g. run_dir = \"/run/xmig\"", "/run/xmig");
+  if (c.run_dir.empty() || c.run_dir[0] != '/')
+    top.problem("run_dir", "must be an absolute path; fix: e.g. run_dir = \"/run/xmig\"");
+  while (c.run_dir.size() > 1 && c.run_dir.back() == '/') c.run_dir.pop_back();
+  if (auto ep = top.endpoint("listen", true, "fix: e.g. listen = \"0.0.0.0:7443\"")) {
+    c.listen = *ep;
+    if (c.listen.is_unix())
+      top.problem("listen", "the TLS listener must be TCP; fix: e.g. listen = \"0.0.0.0:7443\"");
+  }
+  c.log_level = top.string("log_level", false, "", "info");
+  static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error"};
+  if (!levels.count(c.log_level))
+    top.problem("log_level", "\"" + c.log_level + "\"; fix: one of trace, debug, info, warn, error");
+  c.workers = top.number("workers", 0, 0, 256);
+  std::string mode = top.string("socket_mode", false, "", "0660");
+  try {
+    size_t used = 0;
+    c.socket_mode = static_cast<unsigned>(std::stoul(mode, &used, 8));
+    if (used != mode.size() || c.socket_mode > 0777) throw std::invalid_argument(mode);
+  } catch (const std::exception&) {
+    top.problem("socket_mode", "\"" + mode + "\" is not an octal mode; fix: e.g. \"0660\"");
+  }
+  c.socket_group = top.string("socket_group", false, "");
+
+  // [tls]
+  std::string why;
+  if (const toml::table* t = table_at(top, "tls", &why)) {
+    Section tls(*t, "[tls].", problems, path);
+    const std::string pki = "; libvirt's layout works as is, e.g. ";
+    c.tls.ca = tls.string("ca", true, "fix: the CA bundle" + pki + "\"/etc/pki/qemu/ca-cert.pem\"");
+    c.tls.cert =
+        tls.string("cert", true, "fix: this host's certificate" + pki +
+                                     "\"/etc/pki/qemu/server-cert.pem\"");
+    c.tls.key = tls.string("key", true,
+                           "fix: this host's private key" + pki + "\"/etc/pki/qemu/server-key.pem\"");
+    c.tls.crl = tls.string("crl", false, "");
+    c.tls.min_version = tls.string("min_version", false, "", "1.3");
+    if (c.tls.min_version != "1.3" && c.tls.min_version != "1.2")
+      tls.problem("min_version", "\"" + c.tls.min_version + "\"; fix: \"1.3\" (default) or \"1.2\"");
+    tls.reject_unknown_keys();
+  } else {
+    problems.push_back(path + ": [tls]: " +
+                       (why.empty() ? "missing; fix: add a [tls] section with ca, cert and key"
+                                    : why));
+  }
+
+  // [[peer]]
+  std::set<std::string> peer_names;
+  int index = 0;
+  for (const toml::table* t : tables_in_array(top, "peer")) {
+    Section s(*t, "[[peer]] #" + std::to_string(++index) + " ", problems, path);
+    PeerConfig p;
+    p.name = s.string("name", true, "fix: the peer's host name, e.g. name = \"hv-b\"");
+    if (!p.name.empty()) {
+      if (!is_valid_host_name(p.name))
+        s.problem("name", "\"" + p.name + "\" is not a valid host name");
+      else if (p.name == c.name)
+        s.problem("name", "\"" + p.name + "\" is this host's own name; fix: list other hosts only");
+      else if (!peer_names.insert(p.name).second)
+        s.problem("name", "\"" + p.name + "\" is listed twice; fix: keep one [[peer]] per host");
+    }
+    if (auto ep = s.endpoint("address", true, "fix: e.g. address = \"10.0.0.2:7443\"")) {
+      p.address = *ep;
+      if (p.address.is_unix())
+        s.problem("address", "a peer is reached over TCP; fix: e.g. address = \"10.0.0.2:7443\"");
+    }
+    s.reject_unknown_keys();
+    c.peers.push_back(std::move(p));
+  }
+
+  // [targets]
+  if (!c.name.empty()) {
+    c.targets["driver"] = *parse_endpoint("unix:/run/libvirt/libvirt-sock", &why);
+    for (const char* ch : {"qemu", "nbd"})
+      if (auto ep = parse_endpoint("unix:" + c.socket_path(c.name, ch), &why)) c.targets[ch] = *ep;
+  }
+  if (const toml::table* t = table_at(top, "targets", &why)) {
+    Section s(*t, "[targets].", problems, path);
+    for (auto&& [k, v] : *t) {
+      std::string channel(k.str());
+      if (!is_valid_channel_name(channel)) {
+        s.problem(channel, "is not a valid channel name; fix: use a-z, 0-9, '-' and '_'");
+        s.get(channel);
+        continue;
+      }
+      if (auto ep = s.endpoint(channel, true, "fix: \"HOST:PORT\" or \"unix:PATH\""))
+        c.targets[channel] = *ep;
+    }
+    s.reject_unknown_keys();
+  } else if (!why.empty()) {
+    problems.push_back(path + ": [targets]: " + why);
+  }
+
+  // [[route]]
+  std::set<std::string> listens = {c.listen.str()};
+  index = 0;
+  for (const toml::table* t : tables_in_array(top, "route")) {
+    Section s(*t, "[[route]] #" + std::to_string(++index) + " ", problems, path);
+    RouteConfig r;
+    if (auto ep = s.endpoint("listen", true, "fix: e.g. listen = \"127.0.0.1:5000\"")) {
+      r.listen = *ep;
+      if (!listens.insert(r.listen.str()).second)
+        s.problem("listen", "\"" + r.listen.str() + "\" is used twice; fix: one listener each");
+    }
+    r.peer = s.string("peer", true, "fix: name one of the [[peer]] hosts");
+    if (!r.peer.empty() && !peer_names.count(r.peer))
+      s.problem("peer", "\"" + r.peer + "\" is not a configured [[peer]]; fix: add it or correct "
+                        "the name");
+    r.channel = s.string("channel", true, "fix: e.g. channel = \"bench\"");
+    if (!r.channel.empty() && !is_valid_channel_name(r.channel))
+      s.problem("channel", "\"" + r.channel + "\" is not a valid channel name; fix: use a-z, "
+                           "0-9, '-' and '_'");
+    s.reject_unknown_keys();
+    c.routes.push_back(std::move(r));
+  }
+
+  // [limits]
+  if (const toml::table* t = table_at(top, "limits", &why)) {
+    Section s(*t, "[limits].", problems, path);
+    c.limits.handshake_timeout = s.seconds("handshake_timeout", c.limits.handshake_timeout);
+    c.limits.connect_timeout = s.seconds("connect_timeout", c.limits.connect_timeout);
+    c.limits.drain_timeout = s.seconds("drain_timeout", c.limits.drain_timeout);
+    c.limits.max_connections = s.number("max_connections", c.limits.max_connections, 1, 1'000'000);
+    s.reject_unknown_keys();
+  } else if (!why.empty()) {
+    problems.push_back(path + ": [limits]: " + why);
+  }
+
+  top.reject_unknown_keys();
+  if (!problems.empty()) throw ConfigError(std::move(problems));
+  return c;
+}
+
+Config load_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in)
+    throw ConfigError({path + ": cannot be read (" + std::string(strerror(errno)) +
+                       "); fix: check the path given to --config"});
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), path);
+}
+
+}  // namespace xmig::tunnel

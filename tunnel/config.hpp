@@ -1,0 +1,90 @@
+// The tunnel's configuration: one TOML file, parsed and checked as a whole.
+//
+// load_config() reports every problem it finds at once, each naming the file,
+// the key and the fix; it never returns a half-valid Config. It checks only
+// what can be known from the file itself: certificate contents are checked by
+// tls::Context when they are loaded.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "tunnel/endpoint.hpp"
+
+namespace xmig::tunnel {
+
+// The channels every peer directory carries (<run_dir>/<peer>/<channel>.sock).
+inline const std::vector<std::string> kMigrationChannels = {"driver", "qemu", "nbd"};
+
+struct PeerConfig {
+  std::string name;  // the peer's host name; its certificate must carry it as a DNS SAN
+  Endpoint address;  // its TLS listener on the migration network
+};
+
+// An extra entry point: connections accepted on `listen` travel to `peer` and
+// are delivered to that peer's target for `channel`.
+struct RouteConfig {
+  Endpoint listen;
+  std::string peer;
+  std::string channel;
+};
+
+struct TlsConfig {
+  std::string ca;    // PEM bundle of trusted CAs
+  std::string cert;  // this host's certificate (server and client)
+  std::string key;   // its private key; must not be readable by group or others
+  std::string crl;   // optional PEM CRL
+  std::string min_version = "1.3";  // "1.3" or "1.2"
+};
+
+struct Limits {
+  std::chrono::milliseconds handshake_timeout{10'000};
+  std::chrono::milliseconds connect_timeout{10'000};
+  std::chrono::milliseconds drain_timeout{30'000};
+  unsigned max_connections = 4096;
+};
+
+struct Config {
+  std::string path;  // the file it was read from, for messages
+  std::string name;  // this host
+  std::string run_dir;
+  Endpoint listen;
+  TlsConfig tls;
+  std::vector<PeerConfig> peers;
+  std::map<std::string, Endpoint> targets;  // channel -> where this host delivers it
+  std::vector<RouteConfig> routes;
+  Limits limits;
+  unsigned workers = 0;  // data-path threads; 0 = one per core
+  std::string log_level = "info";
+  unsigned socket_mode = 0660;  // entry sockets under run_dir
+  std::string socket_group;     // optional group owning run_dir's sockets
+
+  const PeerConfig* find_peer(const std::string& peer_name) const;
+  // <run_dir>/<dir>/<channel>.sock
+  std::string socket_path(const std::string& dir, const std::string& channel) const;
+};
+
+class ConfigError : public std::runtime_error {
+ public:
+  explicit ConfigError(std::vector<std::string> problems);
+  const std::vector<std::string>& problems() const { return problems_; }
+
+ private:
+  std::vector<std::string> problems_;
+};
+
+// Reads and validates the file. Throws ConfigError listing every problem.
+Config load_config(const std::string& path);
+
+// Same, from text (for tests); `path` is used in messages only.
+Config parse_config(const std::string& text, const std::string& path);
+
+// Valid names: a peer or host name is a DNS name; a channel is [a-z0-9_-]{1,32}
+// starting with a letter or digit.
+bool is_valid_host_name(const std::string& s);
+bool is_valid_channel_name(const std::string& s);
+
+}  // namespace xmig::tunnel

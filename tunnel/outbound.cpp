@@ -1,0 +1,105 @@
+// The entry side: a local client connects to <run_dir>/<peer>/<channel>.sock
+// (or a [[route]]); the tunnel dials the peer, runs the TLS handshake naming
+// the channel in ALPN, waits for the peer's verdict, then hands the pair to a
+// pump. Connections of one entry are dialled one after another: the verdict
+// arrives only once the peer has connected its target, so targets see them in
+// the order this side accepted them.
+#include <spdlog/spdlog.h>
+
+#include "tls/handshake.hpp"
+#include "tunnel/protocol.hpp"
+#include "tunnel/state.hpp"
+
+namespace xmig::tunnel {
+
+namespace {
+
+struct Dialled {
+  asio::ip::tcp::socket sock;
+  tls::SslPtr ssl;
+};
+
+// Connect, handshake, verdict. Throws with the reason on any failure.
+asio::awaitable<void> start_dial(Tunnel::State& s, const PeerConfig& peer,
+                                 const std::string& channel, Dialled& d) {
+  const auto& limits = s.config.limits;
+  {
+    Deadline deadline(s.io, limits.connect_timeout, [&] { d.sock.close(); });
+    try {
+      co_await connect_tcp(d.sock, peer.address);
+    } catch (const boost::system::system_error& e) {
+      throw std::runtime_error("connect to " + peer.address.str() + ": " +
+                               (deadline.expired() ? "timed out" : e.code().message()));
+    }
+  }
+  auto context = s.tls;  // material may be swapped by a reload meanwhile
+  d.ssl = context->new_client(peer.name, channel);
+  Deadline deadline(s.io, limits.handshake_timeout, [&] { d.sock.cancel(); });
+  try {
+    co_await tls::handshake(d.sock, d.ssl.get());
+    uint8_t verdict = 0;
+    size_t n = co_await tls::read_some(d.sock, d.ssl.get(), &verdict, 1);
+    if (n == 0) throw std::runtime_error("peer closed the connection before its verdict");
+    if (static_cast<Verdict>(verdict) != Verdict::Accepted)
+      throw std::runtime_error("refused by peer: " + describe(static_cast<Verdict>(verdict)));
+  } catch (const boost::system::system_error& e) {
+    throw std::runtime_error(deadline.expired() ? "TLS handshake timed out"
+                                                : "TLS handshake: " + e.code().message());
+  } catch (const tls::Error& e) {
+    throw std::runtime_error(std::string("TLS handshake: ") + e.what());
+  }
+}
+
+asio::awaitable<void> dial(Tunnel::State& s, io::Fd local, Slot slot, const PeerConfig& peer,
+                           const std::string& channel, const std::string& local_name) {
+  Dialled d{asio::ip::tcp::socket(s.io), nullptr};
+  try {
+    co_await start_dial(s, peer, channel, d);
+  } catch (const std::exception& e) {
+    spdlog::warn("refused: entry {} -> peer {} channel {}: {}", local_name, peer.name, channel,
+                 e.what());
+    reset_on_close(local.get());  // the local client learns at once
+    co_return;
+  }
+  ConnectionInfo info{"out",
+                      peer.name,
+                      channel,
+                      local_name,
+                      peer.address.str(),
+                      tls::protocol_version(d.ssl.get()),
+                      tls::cipher_name(d.ssl.get())};
+  spdlog::debug("open: {} -> {} ({}) channel {}", local_name, peer.name, info.remote, channel);
+  auto held = std::make_shared<Slot>(std::move(slot));
+  s.workers.start_pump(std::move(local), io::Fd(d.sock.release()), std::move(d.ssl),
+                       [info, held](const io::PumpStats& stats) { log_close(info, stats); });
+}
+
+}  // namespace
+
+template <class Acceptor>
+asio::awaitable<void> serve_entry(Tunnel::State& s, Acceptor& acceptor, const PeerConfig& peer,
+                                  std::string channel, std::string local_name) {
+  while (!s.stopping) {
+    boost::system::error_code ec;
+    auto sock = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (s.stopping) co_return;
+    if (ec) {
+      spdlog::error("accept on {}: {}", local_name, ec.message());
+      continue;
+    }
+    if (s.connections >= s.config.limits.max_connections) {
+      spdlog::warn("refused: entry {}: max_connections ({}) reached", local_name,
+                   s.config.limits.max_connections);
+      reset_on_close(sock.native_handle());
+      continue;
+    }
+    co_await dial(s, io::Fd(sock.release()), Slot(s.connections), peer, channel, local_name);
+  }
+}
+
+template asio::awaitable<void> serve_entry(Tunnel::State&, UnixProtocol::acceptor&,
+                                           const PeerConfig&, std::string, std::string);
+template asio::awaitable<void> serve_entry(Tunnel::State&, asio::ip::tcp::acceptor&,
+                                           const PeerConfig&, std::string, std::string);
+
+}  // namespace xmig::tunnel

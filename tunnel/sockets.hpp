@@ -1,0 +1,66 @@
+// Socket chores of the control plane: entry sockets under run_dir, connecting
+// to a target, and deadlines on asynchronous steps.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "io/asio.hpp"
+#include "io/fd.hpp"
+#include "tunnel/endpoint.hpp"
+
+namespace xmig::tunnel {
+
+using UnixProtocol = asio::local::stream_protocol;
+
+// Binds a listening UNIX socket at `path`, creating its directory (mode
+// dir_mode). A stale socket left by a dead process is replaced; a socket that
+// a live process still listens on, or a path that is not a socket, is never
+// touched: both throw std::runtime_error saying what to do.
+UnixProtocol::acceptor open_unix_listener(asio::io_context& io, const std::string& path,
+                                          unsigned socket_mode, gid_t group);
+
+asio::ip::tcp::acceptor open_tcp_listener(asio::io_context& io, const Endpoint& ep);
+
+// mkdir -p with a mode (and group, when not -1) on the last component.
+void make_directory(const std::string& path, unsigned mode, gid_t group);
+
+// Connects to a TCP or UNIX endpoint within `timeout`; returns the connected
+// fd. Throws std::runtime_error saying why not.
+asio::awaitable<io::Fd> connect_to(asio::io_context& io, const Endpoint& ep,
+                                   std::chrono::milliseconds timeout);
+
+// Connects a TCP socket to host:port (for the TLS side, which keeps the socket).
+asio::awaitable<void> connect_tcp(asio::ip::tcp::socket& sock, const Endpoint& ep);
+
+// Calls on_expire (typically a socket's cancel) when `timeout` passes before
+// the Deadline is destroyed. Safe when the timer fires as it is destroyed.
+class Deadline {
+ public:
+  Deadline(asio::io_context& io, std::chrono::milliseconds timeout, std::function<void()> on_expire);
+  ~Deadline();
+  Deadline(const Deadline&) = delete;
+  Deadline& operator=(const Deadline&) = delete;
+  bool expired() const { return state_->expired; }
+
+ private:
+  struct State {
+    bool expired = false;
+    bool disarmed = false;
+    std::function<void()> on_expire;
+  };
+  std::shared_ptr<State> state_;
+  asio::steady_timer timer_;
+};
+
+// Makes close() send a reset (used to abort a connection promptly).
+void reset_on_close(int fd);
+
+// "group name" -> gid; throws std::runtime_error when unknown. "" -> -1.
+gid_t lookup_group(const std::string& name);
+
+}  // namespace xmig::tunnel

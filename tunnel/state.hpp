@@ -1,0 +1,76 @@
+// Internal to tunnel/: the running tunnel's state, shared by the lifecycle
+// (tunnel.cpp), the entry side (outbound.cpp) and the TLS side (inbound.cpp).
+#pragma once
+
+#include <atomic>
+#include <list>
+#include <memory>
+#include <string>
+
+#include "io/asio.hpp"
+#include "io/pump.hpp"
+#include "tls/context.hpp"
+#include "tunnel/config.hpp"
+#include "tunnel/sockets.hpp"
+#include "tunnel/tunnel.hpp"
+
+namespace xmig::tunnel {
+
+// What the close line of a connection reports besides the pump's figures.
+struct ConnectionInfo {
+  std::string direction;  // "out": entry -> peer; "in": peer -> target
+  std::string peer;
+  std::string channel;
+  std::string local;   // entry socket or target
+  std::string remote;  // peer address
+  std::string tls_version;
+  std::string cipher;
+};
+
+// One logged line per connection at close.
+void log_close(const ConnectionInfo& info, const io::PumpStats& stats);
+
+// Counts a connection from accept to close; the count is what max_connections
+// and the drain look at.
+class Slot {
+ public:
+  explicit Slot(std::atomic<size_t>& count) : count_(&count) { ++*count_; }
+  ~Slot() {
+    if (count_) --*count_;
+  }
+  Slot(Slot&& o) noexcept : count_(std::exchange(o.count_, nullptr)) {}
+  Slot(const Slot&) = delete;
+  Slot& operator=(const Slot&) = delete;
+  Slot& operator=(Slot&&) = delete;
+
+ private:
+  std::atomic<size_t>* count_;
+};
+
+struct Tunnel::State {
+  explicit State(Config c);
+
+  Config config;
+  asio::io_context io{1};
+  // Swapped by reload; each connection takes its own copy when it starts.
+  std::shared_ptr<const tls::Context> tls;
+  io::Workers workers;
+  std::atomic<size_t> connections{0};
+  bool stopping = false;
+  std::vector<std::string> peer_names;
+
+  std::list<UnixProtocol::acceptor> unix_listeners;
+  std::list<asio::ip::tcp::acceptor> tcp_listeners;
+  std::vector<std::string> created_sockets;  // removed at exit
+};
+
+// Entry side: accepts local clients on `acceptor` and carries each to
+// `peer`'s `channel`, one at a time so the far side sees them in order.
+template <class Acceptor>
+asio::awaitable<void> serve_entry(Tunnel::State& s, Acceptor& acceptor, const PeerConfig& peer,
+                                  std::string channel, std::string local_name);
+
+// TLS side: accepts peers and admits each one (concurrently).
+asio::awaitable<void> serve_peers(Tunnel::State& s, asio::ip::tcp::acceptor& acceptor);
+
+}  // namespace xmig::tunnel
