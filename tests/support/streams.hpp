@@ -1,0 +1,53 @@
+// Byte streams for tests: blocking sockets, deterministic data, hashes.
+//
+// A sender produces `bytes` of fill_random(seed) data and returns the SHA-256
+// of what it sent; a receiver hashes everything up to EOF. Equal hashes at
+// both ends prove nothing was lost, duplicated, reordered or corrupted.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "io/fd.hpp"
+
+namespace xmig::test {
+
+using io::Fd;
+
+struct Hashed {
+  uint64_t bytes = 0;
+  std::string sha256;
+  std::string error;  // empty when the stream ended with a clean EOF / full send
+};
+
+Fd connect_unix(const std::string& path);
+Fd connect_tcp(uint16_t port);  // 127.0.0.1
+
+class Listener {
+ public:
+  static Listener unix_socket(const std::string& path);
+  static Listener tcp(uint16_t port = 0);  // 127.0.0.1; 0 picks a free port
+  // Waits up to `timeout` for a connection; an invalid Fd when none came.
+  Fd accept(std::chrono::milliseconds timeout);
+  uint16_t port() const { return port_; }
+  std::string endpoint() const;  // config spelling: "127.0.0.1:P" or "unix:PATH"
+
+ private:
+  Fd fd_;
+  uint16_t port_ = 0;
+  std::string path_;
+};
+
+Hashed send_stream(int fd, uint64_t bytes, uint64_t seed);
+Hashed recv_stream(int fd);
+// The hash send_stream(…, bytes, seed) will report, without a socket.
+std::string expected_sha256(uint64_t bytes, uint64_t seed);
+
+void shutdown_write(int fd);
+// close() with a zero linger: the peer sees a reset.
+void reset(Fd& fd);
+// Blocks up to `timeout` for the socket to become readable (data, EOF or error).
+bool wait_readable(int fd, std::chrono::milliseconds timeout);
+
+}  // namespace xmig::test

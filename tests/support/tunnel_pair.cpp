@@ -1,0 +1,134 @@
+#include "tests/support/tunnel_pair.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace xmig::test {
+
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+void make_node_pki(const fs::path& dir, const certs::Pem& ca, const std::string& name, int days,
+                   long start_offset_seconds) {
+  certs::IssueOptions opts;
+  opts.name = name;
+  opts.ips = {"127.0.0.1"};
+  opts.days = days;
+  opts.start_offset_seconds = start_offset_seconds;
+  certs::write_node_dir(dir, ca.cert, certs::issue(ca, opts));
+}
+
+int count_in_log(const fs::path& log, const std::string& needle) {
+  std::ifstream in(log);
+  int n = 0;
+  for (std::string line; std::getline(in, line);)
+    if (line.find(needle) != std::string::npos) ++n;
+  return n;
+}
+
+namespace {
+
+std::string config_text(const TunnelSide& self, const TunnelSide& other,
+                        const std::map<std::string, std::string>& targets,
+                        const std::map<std::string, std::string>& routes,
+                        const std::string& extra) {
+  std::ostringstream t;
+  t << "name = \"" << self.name << "\"\n"
+    << "run_dir = \"" << self.run_dir.string() << "\"\n"
+    << "listen = \"127.0.0.1:" << self.port << "\"\n"
+    << "log_level = \"debug\"\n\n"
+    << "[tls]\n"
+    << "ca = \"" << (self.pki / "ca-cert.pem").string() << "\"\n"
+    << "cert = \"" << (self.pki / "server-cert.pem").string() << "\"\n"
+    << "key = \"" << (self.pki / "server-key.pem").string() << "\"\n\n"
+    << "[[peer]]\n"
+    << "name = \"" << other.name << "\"\n"
+    << "address = \"127.0.0.1:" << other.port << "\"\n\n";
+  for (const auto& [listen, channel] : routes)
+    t << "[[route]]\nlisten = \"" << listen << "\"\npeer = \"" << other.name << "\"\nchannel = \""
+      << channel << "\"\n\n";
+  if (!targets.empty()) {
+    t << "[targets]\n";
+    for (const auto& [channel, ep] : targets) t << channel << " = \"" << ep << "\"\n";
+    t << "\n";
+  }
+  t << extra << "\n";
+  return t.str();
+}
+
+}  // namespace
+
+TunnelPair::TunnelPair(TunnelPairOptions opts) {
+  ca = certs::make_ca({});
+  a.name = "hv-a";
+  b.name = "hv-b";
+  for (TunnelSide* side : {&a, &b}) {
+    side->dir = temp.path() / side->name;
+    side->run_dir = side->dir / "run";
+    side->pki = side->dir / "pki";
+    side->config = side->dir / "tunnel.toml";
+    side->log = side->dir / "tunnel.log";
+    side->port = free_port();
+    fs::create_directories(side->dir);
+    make_node_pki(side->pki, ca, side->name);
+  }
+  write_file(a.config, config_text(a, b, {}, opts.a_routes, opts.a_extra));
+  write_file(b.config, config_text(b, a, opts.b_targets, {}, opts.b_extra));
+  if (opts.start) {
+    start(a);
+    start(b);
+  }
+}
+
+TunnelPair::~TunnelPair() {
+  for (TunnelSide* side : {&a, &b})
+    if (side->process) side->process->terminate(5s);
+}
+
+void TunnelPair::start(TunnelSide& side) {
+  int before = count_in_log(side.log, " ready: ");
+  side.process.emplace(std::vector<std::string>{tool("xmig-tunnel"), "--config", side.config.string()},
+                       side.log.string());
+  bool ready = wait_until(
+      [&] { return count_in_log(side.log, " ready: ") > before || !side.process->running(); }, 20s);
+  if (!ready || !side.process->running())
+    throw std::runtime_error(side.name + " did not become ready:\n" + read_file(side.log));
+}
+
+fs::path TunnelPair::entry(const std::string& channel) const {
+  return a.run_dir / b.name / (channel + ".sock");
+}
+
+fs::path TunnelPair::delivery(const std::string& channel) const {
+  return b.run_dir / b.name / (channel + ".sock");
+}
+
+std::string TunnelPair::logs() const {
+  std::string out;
+  for (const TunnelSide* side : {&a, &b}) {
+    out += "---- " + side->name + " log ----\n";
+    try {
+      out += read_file(side->log);
+    } catch (const std::exception&) {
+    }
+  }
+  return out;
+}
+
+}  // namespace xmig::test

@@ -1,0 +1,74 @@
+// Two real xmig-tunnel processes on loopback, as hv-a and hv-b, with a fresh
+// cluster CA and node certificates made by certs/ in libvirt's layout.
+//
+//   client -> <a.run_dir>/hv-b/<channel>.sock -> hv-a ==TLS==> hv-b -> target
+//
+// hv-b delivers qemu and nbd to <b.run_dir>/hv-b/{qemu,nbd}.sock (the
+// defaults), and any extra channel to what b_targets says.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "certs/certs.hpp"
+#include "tests/support/files.hpp"
+#include "tests/support/process.hpp"
+
+namespace xmig::test {
+
+struct TunnelPairOptions {
+  std::map<std::string, std::string> b_targets;  // [targets] of hv-b: channel -> endpoint
+  // [[route]]s on hv-a towards hv-b: listen endpoint -> channel.
+  std::map<std::string, std::string> a_routes;
+  std::string a_extra, b_extra;  // TOML appended to each config (e.g. a [limits] table)
+  bool start = true;             // start both processes in the constructor
+};
+
+struct TunnelSide {
+  std::string name;   // "hv-a" / "hv-b"
+  fs::path dir;       // everything of this side lives here
+  fs::path run_dir;   // its run_dir
+  fs::path pki;       // ca-cert.pem, server-cert.pem, server-key.pem, ...
+  fs::path config;    // tunnel.toml
+  fs::path log;       // the process's stdout+stderr
+  uint16_t port = 0;  // its TLS listener
+  std::optional<Process> process;
+};
+
+class TunnelPair {
+ public:
+  explicit TunnelPair(TunnelPairOptions opts = {});
+  ~TunnelPair();
+
+  // Starts one side and waits until its log says ready (throws on timeout,
+  // with the log).
+  void start(TunnelSide& side);
+
+  // hv-a's entry socket towards hv-b for a channel.
+  fs::path entry(const std::string& channel) const;
+  // Where hv-b delivers qemu/nbd by default.
+  fs::path delivery(const std::string& channel) const;
+  // Both logs, for failure messages.
+  std::string logs() const;
+
+  TempDir temp{"xmig-pair"};
+  certs::Pem ca;
+  TunnelSide a, b;
+};
+
+// A TCP port that was free a moment ago on 127.0.0.1.
+uint16_t free_port();
+
+// Issues a node certificate for `name` from `ca` and writes libvirt's layout
+// into dir. start_offset/days as in certs::IssueOptions.
+void make_node_pki(const fs::path& dir, const certs::Pem& ca, const std::string& name,
+                   int days = 30, long start_offset_seconds = -300);
+
+// Counts lines of `log` that contain `needle`.
+int count_in_log(const fs::path& log, const std::string& needle);
+
+}  // namespace xmig::test
