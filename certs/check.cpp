@@ -1,0 +1,298 @@
+// Checks of a node directory in libvirt layout. Each finding says what was found
+// and what to do; the worst finding decides the exit code (0 ok, 1 warn, 2 fail).
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+
+#include "certs/detail.hpp"
+
+namespace xmig::certs {
+
+namespace {
+
+using Clock = std::chrono::system_clock;
+
+struct Report {
+  std::vector<Finding> findings;
+  void add(Severity s, std::string check, const fs::path& file, std::string message,
+           std::string fix = {}) {
+    findings.push_back({s, std::move(check), file.string(), std::move(message), std::move(fix)});
+  }
+};
+
+std::string date_text(Clock::time_point t) {
+  std::time_t tt = Clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
+  return buf;
+}
+
+std::string octal_mode(unsigned mode) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%04o", mode & 07777);
+  return buf;
+}
+
+bool iequals(const std::string& a, const std::string& b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// Mode rules: keys not readable (or writable) by group/others; no file writable
+// by group/others (someone could swap in their own CA or certificate).
+void check_mode(Report& r, const fs::path& file, bool is_key) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) return;
+  unsigned mode = st.st_mode & 07777;
+  if (is_key && (mode & 077))
+    r.add(Severity::Failure, "mode", file,
+          "private key is accessible by group/others (mode " + octal_mode(mode) + ")",
+          "chmod 600 " + file.string() + " (and consider the key exposed: rotate it)");
+  else if (mode & 022)
+    r.add(Severity::Failure, "mode", file,
+          "writable by group/others (mode " + octal_mode(mode) + ")",
+          "chmod go-w " + file.string());
+}
+
+// Validity period of one certificate.
+void check_validity(Report& r, const fs::path& file, const CertInfo& info, int warn_days,
+                    const std::string& renew) {
+  Clock::time_point now = Clock::now();
+  if (now < info.not_before) {
+    r.add(Severity::Failure, "expiry", file, "not valid before " + date_text(info.not_before),
+          "check this host's clock (NTP); or wait until then");
+    return;
+  }
+  if (now >= info.not_after) {
+    r.add(Severity::Failure, "expiry", file, "expired on " + date_text(info.not_after), renew);
+    return;
+  }
+  auto days_left =
+      std::chrono::duration_cast<std::chrono::hours>(info.not_after - now).count() / 24;
+  std::string msg =
+      std::to_string(days_left) + " days left (expires " + date_text(info.not_after) + ")";
+  if (days_left < warn_days)
+    r.add(Severity::Warning, "expiry", file, msg + ", fewer than " + std::to_string(warn_days),
+          renew);
+  else
+    r.add(Severity::Ok, "expiry", file, msg);
+}
+
+void check_pair(Report& r, const fs::path& dir, const char* cert_name, const char* key_name,
+                Purpose purpose, const std::string& bundle, const CheckOptions& opts) {
+  fs::path cert_file = dir / cert_name;
+  fs::path key_file = dir / key_name;
+  const bool server = purpose == Purpose::TlsServer;
+  const std::string role = server ? "server" : "client";
+  const std::string reissue = "make a new node certificate: 'xmig-certs rotate --ca CA_DIR --dir " +
+                              dir.string() + " --name HOST'";
+
+  std::string cert_pem, key_pem;
+  bool have_cert = false, have_key = false;
+  try {
+    cert_pem = read_file(cert_file);
+    detail::parse_cert(cert_pem, cert_file.string());
+    have_cert = true;
+  } catch (const Error& e) {
+    r.add(Severity::Failure, "file", cert_file, e.what(),
+          "issue one: 'xmig-certs issue --ca CA_DIR --name HOST --out " + dir.string() + "'");
+  }
+  try {
+    key_pem = read_file(key_file);
+    detail::parse_key(key_pem, key_file.string());
+    have_key = true;
+    check_mode(r, key_file, true);
+  } catch (const Error& e) {
+    r.add(Severity::Failure, "file", key_file, e.what(), "restore the key, or " + reissue);
+  }
+  if (!have_cert) return;
+  check_mode(r, cert_file, false);
+
+  if (have_key) {
+    if (key_matches(cert_pem, key_pem))
+      r.add(Severity::Ok, "key", key_file, "matches " + cert_file.filename().string());
+    else
+      r.add(Severity::Failure, "key", key_file,
+            "does not belong to " + cert_file.string() + " (TLS handshakes will fail)",
+            "restore the matching pair (see *.prev), or " + reissue);
+  }
+
+  if (!bundle.empty()) {
+    if (auto reason = verify_chain(cert_pem, bundle, Purpose::Any, /*check_time=*/false))
+      r.add(Severity::Failure, "chain", cert_file,
+            "does not verify against " + (dir / kCaCertFile).string() + ": " + *reason,
+            "issue the certificate from the cluster CA, or put the CA that signed it into "
+            "ca-cert.pem (during a CA rollover: the CA's ca-bundle.pem)");
+    else
+      r.add(Severity::Ok, "chain", cert_file, "verifies against " + std::string(kCaCertFile));
+  }
+
+  CertInfo info = describe(cert_pem, cert_file.string());
+  detail::X509Ptr cert = detail::parse_cert(cert_pem, cert_file.string());
+  std::vector<std::string> usage_problems;
+  if (info.is_ca) usage_problems.push_back("it is a CA certificate");
+  uint32_t ku = X509_get_key_usage(cert.get());
+  if (ku != UINT32_MAX && !(ku & KU_DIGITAL_SIGNATURE))
+    usage_problems.push_back("keyUsage lacks digitalSignature");
+  uint32_t xku = X509_get_extended_key_usage(cert.get());
+  uint32_t needed = server ? XKU_SSL_SERVER : XKU_SSL_CLIENT;
+  if (xku != UINT32_MAX && !(xku & needed))
+    usage_problems.push_back(std::string("extendedKeyUsage lacks ") +
+                             (server ? "serverAuth" : "clientAuth"));
+  if (usage_problems.empty()) {
+    r.add(Severity::Ok, "usage", cert_file, "usable as TLS " + role);
+  } else {
+    std::string msg = "not usable as TLS " + role + ":";
+    for (const auto& p : usage_problems) msg += " " + p + ";";
+    msg.pop_back();
+    r.add(Severity::Failure, "usage", cert_file, msg, reissue + " (server+client usage)");
+  }
+
+  std::string names;
+  for (const auto& d : info.dns_names) names += (names.empty() ? "" : ", ") + ("DNS:" + d);
+  for (const auto& ip : info.ips) names += (names.empty() ? "" : ", ") + ("IP:" + ip);
+  if (opts.name) {
+    std::string canon_ip = detail::canonical_ip(*opts.name);
+    bool found = std::any_of(info.dns_names.begin(), info.dns_names.end(),
+                             [&](const std::string& d) { return iequals(d, *opts.name); }) ||
+                 (!canon_ip.empty() &&
+                  std::find(info.ips.begin(), info.ips.end(), canon_ip) != info.ips.end());
+    if (found)
+      r.add(Severity::Ok, "san", cert_file, "names " + *opts.name);
+    else
+      r.add(Severity::Failure, "san", cert_file,
+            "SAN does not contain " + *opts.name +
+                " (it has: " + (names.empty() ? "nothing" : names) + "); peers will refuse it",
+            "make a certificate for this host: 'xmig-certs rotate --ca CA_DIR --dir " +
+                dir.string() + " --name " + *opts.name + "'");
+  } else if (names.empty()) {
+    r.add(Severity::Failure, "san", cert_file, "has no subjectAltName; peers will refuse it",
+          reissue);
+  } else {
+    r.add(Severity::Ok, "san", cert_file, "names " + names);
+  }
+
+  check_validity(r, cert_file, info, opts.warn_days, reissue + " before it expires");
+}
+
+}  // namespace
+
+const char* to_string(Severity s) {
+  switch (s) {
+    case Severity::Ok:
+      return "ok";
+    case Severity::Warning:
+      return "warning";
+    case Severity::Failure:
+      return "failure";
+  }
+  return "failure";
+}
+
+std::vector<Finding> check_node_dir(const fs::path& dir, const CheckOptions& opts) {
+  Report r;
+  if (!fs::is_directory(dir)) {
+    r.add(Severity::Failure, "file", dir, "not a directory",
+          "give the node directory, e.g. --dir /etc/pki/qemu");
+    return r.findings;
+  }
+
+  fs::path ca_file = dir / kCaCertFile;
+  std::string bundle;
+  try {
+    bundle = read_file(ca_file);
+    auto cas = detail::parse_certs(bundle, ca_file.string());
+    check_mode(r, ca_file, false);
+    for (std::size_t i = 0; i < cas.size(); ++i) {
+      std::string label = "CA " + std::to_string(i + 1) + " of " + std::to_string(cas.size()) +
+                          " ('" + detail::common_name(cas[i].get()) + "')";
+      if (!detail::is_ca(cas[i].get())) {
+        r.add(Severity::Failure, "usage", ca_file, label + " is not a CA certificate",
+              "put the cluster CA's ca-cert.pem (or ca-bundle.pem) here");
+        continue;
+      }
+      CertInfo info = describe(detail::cert_to_pem(cas[i].get()), ca_file.string());
+      Report tmp;
+      check_validity(tmp, ca_file, info, opts.warn_days,
+                     "roll the CA over: 'xmig-certs ca rollover --dir CA_DIR', then reissue");
+      for (auto& f : tmp.findings) {
+        f.message = label + ": " + f.message;
+        r.findings.push_back(std::move(f));
+      }
+    }
+  } catch (const Error& e) {
+    bundle.clear();
+    r.add(Severity::Failure, "file", ca_file, e.what(),
+          "copy the cluster CA's ca-cert.pem here (xmig-certs issue writes it)");
+  }
+
+  check_pair(r, dir, kServerCertFile, kServerKeyFile, Purpose::TlsServer, bundle, opts);
+  check_pair(r, dir, kClientCertFile, kClientKeyFile, Purpose::TlsClient, bundle, opts);
+  return r.findings;
+}
+
+int exit_code(const std::vector<Finding>& findings) {
+  int code = 0;
+  for (const auto& f : findings) {
+    if (f.severity == Severity::Failure) return 2;
+    if (f.severity == Severity::Warning) code = 1;
+  }
+  return code;
+}
+
+namespace {
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+std::string findings_json(const fs::path& dir, const std::vector<Finding>& findings) {
+  static const char* status[] = {"ok", "warning", "failure"};
+  std::string out = "{\"dir\": " + json_string(dir.string()) +
+                    ", \"status\": " + json_string(status[exit_code(findings)]) +
+                    ", \"exit_code\": " + std::to_string(exit_code(findings)) + ", \"findings\": [";
+  for (std::size_t i = 0; i < findings.size(); ++i) {
+    const Finding& f = findings[i];
+    out += std::string(i ? ",\n  " : "\n  ") +
+           "{\"severity\": " + json_string(to_string(f.severity)) +
+           ", \"check\": " + json_string(f.check) + ", \"file\": " + json_string(f.file) +
+           ", \"message\": " + json_string(f.message) + ", \"fix\": " + json_string(f.fix) + "}";
+  }
+  out += findings.empty() ? "]}\n" : "\n]}\n";
+  return out;
+}
+
+}  // namespace xmig::certs
