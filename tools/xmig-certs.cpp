@@ -233,8 +233,8 @@ int main(int argc, char** argv) {
 
   // install
   std::string cert_file, ca_cert_file, dir;
-  CLI::App* install_cmd = app.add_subcommand(
-      "install", "Install a signed certificate next to the key made by 'csr'");
+  CLI::App* install_cmd =
+      app.add_subcommand("install", "Install a signed certificate next to the key made by 'csr'");
   install_cmd->footer(
       "Checks that the certificate belongs to DIR/node-key.pem, verifies as TLS server and\n"
       "client against --ca-cert, then writes libvirt's layout into DIR (replaced files are\n"
