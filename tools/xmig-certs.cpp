@@ -42,14 +42,16 @@ void print_cert(const std::string& label, const std::string& cert_pem) {
 }
 
 void add_days(CLI::App* cmd, int& days, const std::string& what) {
-  cmd->add_option("--days", days, "Validity of " + what + " in days")
-      ->check(CLI::Range(1, 36500))
+  cmd->add_option("--days", days, "Validity of " + what + " in days (1 to 36500)")
+      ->type_name("N")
+      ->check(CLI::Range(1, 36500).description(""))
       ->capture_default_str();
 }
 
 void add_key(CLI::App* cmd, KeyType& key) {
   cmd->add_option("--key", key, "Key type: ecdsa (P-256, default) or rsa (3072 bits)")
-      ->transform(CLI::CheckedTransformer(kKeyTypes, CLI::ignore_case));
+      ->transform(CLI::CheckedTransformer(kKeyTypes, CLI::ignore_case))
+      ->option_text("ecdsa|rsa");
 }
 
 const char* kRolloverHelp = R"(
@@ -77,7 +79,8 @@ int main(int argc, char** argv) {
       "Makes a cluster CA, node certificates usable as TLS server and client in libvirt's\n"
       "layout (ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem,\n"
       "client-key.pem), rotates them, rolls the CA over and checks node directories.\n"
-      "Files are written atomically; keys are mode 0600."};
+      "Files are written atomically; keys are mode 0600.",
+      "xmig-certs"};
   app.require_subcommand(1);
   app.footer(
       "Run 'xmig-certs COMMAND --help' for a command's options.\n"
@@ -98,8 +101,12 @@ int main(int argc, char** argv) {
       "Refuses to overwrite an existing CA: every node certificate depends on it. Use\n"
       "'xmig-certs ca rollover' to replace it without breaking the cluster, or --force\n"
       "to discard it. Keep ca-key.pem off the hypervisors if you can.");
-  ca_init_cmd->add_option("--dir", ca_dir, "CA directory (created if missing)")->required();
-  ca_init_cmd->add_option("--name", ca_opts.name, "CA name (subject CN)")->capture_default_str();
+  ca_init_cmd->add_option("--dir", ca_dir, "CA directory (created if missing)")
+      ->type_name("DIR")
+      ->required();
+  ca_init_cmd->add_option("--name", ca_opts.name, "CA name (subject CN)")
+      ->type_name("NAME")
+      ->capture_default_str();
   add_days(ca_init_cmd, ca_opts.days, "the CA");
   add_key(ca_init_cmd, ca_opts.key);
   ca_init_cmd->add_flag("--force", force, "Overwrite an existing CA (breaks trust in its certs)");
@@ -117,9 +124,13 @@ int main(int argc, char** argv) {
   CLI::App* rollover_cmd = ca->add_subcommand(
       "rollover", "Make a new CA; keep the old as *.old; ca-bundle.pem = new + old");
   rollover_cmd->footer(kRolloverHelp);
-  rollover_cmd->add_option("--dir", ca_dir, "CA directory made by 'ca init'")->required();
-  rollover_cmd->add_option("--name", roll_opts.name,
-                           "New CA name (default: the old name with today's date)");
+  rollover_cmd->add_option("--dir", ca_dir, "CA directory made by 'ca init'")
+      ->type_name("DIR")
+      ->required();
+  rollover_cmd
+      ->add_option("--name", roll_opts.name,
+                   "New CA name (default: the old name with today's date)")
+      ->type_name("NAME");
   add_days(rollover_cmd, roll_opts.days, "the new CA");
   add_key(rollover_cmd, roll_opts.key);
   rollover_cmd->callback([&] {
@@ -142,7 +153,7 @@ int main(int argc, char** argv) {
       "node's `ca` file. The old files are renamed *.retired (shred ca-key.pem.retired\n"
       "when you no longer need it)." +
       std::string(kRolloverHelp));
-  retire_cmd->add_option("--dir", ca_dir, "CA directory")->required();
+  retire_cmd->add_option("--dir", ca_dir, "CA directory")->type_name("DIR")->required();
   retire_cmd->callback([&] {
     action = [&] {
       ca_retire(ca_dir);
@@ -164,12 +175,19 @@ int main(int argc, char** argv) {
       "(same key and certificate for both roles). Keys 0600, certificates 0644; all files\n"
       "are written before any is renamed into place. Refuses to replace an existing node\n"
       "certificate: use 'xmig-certs rotate' (keeps *.prev) or --force.");
-  issue_cmd->add_option("--ca", ca_dir, "CA directory (ca-cert.pem, ca-key.pem)")->required();
-  issue_cmd->add_option("--name", issue_opts.name, "Host name: CN and SAN DNS name")->required();
-  issue_cmd->add_option("--ip", issue_opts.ips, "Extra SAN IP address (v4 or v6), repeatable");
+  issue_cmd->add_option("--ca", ca_dir, "CA directory (ca-cert.pem, ca-key.pem)")
+      ->type_name("DIR")
+      ->required();
+  issue_cmd->add_option("--name", issue_opts.name, "Host name: CN and SAN DNS name")
+      ->type_name("HOST")
+      ->required();
+  issue_cmd->add_option("--ip", issue_opts.ips, "Extra SAN IP address (v4 or v6), repeatable")
+      ->type_name("ADDR");
   add_days(issue_cmd, issue_opts.days, "the certificate");
   add_key(issue_cmd, issue_opts.key);
-  issue_cmd->add_option("--out", out_dir, "Node directory, e.g. /etc/pki/qemu")->required();
+  issue_cmd->add_option("--out", out_dir, "Node directory, e.g. /etc/pki/qemu")
+      ->type_name("DIR")
+      ->required();
   issue_cmd->add_flag("--force", force, "Overwrite an existing node certificate and key");
   issue_cmd->callback([&] {
     action = [&] {
@@ -185,10 +203,15 @@ int main(int argc, char** argv) {
   csr_cmd->footer(
       "Writes OUT/node-key.pem (0600, stays on this host) and OUT/node.csr. Send node.csr\n"
       "to the CA ('xmig-certs sign'), then run 'xmig-certs install' with the certificate.");
-  csr_cmd->add_option("--name", issue_opts.name, "Host name: CN and SAN DNS name")->required();
-  csr_cmd->add_option("--ip", issue_opts.ips, "Extra SAN IP address (v4 or v6), repeatable");
+  csr_cmd->add_option("--name", issue_opts.name, "Host name: CN and SAN DNS name")
+      ->type_name("HOST")
+      ->required();
+  csr_cmd->add_option("--ip", issue_opts.ips, "Extra SAN IP address (v4 or v6), repeatable")
+      ->type_name("ADDR");
   add_key(csr_cmd, issue_opts.key);
-  csr_cmd->add_option("--out", out_dir, "Directory for node-key.pem and node.csr")->required();
+  csr_cmd->add_option("--out", out_dir, "Directory for node-key.pem and node.csr")
+      ->type_name("DIR")
+      ->required();
   csr_cmd->add_flag("--force", force, "Replace a pending key and request");
   csr_cmd->callback([&] {
     action = [&] {
@@ -212,11 +235,16 @@ int main(int argc, char** argv) {
       "valid host name listed among the SAN DNS names, and the SAN may only hold DNS names\n"
       "and IP addresses. Nothing else is copied from the request: the certificate gets the\n"
       "same profile as 'issue' (server+client, CA:FALSE). Give --name to insist on the host.");
-  sign_cmd->add_option("--ca", ca_dir, "CA directory (ca-cert.pem, ca-key.pem)")->required();
-  sign_cmd->add_option("--csr", csr_file, "Request file (node.csr)")->required();
-  sign_cmd->add_option("--out", out_file, "Where to write the signed certificate")->required();
+  sign_cmd->add_option("--ca", ca_dir, "CA directory (ca-cert.pem, ca-key.pem)")
+      ->type_name("DIR")
+      ->required();
+  sign_cmd->add_option("--csr", csr_file, "Request file (node.csr)")->type_name("FILE")->required();
+  sign_cmd->add_option("--out", out_file, "Where to write the signed certificate")
+      ->type_name("FILE")
+      ->required();
   add_days(sign_cmd, sign_opts.days, "the certificate");
-  sign_cmd->add_option("--name", expect_name, "Refuse unless the request is for this host");
+  sign_cmd->add_option("--name", expect_name, "Refuse unless the request is for this host")
+      ->type_name("HOST");
   sign_cmd->callback([&] {
     action = [&] {
       CaDir ca_loaded = load_ca_dir(ca_dir);
@@ -239,9 +267,12 @@ int main(int argc, char** argv) {
       "Checks that the certificate belongs to DIR/node-key.pem, verifies as TLS server and\n"
       "client against --ca-cert, then writes libvirt's layout into DIR (replaced files are\n"
       "kept as *.prev) and removes node-key.pem and node.csr.");
-  install_cmd->add_option("--dir", dir, "Directory given to 'csr --out'")->required();
-  install_cmd->add_option("--cert", cert_file, "Signed certificate")->required();
+  install_cmd->add_option("--dir", dir, "Directory given to 'csr --out'")
+      ->type_name("DIR")
+      ->required();
+  install_cmd->add_option("--cert", cert_file, "Signed certificate")->type_name("FILE")->required();
   install_cmd->add_option("--ca-cert", ca_cert_file, "CA certificate (or bundle) that signed it")
+      ->type_name("FILE")
       ->required();
   install_cmd->callback([&] {
     action = [&] {
@@ -259,10 +290,17 @@ int main(int argc, char** argv) {
       "previous files stay as *.prev (e.g. server-cert.pem.prev). The tunnel picks the new\n"
       "files up without a restart; running migrations keep their connections. IP SANs of\n"
       "the current certificate are kept unless --ip is given.");
-  rotate_cmd->add_option("--ca", ca_dir, "CA directory (ca-cert.pem, ca-key.pem)")->required();
-  rotate_cmd->add_option("--dir", dir, "Node directory, e.g. /etc/pki/qemu")->required();
-  rotate_cmd->add_option("--name", issue_opts.name, "Host name: CN and SAN DNS name")->required();
-  rotate_cmd->add_option("--ip", issue_opts.ips, "SAN IP addresses (replace the current ones)");
+  rotate_cmd->add_option("--ca", ca_dir, "CA directory (ca-cert.pem, ca-key.pem)")
+      ->type_name("DIR")
+      ->required();
+  rotate_cmd->add_option("--dir", dir, "Node directory, e.g. /etc/pki/qemu")
+      ->type_name("DIR")
+      ->required();
+  rotate_cmd->add_option("--name", issue_opts.name, "Host name: CN and SAN DNS name")
+      ->type_name("HOST")
+      ->required();
+  rotate_cmd->add_option("--ip", issue_opts.ips, "SAN IP addresses (replace the current ones)")
+      ->type_name("ADDR");
   add_days(rotate_cmd, issue_opts.days, "the certificate");
   add_key(rotate_cmd, issue_opts.key);
   rotate_cmd->callback([&] {
@@ -286,10 +324,14 @@ int main(int argc, char** argv) {
       "node and CA certificates; modes (keys must not be accessible by group/others, no\n"
       "file writable by group/others).\n"
       "Exit status: 0 all ok, 1 warning (e.g. expiry within --warn-days), 2 failure.");
-  check_cmd->add_option("--dir", dir, "Node directory, e.g. /etc/pki/qemu")->required();
-  check_cmd->add_option("--name", check_name, "Host name (or IP) the SAN must contain");
+  check_cmd->add_option("--dir", dir, "Node directory, e.g. /etc/pki/qemu")
+      ->type_name("DIR")
+      ->required();
+  check_cmd->add_option("--name", check_name, "Host name (or IP) the SAN must contain")
+      ->type_name("HOST");
   check_cmd->add_option("--warn-days", check_opts.warn_days, "Warn when fewer days are left")
-      ->check(CLI::Range(0, 36500))
+      ->type_name("N")
+      ->check(CLI::Range(0, 36500).description(""))
       ->capture_default_str();
   check_cmd->add_flag("--json", json, "Print the findings as JSON");
   check_cmd->callback([&] {
