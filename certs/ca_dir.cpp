@@ -2,8 +2,8 @@
 // trust the old and the new CA at the same time (ca-bundle.pem) until retire.
 #include <openssl/x509.h>
 
+#include <cctype>
 #include <ctime>
-#include <regex>
 
 #include "certs/detail.hpp"
 
@@ -17,7 +17,17 @@ fs::path old_path(const fs::path& dir, const char* name) {
 
 // "<old CN without a trailing date> YYYY-MM-DD" (UTC today).
 std::string rollover_name(const std::string& old_cn) {
-  std::string base = std::regex_replace(old_cn, std::regex(" [0-9]{4}-[0-9]{2}-[0-9]{2}$"), "");
+  // Strip a trailing " YYYY-MM-DD" left by an earlier rollover.
+  std::string base = old_cn;
+  const std::string pattern = " 0000-00-00";
+  if (base.size() >= pattern.size()) {
+    std::string tail = base.substr(base.size() - pattern.size());
+    bool is_date = true;
+    for (std::size_t i = 0; i < pattern.size(); ++i)
+      is_date = is_date && (pattern[i] == '0' ? std::isdigit(static_cast<unsigned char>(tail[i]))
+                                              : tail[i] == pattern[i]);
+    if (is_date) base.resize(base.size() - pattern.size());
+  }
   std::time_t now = std::time(nullptr);
   std::tm tm{};
   gmtime_r(&now, &tm);
