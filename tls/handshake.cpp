@@ -18,7 +18,7 @@ std::string failure(SSL* ssl, int err, int saved_errno) {
   std::string queue = openssl_errors();
   long verify = SSL_get_verify_result(ssl);
   std::string why;
-  if (verify != X509_V_OK && SSL_get0_peer_certificate(ssl))
+  if (verify != X509_V_OK)
     why = std::string("certificate verify failed: ") + X509_verify_cert_error_string(verify);
   else if (!queue.empty())
     why = queue;
