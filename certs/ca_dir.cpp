@@ -15,25 +15,39 @@ fs::path old_path(const fs::path& dir, const char* name) {
   return dir / (std::string(name) + ".old");
 }
 
-// "<old CN without a trailing date> YYYY-MM-DD" (UTC today).
+// True when text ends with pattern, where '0' in pattern stands for any digit.
+bool ends_with_pattern(const std::string& text, const std::string& pattern) {
+  if (text.size() < pattern.size()) return false;
+  std::string tail = text.substr(text.size() - pattern.size());
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    bool ok = pattern[i] == '0' ? std::isdigit(static_cast<unsigned char>(tail[i])) != 0
+                                : tail[i] == pattern[i];
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// "<old CN without a trailing date> YYYY-MM-DD" (UTC), with the time of day
+// added when that would repeat the old name (two CAs with one subject confuse
+// people and some TLS stacks).
 std::string rollover_name(const std::string& old_cn) {
-  // Strip a trailing " YYYY-MM-DD" left by an earlier rollover.
   std::string base = old_cn;
-  const std::string pattern = " 0000-00-00";
-  if (base.size() >= pattern.size()) {
-    std::string tail = base.substr(base.size() - pattern.size());
-    bool is_date = true;
-    for (std::size_t i = 0; i < pattern.size(); ++i)
-      is_date = is_date && (pattern[i] == '0' ? std::isdigit(static_cast<unsigned char>(tail[i]))
-                                              : tail[i] == pattern[i]);
-    if (is_date) base.resize(base.size() - pattern.size());
+  for (const std::string pattern : {" 0000-00-00 00:00:00", " 0000-00-00"}) {
+    if (ends_with_pattern(base, pattern)) {
+      base.resize(base.size() - pattern.size());
+      break;
+    }
   }
   std::time_t now = std::time(nullptr);
   std::tm tm{};
   gmtime_r(&now, &tm);
-  char date[16];
+  char date[32];
   std::strftime(date, sizeof date, "%Y-%m-%d", &tm);
   std::string name = base + " " + date;
+  if (name == old_cn) {
+    std::strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", &tm);
+    name = base + " " + date;
+  }
   return name.size() > 64 ? name.substr(name.size() - 64) : name;
 }
 

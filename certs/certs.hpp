@@ -57,7 +57,7 @@ struct CaOptions {
 
 // Makes a self-signed CA: CN=name, basicConstraints critical CA:TRUE pathlen:0,
 // keyUsage critical keyCertSign+cRLSign, SKI/AKI, random 128-bit serial,
-// not_before 5 minutes ago (clock skew), not_after now + days.
+// not_before 5 minutes ago (clock skew), not_after = not_before + days.
 Pem make_ca(const CaOptions& opts);
 
 struct IssueOptions {
