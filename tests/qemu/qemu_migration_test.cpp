@@ -14,6 +14,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <fstream>
+#include <initializer_list>
 #include <iomanip>
 #include <iostream>
 #include <memory>
@@ -22,6 +24,8 @@
 
 #include "tests/qemu/qemu_vm.hpp"
 #include "tests/support/files.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/tunnel_pair.hpp"
 
 namespace xmig::test {
 namespace {
@@ -32,6 +36,18 @@ uint64_t ram_mib_from_env() {
     if (v > 0) return v;
   }
   return 256;
+}
+
+// Lines of log that contain every one of needles.
+int count_lines_with_all(const fs::path& log, std::initializer_list<std::string> needles) {
+  std::ifstream in(log);
+  int n = 0;
+  for (std::string line; std::getline(in, line);) {
+    bool all = true;
+    for (const std::string& needle : needles) all = all && line.find(needle) != std::string::npos;
+    if (all) ++n;
+  }
+  return n;
 }
 
 class QemuMigration : public ::testing::Test {
@@ -148,16 +164,52 @@ class QemuMigration : public ::testing::Test {
       RecordProperty("qemu_total_time_ms", std::to_string(static_cast<int64_t>(*qemu_total_ms)));
   }
 
+  // Starts hv-a and hv-b (real xmig-tunnel processes on loopback); from then
+  // on failure messages carry the tunnel logs too. Throws (with the log) when
+  // a tunnel does not come up.
+  void start_tunnel() { pair_ = std::make_unique<TunnelPair>(); }
+
+  // After both QEMUs have quit: every migration connection must have been
+  // carried and closed cleanly, once on each side. connections is 1 (main
+  // stream) plus the multifd channels.
+  void expect_tunnel_carried(int connections) {
+    ASSERT_TRUE(pair_) << "start_tunnel() first";
+    const fs::path& a_log = pair_->a.log;
+    const fs::path& b_log = pair_->b.log;
+    // Entry side: close: dir=out peer=hv-b channel=qemu ... result=ok.
+    const std::string out = "close: dir=out peer=hv-b channel=qemu ";
+    // Delivery side: close: dir=in peer=hv-a channel=qemu ... result=ok.
+    const std::string in = "close: dir=in peer=hv-a channel=qemu ";
+    // A close line appears once its pump has seen both ends finish, which may
+    // lag QEMU closing the connection (or exiting) a little.
+    wait_until(
+        [&] {
+          return count_in_log(a_log, out) >= connections && count_in_log(b_log, in) >= connections;
+        },
+        10s);
+    EXPECT_EQ(count_lines_with_all(a_log, {out, "result=ok"}), connections)
+        << "hv-a did not carry " << connections << " qemu connection(s) cleanly\n"
+        << logs();
+    EXPECT_EQ(count_in_log(a_log, out), connections) << logs();
+    EXPECT_EQ(count_lines_with_all(b_log, {in, "result=ok"}), connections)
+        << "hv-b did not deliver " << connections << " qemu connection(s) cleanly\n"
+        << logs();
+    EXPECT_EQ(count_in_log(b_log, in), connections) << logs();
+    EXPECT_EQ(count_in_log(a_log, "refused:") + count_in_log(b_log, "refused:"), 0) << logs();
+  }
+
   std::string logs() const {
     std::string out;
     if (source_) out += source_->log() + "\n";
     if (destination_) out += destination_->log() + "\n";
+    if (pair_) out += pair_->logs();
     return out;
   }
 
   uint64_t ram_mib_ = 0;
   int multifd_channels_ = 0;
   std::unique_ptr<TempDir> work_;
+  std::unique_ptr<TunnelPair> pair_;  // only for the tunnel tests
   std::unique_ptr<RamDir> ram_dir_;
   fs::path source_ram_;
   fs::path destination_ram_;
@@ -185,6 +237,41 @@ TEST_F(QemuMigration, DirectMultifdFourChannelsCopiesRamExactly) {
   start_guests(4);
   const std::string uri = "unix:" + (work_->path() / "qemu.sock").string();
   migrate_and_verify(uri, uri);
+}
+
+TEST_F(QemuMigration, ThroughTunnelCopiesRamExactly) {
+  // Setup: two real xmig-tunnel processes, hv-a and hv-b, on loopback with
+  // fresh certificates; source and destination QEMUs as in the direct test.
+  // The destination listens on unix:<run_b>/hv-b/qemu.sock, where hv-b
+  // delivers the qemu channel.
+  // Action: the source migrates to hv-a's entry socket
+  // unix:<run_a>/hv-b/qemu.sock, so the stream goes source -> hv-a ==TLS==>
+  // hv-b -> destination (one stream, no multifd).
+  // Must hold: both QEMUs report completed, the destination's RAM file is
+  // byte-identical to the source's, and after the QEMUs quit hv-a logged
+  // exactly one `close: dir=out ... channel=qemu ... result=ok` and hv-b the
+  // matching `dir=in` line, with no refusals.
+  start_tunnel();
+  ASSERT_NO_FATAL_FAILURE(start_guests(0));
+  ASSERT_NO_FATAL_FAILURE(migrate_and_verify("unix:" + pair_->delivery("qemu").string(),
+                                             "unix:" + pair_->entry("qemu").string()));
+  expect_tunnel_carried(1);
+}
+
+TEST_F(QemuMigration, ThroughTunnelMultifdFourChannelsCopiesRamExactly) {
+  // Setup: as ThroughTunnelCopiesRamExactly, with multifd enabled and 4
+  // channels on both QEMUs.
+  // Action: the source opens the main connection plus 4 multifd connections
+  // to hv-a's entry socket; each crosses the tunnel in its own TLS connection
+  // and hv-b connects each to the destination's socket in accept order.
+  // Must hold: both QEMUs report completed, multifd carried more than half
+  // the RAM, the RAM files are identical, and each tunnel logged 5 clean
+  // qemu closes (out on hv-a, in on hv-b) and no refusals.
+  start_tunnel();
+  ASSERT_NO_FATAL_FAILURE(start_guests(4));
+  ASSERT_NO_FATAL_FAILURE(migrate_and_verify("unix:" + pair_->delivery("qemu").string(),
+                                             "unix:" + pair_->entry("qemu").string()));
+  expect_tunnel_carried(1 + 4);
 }
 
 }  // namespace
