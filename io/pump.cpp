@@ -25,17 +25,19 @@ std::string ssl_failure(SSL* ssl, int ret, const char* what) {
   int saved = errno;
   int err = SSL_get_error(ssl, ret);
   std::string queue = tls::openssl_errors();
-  std::string why = !queue.empty()                ? queue
+  std::string why = !queue.empty()                      ? queue
                     : err == SSL_ERROR_SYSCALL && saved ? strerror(saved)
-                    : err == SSL_ERROR_SYSCALL        ? "connection closed without close_notify"
-                                                      : "SSL error " + std::to_string(err);
+                    : err == SSL_ERROR_SYSCALL          ? "connection closed without close_notify"
+                                                        : "SSL error " + std::to_string(err);
   return std::string(what) + ": " + why;
 }
 
 // Aborting: a zero linger makes close() send a reset, so the far end learns
 // at once instead of waiting for data that will not come.
 void set_reset_on_close(int fd) {
-  struct linger lg {1, 0};
+  struct linger lg {
+    1, 0
+  };
   ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
 }
 
@@ -86,8 +88,9 @@ class UserspacePump : public std::enable_shared_from_this<UserspacePump> {
       if (n == 0) return end_up();
       if (errno == EINTR) continue;
       if (errno == EAGAIN) {
-        plain_.async_wait(Descriptor::wait_read,
-                          [self = shared_from_this()](error_code ec) { self->on_plain_readable(ec); });
+        plain_.async_wait(Descriptor::wait_read, [self = shared_from_this()](error_code ec) {
+          self->on_plain_readable(ec);
+        });
         return;
       }
       return finish(std::string("local socket read: ") + strerror(errno));
@@ -114,7 +117,8 @@ class UserspacePump : public std::enable_shared_from_this<UserspacePump> {
       int err = SSL_get_error(ssl_.get(), r);
       if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
         auto want = err == SSL_ERROR_WANT_WRITE ? Descriptor::wait_write : Descriptor::wait_read;
-        tls_.async_wait(want, [self = shared_from_this()](error_code ec) { self->on_tls_writable(ec); });
+        tls_.async_wait(want,
+                        [self = shared_from_this()](error_code ec) { self->on_tls_writable(ec); });
         return false;
       }
       finish(ssl_failure(ssl_.get(), r, "TLS write"));
@@ -201,8 +205,9 @@ class UserspacePump : public std::enable_shared_from_this<UserspacePump> {
       }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && errno == EAGAIN) {
-        plain_.async_wait(Descriptor::wait_write,
-                          [self = shared_from_this()](error_code ec) { self->on_plain_writable(ec); });
+        plain_.async_wait(Descriptor::wait_write, [self = shared_from_this()](error_code ec) {
+          self->on_plain_writable(ec);
+        });
         return false;
       }
       finish(std::string("local socket write: ") + strerror(errno));

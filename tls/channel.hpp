@@ -16,7 +16,9 @@ inline bool is_valid_channel(std::string_view s) {
   return true;
 }
 
-inline std::string alpn_for(std::string_view channel) { return "xmig/" + std::string(channel); }
+inline std::string alpn_for(std::string_view channel) {
+  return "xmig/" + std::string(channel);
+}
 
 // "xmig/qemu" -> "qemu"; nullopt for anything else.
 inline std::optional<std::string_view> channel_from_alpn(std::string_view proto) {

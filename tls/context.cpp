@@ -58,7 +58,9 @@ std::vector<X509Ptr> read_certificates(const std::string& path, const std::strin
   return certs;
 }
 
-int no_password(char*, int, int, void*) { return -1; }
+int no_password(char*, int, int, void*) {
+  return -1;
+}
 
 std::unique_ptr<EVP_PKEY, PkeyFree> read_key(const std::string& path) {
   auto bio = open_pem(path, "key");
@@ -127,7 +129,8 @@ int select_channel(SSL*, const unsigned char** out, unsigned char* outlen, const
   return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
-const char* kTls13Suites = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+const char* kTls13Suites =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 const char* kTls12Suites = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL";
 
 }  // namespace
@@ -146,7 +149,9 @@ std::string openssl_errors() {
   return out;
 }
 
-Context::~Context() { SSL_CTX_free(ctx_); }
+Context::~Context() {
+  SSL_CTX_free(ctx_);
+}
 
 std::shared_ptr<const Context> Context::load(const Settings& settings) {
   std::shared_ptr<Context> self(new Context);  // private constructor
@@ -207,8 +212,9 @@ std::shared_ptr<const Context> Context::load(const Settings& settings) {
                           ? "issue a current certificate (xmig-certs rotate)"
                           : "issue the certificate from the CA in " + settings.ca +
                                 " or add its CA to that bundle";
-    fail(settings.cert, std::string("does not verify against ") + settings.ca + ": " +
-                            X509_verify_cert_error_string(err),
+    fail(settings.cert,
+         std::string("does not verify against ") + settings.ca + ": " +
+             X509_verify_cert_error_string(err),
          fix);
   }
   ERR_clear_error();
@@ -232,7 +238,8 @@ SslPtr Context::new_client(const std::string& peer, const std::string& channel) 
   if (!ssl) throw Error("SSL_new failed: " + openssl_errors());
   SSL_set_connect_state(ssl.get());
   SSL_set_hostflags(ssl.get(), X509_CHECK_FLAG_NO_WILDCARDS);
-  if (SSL_set1_host(ssl.get(), peer.c_str()) != 1) throw Error("SSL_set1_host: " + openssl_errors());
+  if (SSL_set1_host(ssl.get(), peer.c_str()) != 1)
+    throw Error("SSL_set1_host: " + openssl_errors());
   std::string alpn = alpn_for(channel);
   std::string wire(1, static_cast<char>(alpn.size()));
   wire += alpn;
@@ -264,8 +271,12 @@ std::string negotiated_channel(SSL* ssl) {
   return ch ? std::string(*ch) : std::string();
 }
 
-std::string protocol_version(SSL* ssl) { return SSL_get_version(ssl); }
-std::string cipher_name(SSL* ssl) { return SSL_get_cipher_name(ssl); }
+std::string protocol_version(SSL* ssl) {
+  return SSL_get_version(ssl);
+}
+std::string cipher_name(SSL* ssl) {
+  return SSL_get_cipher_name(ssl);
+}
 
 CertInfo describe_certificate(const std::string& pem_path) {
   auto certs = read_certificates(pem_path, "cert");

@@ -32,10 +32,10 @@ struct SslFree {
 using SslPtr = std::unique_ptr<SSL, SslFree>;
 
 struct Settings {
-  std::string ca;    // PEM bundle of trusted CAs (several during a CA rollover)
-  std::string cert;  // this host's certificate, used as server and as client
-  std::string key;   // its private key
-  std::string crl;   // optional PEM CRL file
+  std::string ca;            // PEM bundle of trusted CAs (several during a CA rollover)
+  std::string cert;          // this host's certificate, used as server and as client
+  std::string key;           // its private key
+  std::string crl;           // optional PEM CRL file
   bool allow_tls12 = false;  // TLS 1.3 only unless set
   std::string own_name;      // this host: the certificate must carry it as a DNS SAN
 };

@@ -1,10 +1,10 @@
 #include "tunnel/config.hpp"
 
+#include <toml++/toml.h>
 #include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "tls/channel.hpp"
 
@@ -84,8 +84,8 @@ class Section {
     if (!n) return fallback;
     auto i = n->value<int64_t>();
     if (!n->is_integer() || !i || *i < lo || *i > hi) {
-      problem(key, "must be a whole number from " + std::to_string(lo) + " to " +
-                       std::to_string(hi));
+      problem(key,
+              "must be a whole number from " + std::to_string(lo) + " to " + std::to_string(hi));
       return fallback;
     }
     return static_cast<unsigned>(*i);
@@ -153,8 +153,9 @@ bool is_valid_host_name(const std::string& s) {
   return true;
 }
 
-bool is_valid_channel_name(const std::string& s) { return tls::is_valid_channel(s); }
-
+bool is_valid_channel_name(const std::string& s) {
+  return tls::is_valid_channel(s);
+}
 
 const PeerConfig* Config::find_peer(const std::string& peer_name) const {
   for (const auto& p : peers)
@@ -184,8 +185,9 @@ Config parse_config(const std::string& text, const std::string& path) {
 
   c.name = top.string("name", true, "fix: set name = \"<this host>\" (its certificate's DNS SAN)");
   if (!c.name.empty() && !is_valid_host_name(c.name))
-    top.problem("name", "\"" + c.name + "\" is not a valid host name; fix: use letters, digits, "
-                        "'-' and '.' only");
+    top.problem("name", "\"" + c.name +
+                            "\" is not a valid host name; fix: use letters, digits, "
+                            "'-' and '.' only");
   c.run_dir = top.string("run_dir", false, "fix: e.g. run_dir = \"/run/xmig\"", "/run/xmig");
   if (c.run_dir.empty() || c.run_dir[0] != '/')
     top.problem("run_dir", "must be an absolute path; fix: e.g. run_dir = \"/run/xmig\"");
@@ -198,7 +200,8 @@ Config parse_config(const std::string& text, const std::string& path) {
   c.log_level = top.string("log_level", false, "", "info");
   static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error"};
   if (!levels.count(c.log_level))
-    top.problem("log_level", "\"" + c.log_level + "\"; fix: one of trace, debug, info, warn, error");
+    top.problem("log_level",
+                "\"" + c.log_level + "\"; fix: one of trace, debug, info, warn, error");
   c.workers = top.number("workers", 0, 0, 256);
   std::string mode = top.string("socket_mode", false, "", "0660");
   try {
@@ -216,20 +219,20 @@ Config parse_config(const std::string& text, const std::string& path) {
     Section tls(*t, "[tls].", problems, path);
     const std::string pki = "; libvirt's layout works as is, e.g. ";
     c.tls.ca = tls.string("ca", true, "fix: the CA bundle" + pki + "\"/etc/pki/qemu/ca-cert.pem\"");
-    c.tls.cert =
-        tls.string("cert", true, "fix: this host's certificate" + pki +
-                                     "\"/etc/pki/qemu/server-cert.pem\"");
-    c.tls.key = tls.string("key", true,
-                           "fix: this host's private key" + pki + "\"/etc/pki/qemu/server-key.pem\"");
+    c.tls.cert = tls.string(
+        "cert", true, "fix: this host's certificate" + pki + "\"/etc/pki/qemu/server-cert.pem\"");
+    c.tls.key = tls.string(
+        "key", true, "fix: this host's private key" + pki + "\"/etc/pki/qemu/server-key.pem\"");
     c.tls.crl = tls.string("crl", false, "");
     c.tls.min_version = tls.string("min_version", false, "", "1.3");
     if (c.tls.min_version != "1.3" && c.tls.min_version != "1.2")
-      tls.problem("min_version", "\"" + c.tls.min_version + "\"; fix: \"1.3\" (default) or \"1.2\"");
+      tls.problem("min_version",
+                  "\"" + c.tls.min_version + "\"; fix: \"1.3\" (default) or \"1.2\"");
     tls.reject_unknown_keys();
   } else {
-    problems.push_back(path + ": [tls]: " +
-                       (why.empty() ? "missing; fix: add a [tls] section with ca, cert and key"
-                                    : why));
+    problems.push_back(
+        path + ": [tls]: " +
+        (why.empty() ? "missing; fix: add a [tls] section with ca, cert and key" : why));
   }
 
   // [[peer]]
@@ -292,12 +295,14 @@ Config parse_config(const std::string& text, const std::string& path) {
     }
     r.peer = s.string("peer", true, "fix: name one of the [[peer]] hosts");
     if (!r.peer.empty() && !peer_names.count(r.peer))
-      s.problem("peer", "\"" + r.peer + "\" is not a configured [[peer]]; fix: add it or correct "
-                        "the name");
+      s.problem("peer", "\"" + r.peer +
+                            "\" is not a configured [[peer]]; fix: add it or correct "
+                            "the name");
     r.channel = s.string("channel", true, "fix: e.g. channel = \"bench\"");
     if (!r.channel.empty() && !is_valid_channel_name(r.channel))
-      s.problem("channel", "\"" + r.channel + "\" is not a valid channel name; fix: use a-z, "
-                           "0-9, '-' and '_'");
+      s.problem("channel", "\"" + r.channel +
+                               "\" is not a valid channel name; fix: use a-z, "
+                               "0-9, '-' and '_'");
     s.reject_unknown_keys();
     c.routes.push_back(std::move(r));
   }

@@ -33,10 +33,10 @@ struct RouteConfig {
 };
 
 struct TlsConfig {
-  std::string ca;    // PEM bundle of trusted CAs
-  std::string cert;  // this host's certificate (server and client)
-  std::string key;   // its private key; must not be readable by group or others
-  std::string crl;   // optional PEM CRL
+  std::string ca;                   // PEM bundle of trusted CAs
+  std::string cert;                 // this host's certificate (server and client)
+  std::string key;                  // its private key; must not be readable by group or others
+  std::string crl;                  // optional PEM CRL
   std::string min_version = "1.3";  // "1.3" or "1.2"
 };
 

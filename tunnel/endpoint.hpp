@@ -13,9 +13,9 @@ namespace xmig::tunnel {
 struct Endpoint {
   enum class Kind { Tcp, Unix };
   Kind kind = Kind::Tcp;
-  std::string host;  // Tcp: name or address, without brackets
+  std::string host;   // Tcp: name or address, without brackets
   uint16_t port = 0;  // Tcp
-  std::string path;  // Unix
+  std::string path;   // Unix
 
   bool is_unix() const { return kind == Kind::Unix; }
   // The config spelling, e.g. "unix:/run/xmig/hv-b/qemu.sock" or "[::1]:7443".

@@ -23,10 +23,14 @@ enum class Verdict : uint8_t {
 
 inline std::string describe(Verdict v) {
   switch (v) {
-    case Verdict::Accepted: return "accepted";
-    case Verdict::UnknownChannel: return "the peer has no target for this channel";
-    case Verdict::TargetUnavailable: return "the peer could not connect to its target";
-    case Verdict::Busy: return "the peer is busy or shutting down";
+    case Verdict::Accepted:
+      return "accepted";
+    case Verdict::UnknownChannel:
+      return "the peer has no target for this channel";
+    case Verdict::TargetUnavailable:
+      return "the peer could not connect to its target";
+    case Verdict::Busy:
+      return "the peer is busy or shutting down";
   }
   return "unknown verdict";
 }

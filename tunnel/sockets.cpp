@@ -14,7 +14,9 @@ namespace xmig::tunnel {
 
 namespace {
 
-std::string errno_text() { return strerror(errno); }
+std::string errno_text() {
+  return strerror(errno);
+}
 
 // True when a process accepts connections on the UNIX socket at path.
 bool someone_listens(const std::string& path) {
@@ -44,7 +46,8 @@ void make_directory(const std::string& path, unsigned mode, gid_t group) {
   }
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    throw std::runtime_error(path + " exists and is not a directory; fix: remove it or change run_dir");
+    throw std::runtime_error(path +
+                             " exists and is not a directory; fix: remove it or change run_dir");
   ::chmod(path.c_str(), mode);
   if (group != static_cast<gid_t>(-1) && ::chown(path.c_str(), -1, group) != 0)
     throw std::runtime_error("cannot give " + path + " to group " + std::to_string(group) + ": " +
@@ -59,11 +62,13 @@ UnixProtocol::acceptor open_unix_listener(asio::io_context& io, const std::strin
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode))
-      throw std::runtime_error(path + " exists and is not a socket; fix: move it away (xmig "
-                                      "never deletes files it did not create)");
+      throw std::runtime_error(path +
+                               " exists and is not a socket; fix: move it away (xmig "
+                               "never deletes files it did not create)");
     if (someone_listens(path))
-      throw std::runtime_error(path + " is in use by a running process (another xmig-tunnel?); "
-                                      "fix: stop it, or give this tunnel another run_dir");
+      throw std::runtime_error(path +
+                               " is in use by a running process (another xmig-tunnel?); "
+                               "fix: stop it, or give this tunnel another run_dir");
     ::unlink(path.c_str());  // stale: its listener is gone
   }
   UnixProtocol::acceptor acceptor(io);
@@ -84,8 +89,8 @@ asio::ip::tcp::acceptor open_tcp_listener(asio::io_context& io, const Endpoint& 
   asio::ip::tcp::acceptor acceptor(io);
   try {
     asio::ip::tcp::resolver resolver(io);
-    auto results = resolver.resolve(ep.host, std::to_string(ep.port),
-                                    asio::ip::tcp::resolver::passive);
+    auto results =
+        resolver.resolve(ep.host, std::to_string(ep.port), asio::ip::tcp::resolver::passive);
     auto endpoint = results.begin()->endpoint();
     acceptor.open(endpoint.protocol());
     acceptor.set_option(asio::socket_base::reuse_address(true));
@@ -100,8 +105,8 @@ asio::ip::tcp::acceptor open_tcp_listener(asio::io_context& io, const Endpoint& 
 
 asio::awaitable<void> connect_tcp(asio::ip::tcp::socket& sock, const Endpoint& ep) {
   asio::ip::tcp::resolver resolver(co_await asio::this_coro::executor);
-  auto results = co_await resolver.async_resolve(ep.host, std::to_string(ep.port),
-                                                 asio::use_awaitable);
+  auto results =
+      co_await resolver.async_resolve(ep.host, std::to_string(ep.port), asio::use_awaitable);
   co_await asio::async_connect(sock, results, asio::use_awaitable);
   sock.set_option(asio::ip::tcp::no_delay(true));
 }
@@ -144,7 +149,9 @@ Deadline::~Deadline() {
 }
 
 void reset_on_close(int fd) {
-  struct linger lg {1, 0};
+  struct linger lg {
+    1, 0
+  };
   ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
 }
 
@@ -152,7 +159,8 @@ gid_t lookup_group(const std::string& name) {
   if (name.empty()) return static_cast<gid_t>(-1);
   struct group* g = ::getgrnam(name.c_str());
   if (!g)
-    throw std::runtime_error("socket_group \"" + name + "\" does not exist; fix: name an "
+    throw std::runtime_error("socket_group \"" + name +
+                             "\" does not exist; fix: name an "
                              "existing group (e.g. libvirt-qemu) or remove the key");
   return g->gr_gid;
 }

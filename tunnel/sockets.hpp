@@ -41,7 +41,8 @@ asio::awaitable<void> connect_tcp(asio::ip::tcp::socket& sock, const Endpoint& e
 // the Deadline is destroyed. Safe when the timer fires as it is destroyed.
 class Deadline {
  public:
-  Deadline(asio::io_context& io, std::chrono::milliseconds timeout, std::function<void()> on_expire);
+  Deadline(asio::io_context& io, std::chrono::milliseconds timeout,
+           std::function<void()> on_expire);
   ~Deadline();
   Deadline(const Deadline&) = delete;
   Deadline& operator=(const Deadline&) = delete;

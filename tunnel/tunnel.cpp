@@ -53,8 +53,7 @@ void open_listeners(Tunnel::State& s) {
     const PeerConfig& peer = *c.find_peer(route.peer);
     std::string name = route.listen.str();
     if (route.listen.is_unix()) {
-      s.unix_listeners.push_back(
-          open_unix_listener(s.io, route.listen.path, c.socket_mode, group));
+      s.unix_listeners.push_back(open_unix_listener(s.io, route.listen.path, c.socket_mode, group));
       s.created_sockets.push_back(route.listen.path);
       asio::co_spawn(s.io, serve_entry(s, s.unix_listeners.back(), peer, route.channel, name),
                      asio::detached);
@@ -113,8 +112,8 @@ asio::awaitable<void> handle_signals(Tunnel::State& s) {
       reload(s);
       continue;
     }
-    spdlog::info("{}: no longer accepting; draining {} connections", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                 s.connections.load());
+    spdlog::info("{}: no longer accepting; draining {} connections",
+                 sig == SIGTERM ? "SIGTERM" : "SIGINT", s.connections.load());
     s.stopping = true;
     close_listeners(s);
     co_await drain(s);
@@ -169,8 +168,8 @@ int check(const std::string& config_path) {
     auto context = tls::Context::load(tls_settings(c));
     const auto& cert = context->cert();
     std::cout << config_path << ": OK\n"
-              << "  name " << c.name << ", TLS listener " << c.listen.str() << ", TLS >= "
-              << c.tls.min_version << "\n"
+              << "  name " << c.name << ", TLS listener " << c.listen.str()
+              << ", TLS >= " << c.tls.min_version << "\n"
               << "  certificate " << c.tls.cert << ": serial " << cert.serial << ", expires in "
               << days_left(cert) << " days\n";
     for (const auto& p : c.peers)

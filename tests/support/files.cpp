@@ -99,6 +99,8 @@ void fill_random(std::span<uint8_t> out, uint64_t seed) {
   }
 }
 
-std::string tool(const std::string& name) { return std::string(XMIG_BINARY_DIR) + "/" + name; }
+std::string tool(const std::string& name) {
+  return std::string(XMIG_BINARY_DIR) + "/" + name;
+}
 
 }  // namespace xmig::test

@@ -1,8 +1,8 @@
 #include "tests/support/process.hpp"
 
 #include <fcntl.h>
-#include <string.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 

@@ -22,7 +22,9 @@ namespace {
 constexpr size_t kChunk = 1 << 20;
 
 struct Sha256 {
-  Sha256() : ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free) { EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr); }
+  Sha256() : ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
+    EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
+  }
   void update(const void* p, size_t n) { EVP_DigestUpdate(ctx.get(), p, n); }
   std::string hex() {
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -168,10 +170,14 @@ std::string expected_sha256(uint64_t bytes, uint64_t seed) {
   return sha.hex();
 }
 
-void shutdown_write(int fd) { ::shutdown(fd, SHUT_WR); }
+void shutdown_write(int fd) {
+  ::shutdown(fd, SHUT_WR);
+}
 
 void reset(Fd& fd) {
-  struct linger lg {1, 0};
+  struct linger lg {
+    1, 0
+  };
   ::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   fd.reset();
 }

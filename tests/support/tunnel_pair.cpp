@@ -103,8 +103,9 @@ TunnelPair::~TunnelPair() {
 
 void TunnelPair::start(TunnelSide& side) {
   int before = count_in_log(side.log, " ready: ");
-  side.process.emplace(std::vector<std::string>{tool("xmig-tunnel"), "--config", side.config.string()},
-                       side.log.string());
+  side.process.emplace(
+      std::vector<std::string>{tool("xmig-tunnel"), "--config", side.config.string()},
+      side.log.string());
   bool ready = wait_until(
       [&] { return count_in_log(side.log, " ready: ") > before || !side.process->running(); }, 20s);
   if (!ready || !side.process->running())
