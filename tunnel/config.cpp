@@ -197,6 +197,14 @@ Config parse_config(const std::string& text, const std::string& path) {
     if (c.listen.is_unix())
       top.problem("listen", "the TLS listener must be TCP; fix: e.g. listen = \"0.0.0.0:7443\"");
   }
+  if (auto ep = top.endpoint("status", false,
+                             "fix: e.g. status = \"127.0.0.1:7444\" or "
+                             "\"unix:/run/xmig/status.sock\"")) {
+    c.status = *ep;
+  } else if (!c.run_dir.empty()) {
+    std::string ignored;
+    if (auto def = parse_endpoint("unix:" + c.run_dir + "/status.sock", &ignored)) c.status = *def;
+  }
   c.log_level = top.string("log_level", false, "", "info");
   static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error"};
   if (!levels.count(c.log_level))
@@ -269,6 +277,13 @@ Config parse_config(const std::string& text, const std::string& path) {
     Section s(*t, "[targets].", problems, path);
     for (auto&& [k, v] : *t) {
       std::string channel(k.str());
+      if (channel == "verify") {
+        s.problem(channel,
+                  "is reserved: this host answers the verify channel itself (for "
+                  "xmig-verify); fix: remove it or pick another channel name");
+        s.get(channel);
+        continue;
+      }
       if (!is_valid_channel_name(channel)) {
         s.problem(channel, "is not a valid channel name; fix: use a-z, 0-9, '-' and '_'");
         s.get(channel);

@@ -57,6 +57,7 @@ struct Config {
   std::map<std::string, Endpoint> targets;  // channel -> where this host delivers it
   std::vector<RouteConfig> routes;
   Limits limits;
+  Endpoint status;       // the /status and /metrics endpoint; default unix:<run_dir>/status.sock
   unsigned workers = 0;  // data-path threads; 0 = one per core
   std::string log_level = "info";
   unsigned socket_mode = 0660;  // entry sockets under run_dir

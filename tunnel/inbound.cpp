@@ -65,32 +65,42 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot s
     }
     info.peer = *peer;
     info.channel = tls::negotiated_channel(ssl.get());
+    if (info.channel.empty())
+      throw Refusal(Verdict::UnknownChannel, "the client named no channel (ALPN xmig/<channel>)");
     auto it = s.config.targets.find(info.channel);
-    if (it == s.config.targets.end())
+    if (info.channel != kVerifyChannel && it == s.config.targets.end())
       throw Refusal(Verdict::UnknownChannel, "unknown channel \"" + info.channel + "\"");
     if (s.stopping) throw Refusal(Verdict::Busy, "shutting down");
-    info.local = it->second.str();
-    try {
-      target = co_await connect_to(s.io, it->second, s.config.limits.connect_timeout);
-    } catch (const std::exception& e) {
-      throw Refusal(Verdict::TargetUnavailable, "target " + info.local + ": " + e.what());
+    if (info.channel == kVerifyChannel) {
+      info.local = "echo";
+      target = start_echo(s);
+    } else {
+      info.local = it->second.str();
+      try {
+        target = co_await connect_to(s.io, it->second, s.config.limits.connect_timeout);
+      } catch (const std::exception& e) {
+        throw Refusal(Verdict::TargetUnavailable, "target " + info.local + ": " + e.what());
+      }
     }
     uint8_t accepted = static_cast<uint8_t>(Verdict::Accepted);
     co_await tls::write_all(sock, ssl.get(), &accepted, 1);
   } catch (const Refusal& r) {
     send_verdict_nowait(ssl.get(), r.verdict);
+    s.stats.record_refusal();
     spdlog::warn("refused: from {} peer {} channel {}: {}", source, info.peer, info.channel,
                  r.what());
     co_return;
   } catch (const std::exception& e) {
+    s.stats.record_refusal();
     spdlog::warn("refused: from {}{}: {}", source, info.peer.empty() ? "" : " peer " + info.peer,
                  e.what());
     co_return;
   }
   spdlog::debug("open: {} ({}) channel {} -> {}", info.peer, source, info.channel, info.local);
   auto held = std::make_shared<Slot>(std::move(slot));
-  s.workers.start_pump(std::move(target), io::Fd(sock.release()), std::move(ssl),
-                       [info, held](const io::PumpStats& stats) { log_close(info, stats); });
+  s.workers.start_pump(
+      std::move(target), io::Fd(sock.release()), std::move(ssl),
+      [&s, info, held](const io::PumpStats& stats) { finish_connection(s, info, stats); });
 }
 
 }  // namespace
@@ -105,6 +115,7 @@ asio::awaitable<void> serve_peers(Tunnel::State& s, asio::ip::tcp::acceptor& acc
       continue;
     }
     if (s.connections >= s.config.limits.max_connections) {
+      s.stats.record_refusal();
       spdlog::warn("refused: TLS listener: max_connections ({}) reached",
                    s.config.limits.max_connections);
       continue;

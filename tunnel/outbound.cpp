@@ -56,6 +56,7 @@ asio::awaitable<void> dial(Tunnel::State& s, io::Fd local, Slot slot, const Peer
   try {
     co_await start_dial(s, peer, channel, d);
   } catch (const std::exception& e) {
+    s.stats.record_refusal();
     spdlog::warn("refused: entry {} -> peer {} channel {}: {}", local_name, peer.name, channel,
                  e.what());
     reset_on_close(local.get());  // the local client learns at once
@@ -70,8 +71,9 @@ asio::awaitable<void> dial(Tunnel::State& s, io::Fd local, Slot slot, const Peer
                       tls::cipher_name(d.ssl.get())};
   spdlog::debug("open: {} -> {} ({}) channel {}", local_name, peer.name, info.remote, channel);
   auto held = std::make_shared<Slot>(std::move(slot));
-  s.workers.start_pump(std::move(local), io::Fd(d.sock.release()), std::move(d.ssl),
-                       [info, held](const io::PumpStats& stats) { log_close(info, stats); });
+  s.workers.start_pump(
+      std::move(local), io::Fd(d.sock.release()), std::move(d.ssl),
+      [&s, info, held](const io::PumpStats& stats) { finish_connection(s, info, stats); });
 }
 
 }  // namespace
@@ -88,6 +90,7 @@ asio::awaitable<void> serve_entry(Tunnel::State& s, Acceptor& acceptor, const Pe
       continue;
     }
     if (s.connections >= s.config.limits.max_connections) {
+      s.stats.record_refusal();
       spdlog::warn("refused: entry {}: max_connections ({}) reached", local_name,
                    s.config.limits.max_connections);
       reset_on_close(sock.native_handle());

@@ -14,6 +14,12 @@
 
 namespace xmig::tunnel {
 
+// The verify channel: the accepting tunnel echoes it back (up to a cap) to
+// authenticated peers, so xmig-verify can send a canary across the wire and
+// get it back. It is never delivered to a target.
+inline constexpr const char* kVerifyChannel = "verify";
+inline constexpr uint64_t kVerifyEchoLimit = 64ull << 20;
+
 enum class Verdict : uint8_t {
   Accepted = 'A',
   UnknownChannel = 'C',     // the far side has no target for this channel

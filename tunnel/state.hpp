@@ -12,23 +12,10 @@
 #include "tls/context.hpp"
 #include "tunnel/config.hpp"
 #include "tunnel/sockets.hpp"
+#include "tunnel/status.hpp"
 #include "tunnel/tunnel.hpp"
 
 namespace xmig::tunnel {
-
-// What the close line of a connection reports besides the pump's figures.
-struct ConnectionInfo {
-  std::string direction;  // "out": entry -> peer; "in": peer -> target
-  std::string peer;
-  std::string channel;
-  std::string local;   // entry socket or target
-  std::string remote;  // peer address
-  std::string tls_version;
-  std::string cipher;
-};
-
-// One logged line per connection at close.
-void log_close(const ConnectionInfo& info, const io::PumpStats& stats);
 
 // Counts a connection from accept to close; the count is what max_connections
 // and the drain look at.
@@ -58,11 +45,23 @@ struct Tunnel::State {
   std::atomic<size_t> connections{0};
   bool stopping = false;
   std::vector<std::string> peer_names;
+  Stats stats;
 
   std::list<UnixProtocol::acceptor> unix_listeners;
   std::list<asio::ip::tcp::acceptor> tcp_listeners;
   std::vector<std::string> created_sockets;  // removed at exit
 };
+
+// Logs the close line and counts the connection (any thread).
+void finish_connection(Tunnel::State& s, const ConnectionInfo& info, const io::PumpStats& stats);
+
+// Serves /status and /metrics on the status listener.
+asio::awaitable<void> serve_status(Tunnel::State& s, UnixProtocol::acceptor& acceptor);
+asio::awaitable<void> serve_status(Tunnel::State& s, asio::ip::tcp::acceptor& acceptor);
+
+// The verify channel: an echo that only authenticated peers reach; returns
+// the local end to hand to a pump.
+io::Fd start_echo(Tunnel::State& s);
 
 // Entry side: accepts local clients on `acceptor` and carries each to
 // `peer`'s `channel`, one at a time so the far side sees them in order.

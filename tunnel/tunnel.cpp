@@ -24,13 +24,6 @@ long days_left(const tls::CertInfo& cert) {
   return std::chrono::duration_cast<std::chrono::hours>(left).count() / 24;
 }
 
-std::string human_rate(uint64_t bytes, double seconds) {
-  if (seconds <= 0) return "-";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1fMB/s", static_cast<double>(bytes) / seconds / 1e6);
-  return buf;
-}
-
 void open_listeners(Tunnel::State& s) {
   const Config& c = s.config;
   gid_t group = lookup_group(c.socket_group);
@@ -48,6 +41,14 @@ void open_listeners(Tunnel::State& s) {
       asio::co_spawn(s.io, serve_entry(s, s.unix_listeners.back(), peer, channel, path),
                      asio::detached);
     }
+  }
+  if (c.status.is_unix()) {
+    s.unix_listeners.push_back(open_unix_listener(s.io, c.status.path, c.socket_mode, group));
+    s.created_sockets.push_back(c.status.path);
+    asio::co_spawn(s.io, serve_status(s, s.unix_listeners.back()), asio::detached);
+  } else {
+    s.tcp_listeners.push_back(open_tcp_listener(s.io, c.status));
+    asio::co_spawn(s.io, serve_status(s, s.tcp_listeners.back()), asio::detached);
   }
   for (const auto& route : c.routes) {
     const PeerConfig& peer = *c.find_peer(route.peer);
@@ -78,9 +79,11 @@ void reload(Tunnel::State& s) {
   try {
     auto fresh = tls::Context::load(tls_settings(s.config));
     s.tls = fresh;
+    s.stats.record_reload(true);
     spdlog::info("reload: certificate serial {} expires in {} days", fresh->cert().serial,
                  days_left(fresh->cert()));
   } catch (const std::exception& e) {
+    s.stats.record_reload(false);
     spdlog::error("reload refused, keeping the loaded certificate: {}", e.what());
   }
 }
@@ -123,21 +126,6 @@ asio::awaitable<void> handle_signals(Tunnel::State& s) {
 
 }  // namespace
 
-void log_close(const ConnectionInfo& info, const io::PumpStats& st) {
-  double seconds = std::chrono::duration<double>(st.duration).count();
-  std::string line = fmt::format(
-      "close: dir={} peer={} channel={} local={} remote={} tls={} cipher={} mode={} "
-      "to_peer={} from_peer={} duration={:.3f}s throughput={} result={}",
-      info.direction, info.peer, info.channel, info.local, info.remote, info.tls_version,
-      info.cipher, st.mode, st.plain_to_tls, st.tls_to_plain, seconds,
-      human_rate(st.plain_to_tls + st.tls_to_plain, seconds),
-      st.error.empty() ? "ok" : "\"" + st.error + "\"");
-  if (st.error.empty())
-    spdlog::info("{}", line);
-  else
-    spdlog::warn("{}", line);
-}
-
 Tunnel::State::State(Config c)
     : config(std::move(c)), tls(tls::Context::load(tls_settings(config))), workers(config.workers) {
   for (const auto& p : config.peers) peer_names.push_back(p.name);
@@ -153,10 +141,11 @@ int Tunnel::run() {
   asio::co_spawn(s.io, handle_signals(s), asio::detached);
   const auto& cert = s.tls->cert();
   spdlog::info(
-      "ready: name={} listen={} peers={} routes={} workers={} run_dir={} tls>={} certificate "
-      "serial {} expires in {} days",
+      "ready: name={} listen={} peers={} routes={} workers={} run_dir={} status={} tls>={} "
+      "certificate serial {} expires in {} days",
       s.config.name, s.config.listen.str(), s.config.peers.size(), s.config.routes.size(),
-      s.workers.size(), s.config.run_dir, s.config.tls.min_version, cert.serial, days_left(cert));
+      s.workers.size(), s.config.run_dir, s.config.status.str(), s.config.tls.min_version,
+      cert.serial, days_left(cert));
   s.io.run();
   spdlog::info("stopped");
   return 0;

@@ -1,0 +1,152 @@
+#include "tunnel/status.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdio>
+
+namespace xmig::tunnel {
+
+namespace {
+
+int64_t now_unix() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+std::string human_rate(uint64_t bytes, double seconds) {
+  if (seconds <= 0) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1fMB/s", static_cast<double>(bytes) / seconds / 1e6);
+  return buf;
+}
+
+}  // namespace
+
+void Stats::record_close(const ConnectionInfo& info, const io::PumpStats& stats) {
+  std::lock_guard lock(mutex_);
+  ++totals_.connections[info.direction + (stats.error.empty() ? " ok" : " error")];
+  ++totals_.modes[stats.mode];
+  totals_.to_peer += stats.plain_to_tls;
+  totals_.from_peer += stats.tls_to_plain;
+  totals_.recent.push_back({info, stats, now_unix()});
+  if (totals_.recent.size() > kRecent) totals_.recent.pop_front();
+}
+
+Stats::Snapshot Stats::snapshot() const {
+  std::lock_guard lock(mutex_);
+  Snapshot s = totals_;
+  s.refusals = refusals_;
+  s.reloads_ok = reloads_ok_;
+  s.reloads_failed = reloads_failed_;
+  return s;
+}
+
+std::string status_json(const StatusFacts& f, const Stats::Snapshot& s) {
+  std::string j = "{";
+  j += "\"name\":" + json_string(f.name);
+  j += ",\"certificate\":{\"serial\":" + json_string(f.cert_serial) +
+       ",\"not_after_unix\":" + std::to_string(f.cert_not_after_unix) +
+       ",\"seconds_left\":" + std::to_string(f.cert_not_after_unix - now_unix()) + "}";
+  j += ",\"tls_min_version\":" + json_string(f.tls_min_version);
+  j += ",\"connections\":{\"active\":" + std::to_string(f.active);
+  for (const auto& [k, v] : s.connections) {
+    std::string key = k;
+    key[key.find(' ')] = '_';
+    j += ",\"" + key + "\":" + std::to_string(v);
+  }
+  j += "},\"modes\":{";
+  bool first = true;
+  for (const auto& [k, v] : s.modes) {
+    j += (first ? "" : ",") + json_string(k) + ":" + std::to_string(v);
+    first = false;
+  }
+  j += "},\"bytes\":{\"to_peer\":" + std::to_string(s.to_peer) +
+       ",\"from_peer\":" + std::to_string(s.from_peer) + "}";
+  j += ",\"refusals\":" + std::to_string(s.refusals);
+  j += ",\"reloads\":{\"ok\":" + std::to_string(s.reloads_ok) +
+       ",\"failed\":" + std::to_string(s.reloads_failed) + "}";
+  j += ",\"recent\":[";
+  first = true;
+  for (const auto& c : s.recent) {
+    j += first ? "{" : ",{";
+    first = false;
+    j += "\"direction\":" + json_string(c.info.direction) +
+         ",\"peer\":" + json_string(c.info.peer) + ",\"channel\":" + json_string(c.info.channel) +
+         ",\"tls\":" + json_string(c.info.tls_version) +
+         ",\"cipher\":" + json_string(c.info.cipher) + ",\"mode\":" + json_string(c.stats.mode) +
+         ",\"to_peer\":" + std::to_string(c.stats.plain_to_tls) +
+         ",\"from_peer\":" + std::to_string(c.stats.tls_to_plain) +
+         ",\"seconds\":" + std::to_string(std::chrono::duration<double>(c.stats.duration).count()) +
+         ",\"closed_unix\":" + std::to_string(c.closed_unix) +
+         ",\"error\":" + json_string(c.stats.error) + "}";
+  }
+  j += "]}\n";
+  return j;
+}
+
+std::string metrics_text(const StatusFacts& f, const Stats::Snapshot& s) {
+  std::string m;
+  auto metric = [&](const char* name, const char* type, const char* help) {
+    m += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+  };
+  metric("xmig_connections_active", "gauge", "Connections from accept to close.");
+  m += "xmig_connections_active " + std::to_string(f.active) + "\n";
+  metric("xmig_connections_total", "counter", "Connections that ended, by direction and result.");
+  for (const auto& [k, v] : s.connections) {
+    size_t sp = k.find(' ');
+    m += "xmig_connections_total{direction=\"" + k.substr(0, sp) + "\",result=\"" +
+         k.substr(sp + 1) + "\"} " + std::to_string(v) + "\n";
+  }
+  metric("xmig_connections_by_mode_total", "counter", "Connections that ended, by data path.");
+  for (const auto& [k, v] : s.modes)
+    m += "xmig_connections_by_mode_total{mode=\"" + k + "\"} " + std::to_string(v) + "\n";
+  metric("xmig_bytes_total", "counter", "Payload bytes carried by ended connections.");
+  m += "xmig_bytes_total{direction=\"to_peer\"} " + std::to_string(s.to_peer) + "\n";
+  m += "xmig_bytes_total{direction=\"from_peer\"} " + std::to_string(s.from_peer) + "\n";
+  metric("xmig_refusals_total", "counter", "Connections refused (each is logged with its reason).");
+  m += "xmig_refusals_total " + std::to_string(s.refusals) + "\n";
+  metric("xmig_reloads_total", "counter", "TLS material reloads, by result.");
+  m += "xmig_reloads_total{result=\"ok\"} " + std::to_string(s.reloads_ok) + "\n";
+  m += "xmig_reloads_total{result=\"failed\"} " + std::to_string(s.reloads_failed) + "\n";
+  metric("xmig_certificate_expiry_seconds", "gauge",
+         "Seconds until the loaded certificate expires.");
+  m += "xmig_certificate_expiry_seconds " + std::to_string(f.cert_not_after_unix - now_unix()) +
+       "\n";
+  return m;
+}
+
+void log_close(const ConnectionInfo& info, const io::PumpStats& st) {
+  double seconds = std::chrono::duration<double>(st.duration).count();
+  std::string line = fmt::format(
+      "close: dir={} peer={} channel={} local={} remote={} tls={} cipher={} mode={} "
+      "to_peer={} from_peer={} duration={:.3f}s throughput={} result={}",
+      info.direction, info.peer, info.channel, info.local, info.remote, info.tls_version,
+      info.cipher, st.mode, st.plain_to_tls, st.tls_to_plain, seconds,
+      human_rate(st.plain_to_tls + st.tls_to_plain, seconds),
+      st.error.empty() ? "ok" : "\"" + st.error + "\"");
+  if (st.error.empty())
+    spdlog::info("{}", line);
+  else
+    spdlog::warn("{}", line);
+}
+
+}  // namespace xmig::tunnel
