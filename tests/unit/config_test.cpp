@@ -1,0 +1,177 @@
+// Config parsing and validation: every bad input gets its promised error,
+// naming the file, the key and the fix; good input gets the documented
+// defaults.
+#include <gtest/gtest.h>
+
+#include "tunnel/config.hpp"
+
+namespace xmig::tunnel {
+namespace {
+
+const char* kGood = R"(
+name = "hv-a"
+run_dir = "/run/xmig"
+listen = "0.0.0.0:7443"
+
+[tls]
+ca = "/etc/pki/qemu/ca-cert.pem"
+cert = "/etc/pki/qemu/server-cert.pem"
+key = "/etc/pki/qemu/server-key.pem"
+
+[[peer]]
+name = "hv-b"
+address = "10.0.0.2:7443"
+
+[targets]
+bench = "127.0.0.1:6000"
+
+[[route]]
+listen = "127.0.0.1:5000"
+peer = "hv-b"
+channel = "bench"
+)";
+
+// All problems of a text, joined; "" when it parses.
+std::string problems_of(const std::string& text) {
+  try {
+    parse_config(text, "tunnel.toml");
+    return "";
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+}
+
+std::string with(const std::string& from, const std::string& to) {
+  std::string s = kGood;
+  size_t at = s.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return s.replace(at, from.size(), to);
+}
+
+// Pass: the issue's example parses, with qemu/nbd delivered under
+// <run_dir>/<name>/ and driver to libvirt's socket.
+TEST(Config, ExampleParsesWithDocumentedDefaults) {
+  Config c = parse_config(kGood, "tunnel.toml");
+  EXPECT_EQ(c.name, "hv-a");
+  EXPECT_EQ(c.listen.str(), "0.0.0.0:7443");
+  ASSERT_EQ(c.peers.size(), 1u);
+  EXPECT_EQ(c.peers[0].address.str(), "10.0.0.2:7443");
+  EXPECT_EQ(c.targets.at("qemu").str(), "unix:/run/xmig/hv-a/qemu.sock");
+  EXPECT_EQ(c.targets.at("nbd").str(), "unix:/run/xmig/hv-a/nbd.sock");
+  EXPECT_EQ(c.targets.at("driver").str(), "unix:/run/libvirt/libvirt-sock");
+  EXPECT_EQ(c.targets.at("bench").str(), "127.0.0.1:6000");
+  ASSERT_EQ(c.routes.size(), 1u);
+  EXPECT_EQ(c.routes[0].channel, "bench");
+  EXPECT_EQ(c.tls.min_version, "1.3");
+  EXPECT_EQ(c.status.str(), "unix:/run/xmig/status.sock");
+  EXPECT_EQ(c.socket_path("hv-b", "qemu"), "/run/xmig/hv-b/qemu.sock");
+}
+
+// Pass: a TOML syntax error names the file, the line and asks for a fix.
+TEST(Config, SyntaxErrorNamesFileAndLine) {
+  std::string p = problems_of("name = \"hv-a\"\nlisten = \n");
+  EXPECT_NE(p.find("tunnel.toml: line 2"), std::string::npos) << p;
+  EXPECT_NE(p.find("fix:"), std::string::npos) << p;
+}
+
+// Pass: a missing required key is named with the fix.
+TEST(Config, MissingNameIsReported) {
+  std::string p = problems_of(with("name = \"hv-a\"\n", ""));
+  EXPECT_NE(p.find("tunnel.toml: name: missing; fix: set name"), std::string::npos) << p;
+}
+
+TEST(Config, MissingTlsSectionIsReported) {
+  std::string s = kGood;
+  s.replace(s.find("[tls]"), 5, "[tlx]");
+  std::string p = problems_of(s);
+  EXPECT_NE(p.find("[tls]: missing; fix: add a [tls] section"), std::string::npos) << p;
+  EXPECT_NE(p.find("tlx"), std::string::npos) << "the unknown table is named too: " << p;
+}
+
+// Pass: an address without a port, and a port out of range, are refused with why.
+TEST(Config, BadEndpointsAreExplained) {
+  std::string p = problems_of(with("\"10.0.0.2:7443\"", "\"10.0.0.2\""));
+  EXPECT_NE(p.find("[[peer]] #1 address"), std::string::npos) << p;
+  EXPECT_NE(p.find("expected \"HOST:PORT\""), std::string::npos) << p;
+  p = problems_of(with("\"0.0.0.0:7443\"", "\"0.0.0.0:70000\""));
+  EXPECT_NE(p.find("listen"), std::string::npos) << p;
+  EXPECT_NE(p.find("out of range"), std::string::npos) << p;
+  p = problems_of(with("\"127.0.0.1:6000\"", "\"unix:relative.sock\""));
+  EXPECT_NE(p.find("[targets].bench"), std::string::npos) << p;
+  EXPECT_NE(p.find("must be absolute"), std::string::npos) << p;
+}
+
+// Pass: a misspelt key is an error, not silently ignored.
+TEST(Config, UnknownKeyIsRefused) {
+  std::string p = problems_of(with("address = ", "adress = \"x:1\"\naddress = "));
+  EXPECT_NE(p.find("[[peer]] #1 adress"), std::string::npos) << p;
+  EXPECT_NE(p.find("unknown key"), std::string::npos) << p;
+}
+
+// Pass: a route to a host that is not a [[peer]] is refused.
+TEST(Config, RouteToUnknownPeerIsRefused) {
+  std::string p = problems_of(with("peer = \"hv-b\"", "peer = \"hv-c\""));
+  EXPECT_NE(p.find("[[route]] #1 peer"), std::string::npos) << p;
+  EXPECT_NE(p.find("\"hv-c\" is not a configured [[peer]]"), std::string::npos) << p;
+}
+
+// Pass: duplicate peers, and a peer named like this host, are refused.
+TEST(Config, DuplicateOrSelfPeerIsRefused) {
+  std::string twice =
+      std::string(kGood) + "\n[[peer]]\nname = \"hv-b\"\naddress = \"10.0.0.3:7443\"\n";
+  EXPECT_NE(problems_of(twice).find("listed twice"), std::string::npos);
+  std::string self =
+      std::string(kGood) + "\n[[peer]]\nname = \"hv-a\"\naddress = \"10.0.0.3:7443\"\n";
+  EXPECT_NE(problems_of(self).find("this host's own name"), std::string::npos);
+}
+
+// Pass: channel names are restricted (they become ALPN ids and file names),
+// and "verify" is reserved for xmig-verify's echo.
+TEST(Config, BadAndReservedChannelNamesAreRefused) {
+  std::string p = problems_of(with("channel = \"bench\"", "channel = \"../x\""));
+  EXPECT_NE(p.find("is not a valid channel name"), std::string::npos) << p;
+  p = problems_of(with("bench = \"127.0.0.1:6000\"", "verify = \"127.0.0.1:6000\""));
+  EXPECT_NE(p.find("reserved"), std::string::npos) << p;
+}
+
+TEST(Config, UnsupportedTlsVersionIsRefused) {
+  std::string p =
+      problems_of(with("key = \"/etc/pki/qemu/server-key.pem\"",
+                       "key = \"/etc/pki/qemu/server-key.pem\"\nmin_version = \"1.1\""));
+  EXPECT_NE(p.find("[tls].min_version"), std::string::npos) << p;
+  EXPECT_NE(p.find("\"1.3\" (default) or \"1.2\""), std::string::npos) << p;
+}
+
+// Pass: wrong types and out-of-range limits are explained.
+TEST(Config, BadLimitsAreRefused) {
+  std::string p = problems_of(std::string(kGood) +
+                              "\n[limits]\nhandshake_timeout = -1\nmax_connections = \"many\"\n");
+  EXPECT_NE(p.find("[limits].handshake_timeout"), std::string::npos) << p;
+  EXPECT_NE(p.find("[limits].max_connections"), std::string::npos) << p;
+}
+
+// Pass: several problems are all reported at once, one per line.
+TEST(Config, ReportsEveryProblemAtOnce) {
+  std::string s = with("name = \"hv-a\"\n", "");
+  s = s.replace(s.find("\"10.0.0.2:7443\""), 15, "\"nope\"");
+  try {
+    parse_config(s, "tunnel.toml");
+    FAIL() << "accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.problems().size(), 2u) << e.what();
+  }
+}
+
+// Pass: a config file that does not exist is named.
+TEST(Config, UnreadableFileIsNamed) {
+  try {
+    load_config("/nonexistent/tunnel.toml");
+    FAIL() << "accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/tunnel.toml: cannot be read"),
+              std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace xmig::tunnel
