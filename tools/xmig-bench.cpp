@@ -1,0 +1,495 @@
+// xmig-bench: measures a migration path end to end. Wires bench/ (load
+// generation, process measurement, xmig's two ends, the relay, the report)
+// to the command line; nothing else.
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <thread>
+
+#include "bench/load.hpp"
+#include "bench/procs.hpp"
+#include "bench/record.hpp"
+#include "bench/relay.hpp"
+
+namespace {
+
+using namespace xmig::bench;
+namespace fs = std::filesystem;
+
+// ---- Signals -------------------------------------------------------------------
+
+// SIGINT/SIGTERM: subcommands that serve (relay, pair) stop cleanly; a
+// measurement run stops the tunnels it started before exiting.
+std::atomic<bool> g_stop{false};
+std::atomic<pid_t> g_children[2] = {0, 0};
+
+void on_signal(int) {
+  g_stop = true;
+}
+
+// A measurement run exits at once, but not before asking the tunnels it
+// started to stop (they live in their own process groups).
+void on_signal_exit(int sig) {
+  for (auto& c : g_children)
+    if (pid_t p = c.load(); p > 0) ::kill(p, SIGTERM);
+  ::_exit(128 + sig);
+}
+
+void install_signals(bool exit_on_signal) {
+  struct sigaction sa {};
+  sa.sa_handler = exit_on_signal ? on_signal_exit : on_signal;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+}
+
+// ---- Helpers -------------------------------------------------------------------
+
+// "4G", "512M", "100000": binary suffixes (K, M, G, T).
+uint64_t parse_size(const std::string& text) {
+  char* end = nullptr;
+  double v = std::strtod(text.c_str(), &end);
+  const std::string suffix = end;
+  static const std::map<std::string, uint64_t> kUnits = {{"", 1},
+                                                         {"K", 1ull << 10},
+                                                         {"M", 1ull << 20},
+                                                         {"G", 1ull << 30},
+                                                         {"T", 1ull << 40},
+                                                         {"KiB", 1ull << 10},
+                                                         {"MiB", 1ull << 20},
+                                                         {"GiB", 1ull << 30},
+                                                         {"TiB", 1ull << 40}};
+  auto it = kUnits.find(suffix);
+  if (end == text.c_str() || it == kUnits.end() || v <= 0)
+    throw CLI::ValidationError("--bytes",
+                               "'" + text + "': expected a size like 1G, 512M or 1048576");
+  return static_cast<uint64_t>(v * static_cast<double>(it->second));
+}
+
+// The xmig-tunnel next to this binary (as the build and the install lay them out).
+fs::path default_tunnel() {
+  std::error_code ec;
+  fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? fs::path("xmig-tunnel") : self.parent_path() / "xmig-tunnel";
+}
+
+fs::path make_temp_dir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/xmig-bench-XXXXXX";
+  if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp " + tmpl + ": " + strerror(errno));
+  return tmpl;
+}
+
+double self_cpu_seconds() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+// A progress bar on stdout, only when a person is watching it.
+class ProgressBar {
+ public:
+  ProgressBar(uint64_t total, bool enabled)
+      : total_(total), enabled_(enabled), start_(std::chrono::steady_clock::now()) {}
+  void update(uint64_t done) {
+    if (!enabled_) return;
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const double frac = total_ ? static_cast<double>(done) / static_cast<double>(total_) : 1;
+    const int width = 40, filled = static_cast<int>(frac * width);
+    std::printf("\r  [%s%s] %3.0f%%  %.2f GB/s ", std::string(filled, '#').c_str(),
+                std::string(width - filled, '.').c_str(), frac * 100,
+                secs > 0 ? static_cast<double>(done) / secs / 1e9 : 0.0);
+    std::fflush(stdout);
+  }
+  void finish() {
+    if (enabled_) std::printf("\n");
+  }
+
+ private:
+  uint64_t total_;
+  bool enabled_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+// ---- The measurement -------------------------------------------------------------
+
+struct RunOptions {
+  std::string connect, sink_listen;
+  std::vector<std::string> pids;  // NAME=PID
+  unsigned streams = 1;
+  std::string bytes = "1G";
+  unsigned handshakes = 200, handshake_concurrency = 4;
+  bool json = false;
+  std::string label, group;
+  int round = 0;
+  fs::path tunnel = default_tunnel();
+  std::string entry = "tcp";
+  unsigned workers = 0;
+  std::string extra_toml;
+  bool keep = false;
+  unsigned timeout = 600;
+};
+
+std::vector<Measured> parse_pids(const std::vector<std::string>& specs) {
+  std::vector<Measured> out;
+  for (const auto& spec : specs) {
+    size_t eq = spec.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw CLI::ValidationError("--pid", "'" + spec + "': expected NAME=PID, e.g. entry=1234");
+    out.push_back({spec.substr(0, eq), static_cast<pid_t>(std::stol(spec.substr(eq + 1))), {}, {}});
+  }
+  return out;
+}
+
+// Sets "<name>_cpu_s", "<name>_cpu_s_per_gb", "<name>_peak_rss_mib" and the
+// sum over all measured processes as "cpu_s_per_gb".
+void add_costs(Record& r, const std::vector<Measured>& procs, double gigabytes) {
+  double total = 0;
+  for (const auto& p : procs) {
+    total += p.cpu_seconds();
+    r.set(p.name + "_cpu_s", p.cpu_seconds());
+    if (gigabytes > 0) r.set(p.name + "_cpu_s_per_gb", p.cpu_seconds() / gigabytes);
+    r.set(p.name + "_peak_rss_mib", static_cast<double>(p.after.peak_rss_kib) / 1024);
+  }
+  if (!procs.empty() && gigabytes > 0) r.set("cpu_s_per_gb", total / gigabytes);
+}
+
+void print_text(const Record& r, const std::vector<Measured>& procs) {
+  if (r.text("suite") == "stream") {
+    std::printf("%s: %.3f GB in %.3f s = %.3f GB/s at the sink, %u stream(s), verified%s\n",
+                r.text("config")->c_str(), *r.number("bytes") / 1e9, *r.number("seconds"),
+                *r.number("value"), static_cast<unsigned>(*r.number("streams")),
+                r.flag("ok").value() ? "" : " — FAILED");
+  } else {
+    std::printf(
+        "%s: %u connections in %.3f s = %.1f connections/s; latency p50 %.2f ms, "
+        "p90 %.2f ms, p99 %.2f ms, max %.2f ms%s\n",
+        r.text("config")->c_str(), static_cast<unsigned>(*r.number("connections")),
+        *r.number("seconds"), *r.number("value"), *r.number("p50_ms"), *r.number("p90_ms"),
+        *r.number("p99_ms"), *r.number("max_ms"), r.flag("ok").value() ? "" : " — FAILED");
+  }
+  for (const auto& p : procs) {
+    std::printf("  %-6s pid %-7d CPU %.3f s", p.name.c_str(), p.pid, p.cpu_seconds());
+    if (auto v = r.number(p.name + "_cpu_s_per_gb")) std::printf(" = %.3f CPU-s/GB", *v);
+    if (auto v = r.number(p.name + "_cpu_ms_per_conn")) std::printf(" = %.3f CPU-ms/conn", *v);
+    std::printf(", peak RSS %.1f MiB\n", static_cast<double>(p.after.peak_rss_kib) / 1024);
+  }
+  if (auto e = r.text("error"); e && !e->empty()) std::printf("  error: %s\n", e->c_str());
+}
+
+int run(const RunOptions& o) {
+  const uint64_t bytes = parse_size(o.bytes);
+  std::vector<Measured> procs = parse_pids(o.pids);
+  const bool self_start = o.connect.empty();
+  if (!self_start && o.sink_listen.empty())
+    throw CLI::ValidationError("--sink-listen",
+                               "required with --connect: where the path under test delivers");
+
+  // The sink listens first, so the path's exit can connect to it.
+  Listener sink(parse_endpoint(o.sink_listen.empty() ? "127.0.0.1:0" : o.sink_listen));
+  std::optional<TunnelPair> pair;
+  fs::path dir;
+  if (self_start) {
+    dir = make_temp_dir();
+    PairOptions po;
+    po.dir = dir;
+    po.tunnel = o.tunnel;
+    po.target = sink.endpoint().str();
+    if (o.entry == "tcp") po.entry = "127.0.0.1:" + std::to_string(free_port());
+    po.workers = o.workers;
+    po.extra_toml = o.extra_toml;
+    pair.emplace(po);
+    g_children[0] = pair->entry_pid();
+    g_children[1] = pair->exit_pid();
+    procs.insert(procs.begin(),
+                 {{"entry", pair->entry_pid(), {}, {}}, {"exit", pair->exit_pid(), {}, {}}});
+  }
+  const Endpoint entry = parse_endpoint(self_start ? pair->entry() : o.connect);
+  const Pattern pattern;
+
+  // Throughput: CPU and RSS are read right before and after the transfer.
+  for (auto& p : procs) p.before = sample(p.pid);
+  const double self_before = self_cpu_seconds();
+  ProgressBar bar(bytes, !o.json && ::isatty(STDOUT_FILENO));
+  StreamOptions so;
+  so.connect = entry;
+  so.streams = o.streams;
+  so.bytes = bytes;
+  so.timeout = std::chrono::seconds(o.timeout);
+  so.progress = [&](uint64_t done) { bar.update(done); };
+  const StreamResult sr = run_streams(so, sink, pattern);
+  bar.finish();
+  for (auto& p : procs) p.after = sample(p.pid);
+  const double self_cpu = self_cpu_seconds() - self_before;
+  std::vector<Measured> stream_procs = procs;
+
+  // Handshakes: connections/s through the entry, each carrying 16 bytes.
+  std::optional<HandshakeResult> hr;
+  std::vector<Measured> hs_procs = procs;
+  if (o.handshakes > 0 && sr.error.empty()) {
+    for (auto& p : hs_procs) p.before = sample(p.pid);
+    HandshakeOptions ho;
+    ho.connect = entry;
+    ho.connections = o.handshakes;
+    ho.concurrency = o.handshake_concurrency;
+    hr = run_handshakes(ho, sink);
+    for (auto& p : hs_procs) p.after = sample(p.pid);
+  }
+
+  // What the tunnel says it did: data-path mode and cipher from its close lines.
+  std::string label = o.label, mode, cipher;
+  if (pair) {
+    pair->stop();
+    g_children[0] = g_children[1] = 0;
+    mode = close_line_values(pair->entry_log(), "mode");
+    cipher = close_line_values(pair->entry_log(), "cipher");
+    if (label.empty()) label = "xmig-" + (mode.empty() ? std::string("unknown") : mode);
+  }
+  if (label.empty()) label = "external";
+
+  Record r;
+  r.set("suite", "stream")
+      .set("group", o.group.empty()
+                        ? std::to_string(o.streams) + (o.streams == 1 ? " stream" : " streams")
+                        : o.group)
+      .set("config", label)
+      .set("round", o.round)
+      .set("ok", sr.error.empty())
+      .set("value", sr.gbps())
+      .set("unit", "GB/s")
+      .set("higher_is_better", true)
+      .set("streams", o.streams)
+      .set("bytes", sr.bytes)
+      .set("seconds", sr.seconds)
+      .set("connect_ms", sr.connect_seconds * 1e3)
+      .set("load_cpu_s", self_cpu);
+  if (!mode.empty()) r.set("mode", mode);
+  if (!cipher.empty()) r.set("cipher", cipher);
+  add_costs(r, stream_procs, static_cast<double>(sr.bytes) / 1e9);
+  if (!sr.error.empty()) r.set("error", sr.error);
+
+  std::optional<Record> h;
+  if (hr) {
+    h.emplace();
+    h->set("suite", "handshake")
+        .set("group", "connections through the entry, 16 bytes each, " +
+                          std::to_string(o.handshake_concurrency) + " at a time")
+        .set("config", label)
+        .set("round", o.round)
+        .set("ok", hr->error.empty() && hr->completed == o.handshakes)
+        .set("value", hr->per_second())
+        .set("unit", "conn/s")
+        .set("higher_is_better", true)
+        .set("connections", hr->completed)
+        .set("seconds", hr->seconds)
+        .set("p50_ms", hr->p50_ms)
+        .set("p90_ms", hr->p90_ms)
+        .set("p99_ms", hr->p99_ms)
+        .set("max_ms", hr->max_ms);
+    for (const auto& p : hs_procs) {
+      h->set(p.name + "_cpu_s", p.cpu_seconds());
+      if (hr->completed) h->set(p.name + "_cpu_ms_per_conn", p.cpu_seconds() * 1e3 / hr->completed);
+    }
+    if (!hr->error.empty()) h->set("error", hr->error);
+  }
+
+  if (o.json) {
+    std::cout << r.json() << "\n";
+    if (h) std::cout << h->json() << "\n";
+  } else {
+    print_text(r, stream_procs);
+    if (h) print_text(*h, hs_procs);
+    if (pair && o.keep) std::cout << "tunnel configs, certificates and logs: " << dir << "\n";
+  }
+  if (pair && !o.keep) {
+    pair.reset();
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+  const bool ok = sr.error.empty() && (!h || h->flag("ok").value());
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "xmig-bench: measures a migration path end to end, with data it checks.\n\n"
+      "A source pushes incompressible data over N parallel streams into the path's entry; a\n"
+      "sink at the path's far end verifies every byte (each 64 KiB chunk names its stream and\n"
+      "position; payload is compared against a random pool) and the throughput is what the\n"
+      "sink received per second (GB = 10^9 bytes). For every measured process it reports CPU\n"
+      "seconds per GB (utime+stime from /proc/PID/stat, all threads) and peak RSS (VmHWM).\n"
+      "Then it measures the handshake rate: connections through the entry, each carrying 16\n"
+      "bytes to the sink and waiting for the sink to close, with the connect latency of each\n"
+      "(p50/p90/p99/max: connect() to the sink's close arriving back, TLS handshakes included).\n\n"
+      "Without --connect it starts two xmig-tunnel ends itself on loopback (hv-a = entry,\n"
+      "hv-b = exit) with a fresh CA and certificates, and measures those:\n"
+      "  client -> hv-a ==TLS 1.3==> hv-b -> sink\n"
+      "With --connect it measures any path you started (stunnel, HAProxy, xmig on two hosts):\n"
+      "  xmig-bench --connect 127.0.0.1:7001 --sink-listen 127.0.0.1:7003 \\\n"
+      "             --pid entry=$(pidof ...) --pid exit=... --streams 4 --bytes 4G\n\n"
+      "Subcommands serve the side-by-side comparison (bench/compare): `relay` (a plain TCP\n"
+      "relay, the floor), `pair` (keep an xmig pair running for another tool), `report`."};
+  app.require_subcommand(0, 1);
+
+  RunOptions o;
+  app.add_option("--connect", o.connect,
+                 "Entry of the path under test: HOST:PORT or unix:PATH (default: start an xmig "
+                 "pair here)");
+  app.add_option("--sink-listen", o.sink_listen,
+                 "Where the sink listens, i.e. where the path delivers (required with --connect; "
+                 "default 127.0.0.1 on a free port)");
+  app.add_option("--pid", o.pids,
+                 "NAME=PID of a process to measure (repeatable), e.g. entry=1234 exit=1240; the "
+                 "ends it starts itself are measured as entry and exit");
+  app.add_option("-n,--streams", o.streams, "Parallel streams")
+      ->check(CLI::Range(1u, 1024u))
+      ->capture_default_str();
+  app.add_option("-b,--bytes", o.bytes, "Bytes over all streams (K, M, G, T: binary)")
+      ->capture_default_str();
+  app.add_option("--handshakes", o.handshakes, "Connections for the handshake test; 0 skips it")
+      ->capture_default_str();
+  app.add_option("--handshake-concurrency", o.handshake_concurrency,
+                 "Connections in flight at once during the handshake test")
+      ->check(CLI::Range(1u, 256u))
+      ->capture_default_str();
+  app.add_flag("--json", o.json,
+               "Print one flat JSON object per measurement (stream, handshake) on stdout");
+  app.add_option("--label", o.label,
+                 "Name of the path in the output (default: xmig-<mode> from the tunnel's close "
+                 "lines, or 'external')");
+  app.add_option("--group", o.group, "Group name in the output (default: 'N streams')");
+  app.add_option("--round", o.round, "Round number in the output (bench/compare)");
+  app.add_option("--timeout", o.timeout, "Seconds before a run is abandoned")
+      ->capture_default_str();
+  auto* own = app.add_option_group("xmig pair", "When xmig-bench starts the two tunnel ends");
+  own->add_option("--tunnel", o.tunnel, "xmig-tunnel binary")->capture_default_str();
+  own->add_option("--entry", o.entry,
+                  "hv-a's entry: tcp (a [[route]] on 127.0.0.1) or unix (its "
+                  "<run_dir>/hv-b/qemu.sock)")
+      ->check(CLI::IsMember({"tcp", "unix"}))
+      ->capture_default_str();
+  own->add_option("--workers", o.workers, "Tunnel worker threads (0: one per core)")
+      ->capture_default_str();
+  own->add_option("--tunnel-toml", o.extra_toml,
+                  "TOML lines added to both tunnel configs (e.g. a data-path mode setting)");
+  own->add_flag("--keep", o.keep, "Keep the tunnels' directory (configs, certificates, logs)");
+
+  // relay
+  auto* relay = app.add_subcommand(
+      "relay",
+      "A plain TCP relay with no crypto (one hop); two in a row are the floor of the tunnel's "
+      "topology. Runs until SIGTERM/SIGINT.");
+  std::string relay_listen, relay_connect;
+  bool relay_splice = false;
+  relay->add_option("--listen", relay_listen, "HOST:PORT or unix:PATH")->required();
+  relay->add_option("--connect", relay_connect, "HOST:PORT or unix:PATH")->required();
+  relay->add_flag("--splice", relay_splice,
+                  "Move bytes with splice() through a pipe instead of read()/write()");
+
+  // pair
+  auto* pair_cmd = app.add_subcommand(
+      "pair",
+      "Start an xmig pair (hv-a entry -> TLS -> hv-b exit) with fresh certificates, write its "
+      "endpoints and pids to --info as shell variables, serve until SIGTERM/SIGINT");
+  fs::path pair_dir, pair_info;
+  std::string pair_target, pair_entry;
+  pair_cmd->add_option("--dir", pair_dir, "Directory for certificates, configs, logs")->required();
+  pair_cmd->add_option("--target", pair_target, "Where hv-b delivers: HOST:PORT or unix:PATH")
+      ->required();
+  pair_cmd->add_option(
+      "--entry", pair_entry,
+      "Where hv-a listens (HOST:PORT or unix:PATH; default its UNIX entry socket)");
+  pair_cmd
+      ->add_option("--info", pair_info,
+                   "File to write ENTRY=, ENTRY_PID=, EXIT_PID=, ENTRY_LOG=, EXIT_LOG= to")
+      ->required();
+  pair_cmd->add_option("--tunnel", o.tunnel, "xmig-tunnel binary")->capture_default_str();
+  pair_cmd->add_option("--workers", o.workers, "Tunnel worker threads (0: one per core)");
+  pair_cmd->add_option("--tunnel-toml", o.extra_toml, "TOML lines added to both configs");
+
+  // report
+  auto* report_cmd = app.add_subcommand(
+      "report",
+      "Summarize JSON-lines results (from --json runs and bench/qemu_migrate): per group, "
+      "median and min–max of each config, CPU-s/GB, and per-round ratios vs. the references");
+  std::vector<std::string> report_files, report_refs = {"relay", "direct", "stunnel"};
+  std::string report_json;
+  report_cmd->add_option("files", report_files, "Files of JSON lines")->required();
+  report_cmd->add_option("--ref", report_refs, "Reference configs for ratios, in order")
+      ->capture_default_str();
+  report_cmd->add_option("--json", report_json, "Write the summary and all records here");
+
+  // ports
+  auto* ports_cmd = app.add_subcommand("ports", "Print N TCP ports on 127.0.0.1 free just now");
+  unsigned port_count = 1;
+  ports_cmd->add_option("count", port_count)->capture_default_str();
+
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (*relay) {
+      install_signals(false);
+      run_relay({parse_endpoint(relay_listen), parse_endpoint(relay_connect), relay_splice},
+                g_stop);
+      return 0;
+    }
+    if (*pair_cmd) {
+      install_signals(false);
+      TunnelPair pair({.dir = pair_dir,
+                       .tunnel = o.tunnel,
+                       .target = pair_target,
+                       .entry = pair_entry,
+                       .workers = o.workers,
+                       .extra_toml = o.extra_toml});
+      {
+        std::ofstream info(pair_info.string() + ".tmp");
+        info << "ENTRY=" << pair.entry() << "\nENTRY_PID=" << pair.entry_pid()
+             << "\nEXIT_PID=" << pair.exit_pid() << "\nENTRY_LOG=" << pair.entry_log().string()
+             << "\nEXIT_LOG=" << pair.exit_log().string() << "\n";
+      }
+      fs::rename(pair_info.string() + ".tmp", pair_info);  // readers never see half a file
+      while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      return 0;
+    }
+    if (*report_cmd) {
+      std::vector<Record> all;
+      for (const auto& f : report_files) {
+        auto more = read_records(f);
+        all.insert(all.end(), more.begin(), more.end());
+      }
+      report(all, report_refs, std::cout, report_json);
+      return 0;
+    }
+    if (*ports_cmd) {
+      // Hold each port until all are chosen, so the N are distinct.
+      std::vector<std::unique_ptr<Listener>> held;
+      for (unsigned i = 0; i < port_count; ++i) {
+        held.push_back(std::make_unique<Listener>(parse_endpoint("127.0.0.1:0")));
+        std::cout << held.back()->endpoint().port << (i + 1 < port_count ? " " : "\n");
+      }
+      return 0;
+    }
+    install_signals(true);
+    return run(o);
+  } catch (const CLI::Error& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    std::cerr << "xmig-bench: " << e.what() << "\n";
+    return 2;
+  }
+}
