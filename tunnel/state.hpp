@@ -52,6 +52,17 @@ struct Tunnel::State {
   std::vector<std::string> created_sockets;  // removed at exit
 };
 
+tls::Settings tls_settings(const Config& c);
+long days_left(const tls::CertInfo& cert);
+
+// Loads the TLS material again and swaps it in only if all of it is valid;
+// otherwise logs why and keeps the old. `why` names the trigger for the log.
+void reload(Tunnel::State& s, const std::string& why);
+
+// Reloads when the certificate, key, CA bundle or CRL files change (inotify
+// on their directories, so files replaced by rename are seen too).
+void watch_tls_files(Tunnel::State& s);
+
 // Logs the close line and counts the connection (any thread).
 void finish_connection(Tunnel::State& s, const ConnectionInfo& info, const io::PumpStats& stats);
 

@@ -14,16 +14,6 @@ namespace xmig::tunnel {
 
 namespace {
 
-tls::Settings tls_settings(const Config& c) {
-  return tls::Settings{c.tls.ca, c.tls.cert, c.tls.key, c.tls.crl, c.tls.min_version == "1.2",
-                       c.name};
-}
-
-long days_left(const tls::CertInfo& cert) {
-  auto left = cert.not_after - std::chrono::system_clock::now();
-  return std::chrono::duration_cast<std::chrono::hours>(left).count() / 24;
-}
-
 void open_listeners(Tunnel::State& s) {
   const Config& c = s.config;
   gid_t group = lookup_group(c.socket_group);
@@ -73,21 +63,6 @@ void close_listeners(Tunnel::State& s) {
   for (auto& path : s.created_sockets) ::unlink(path.c_str());
 }
 
-// New material is checked completely before it replaces the old; on any
-// problem the old stays in service.
-void reload(Tunnel::State& s) {
-  try {
-    auto fresh = tls::Context::load(tls_settings(s.config));
-    s.tls = fresh;
-    s.stats.record_reload(true);
-    spdlog::info("reload: certificate serial {} expires in {} days", fresh->cert().serial,
-                 days_left(fresh->cert()));
-  } catch (const std::exception& e) {
-    s.stats.record_reload(false);
-    spdlog::error("reload refused, keeping the loaded certificate: {}", e.what());
-  }
-}
-
 // Waits for running connections to end, up to the drain timeout, then aborts
 // what is left.
 asio::awaitable<void> drain(Tunnel::State& s) {
@@ -112,7 +87,7 @@ asio::awaitable<void> handle_signals(Tunnel::State& s) {
   while (true) {
     int sig = co_await signals.async_wait(asio::use_awaitable);
     if (sig == SIGHUP) {
-      reload(s);
+      reload(s, "SIGHUP");
       continue;
     }
     spdlog::info("{}: no longer accepting; draining {} connections",
@@ -139,6 +114,7 @@ int Tunnel::run() {
   State& s = *state_;
   open_listeners(s);
   asio::co_spawn(s.io, handle_signals(s), asio::detached);
+  watch_tls_files(s);
   const auto& cert = s.tls->cert();
   spdlog::info(
       "ready: name={} listen={} peers={} routes={} workers={} run_dir={} status={} tls>={} "

@@ -1,0 +1,124 @@
+// Hot reload of the TLS material. New connections use the new material;
+// established connections keep the session they have. Material that fails
+// any check (parses, key matches, chains to the CA, not expired, names this
+// host) is refused and the old stays in service.
+#include <spdlog/spdlog.h>
+#include <sys/inotify.h>
+
+#include <filesystem>
+#include <set>
+
+#include "tunnel/state.hpp"
+
+namespace xmig::tunnel {
+
+namespace {
+
+// Writers replace the files one after another (CA, key, certificate): wait
+// for a quiet moment before loading, so a half-replaced set is not judged.
+constexpr auto kSettle = std::chrono::milliseconds(300);
+
+}  // namespace
+
+void reload(Tunnel::State& s, const std::string& why);
+
+namespace {
+
+// Waits until the files have been quiet for kSettle (each event pushes the
+// timer's expiry out), then reloads once.
+asio::awaitable<void> settle_then_reload(Tunnel::State& s, asio::steady_timer& settle,
+                                         bool& pending) {
+  while (true) {
+    boost::system::error_code ec;
+    co_await settle.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec || s.stopping) break;
+  }
+  pending = false;
+  if (!s.stopping) reload(s, "files changed");
+}
+
+}  // namespace
+
+tls::Settings tls_settings(const Config& c) {
+  return tls::Settings{c.tls.ca, c.tls.cert, c.tls.key, c.tls.crl, c.tls.min_version == "1.2",
+                       c.name};
+}
+
+long days_left(const tls::CertInfo& cert) {
+  auto left = cert.not_after - std::chrono::system_clock::now();
+  return std::chrono::duration_cast<std::chrono::hours>(left).count() / 24;
+}
+
+void reload(Tunnel::State& s, const std::string& why) {
+  try {
+    auto fresh = tls::Context::load(tls_settings(s.config));
+    bool changed = fresh->cert().serial != s.tls->cert().serial;
+    s.tls = fresh;
+    s.stats.record_reload(true);
+    spdlog::info("reload ({}): certificate serial {} expires in {} days{}", why,
+                 fresh->cert().serial, days_left(fresh->cert()),
+                 changed ? "" : " (same certificate; CA bundle and CRL reloaded)");
+  } catch (const std::exception& e) {
+    s.stats.record_reload(false);
+    spdlog::error("reload ({}) refused, still serving certificate serial {}: {}", why,
+                  s.tls->cert().serial, e.what());
+  }
+}
+
+namespace {
+
+// Reads inotify events; a change to one of `names` (re)arms the settle timer.
+asio::awaitable<void> watch_loop(Tunnel::State& s, int fd, std::set<std::string> names) {
+  asio::posix::stream_descriptor watch(s.io, fd);
+  asio::steady_timer settle(s.io);
+  bool pending = false;
+  alignas(inotify_event) char buf[4096];
+  while (!s.stopping) {
+    boost::system::error_code ec;
+    co_await watch.async_wait(asio::posix::stream_descriptor::wait_read,
+                              asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) break;
+    ssize_t n;
+    bool relevant = false;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) {
+      for (char* p = buf; p < buf + n;) {
+        auto* ev = reinterpret_cast<inotify_event*>(p);
+        if (ev->len && names.count(ev->name)) relevant = true;
+        p += sizeof(inotify_event) + ev->len;
+      }
+    }
+    if (!relevant) continue;
+    settle.expires_after(kSettle);
+    if (pending) continue;  // the running wait picks up the new expiry
+    pending = true;
+    asio::co_spawn(s.io, settle_then_reload(s, settle, pending), asio::detached);
+  }
+}
+
+}  // namespace
+
+void watch_tls_files(Tunnel::State& s) {
+  namespace fs = std::filesystem;
+  int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (fd < 0) {
+    spdlog::warn("inotify unavailable ({}); certificates reload on SIGHUP only", strerror(errno));
+    return;
+  }
+  std::set<std::string> names;  // file names to react to, in the watched directories
+  std::set<std::string> dirs;
+  for (const std::string& file :
+       {s.config.tls.ca, s.config.tls.cert, s.config.tls.key, s.config.tls.crl}) {
+    if (file.empty()) continue;
+    fs::path p(file);
+    names.insert(p.filename().string());
+    dirs.insert(p.parent_path().empty() ? "." : p.parent_path().string());
+  }
+  for (const auto& dir : dirs)
+    if (::inotify_add_watch(fd, dir.c_str(), IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE) <
+        0)
+      spdlog::warn("cannot watch {} ({}); certificates there reload on SIGHUP only", dir,
+                   strerror(errno));
+  asio::co_spawn(s.io, watch_loop(s, fd, std::move(names)), asio::detached);
+}
+
+}  // namespace xmig::tunnel
