@@ -3,7 +3,12 @@
 #include "tunnel/tunnel.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <cstddef>
+#include <cstring>
 
 #include <cstdio>
 #include <iostream>
@@ -13,6 +18,22 @@
 namespace xmig::tunnel {
 
 namespace {
+
+// systemd readiness (Type=notify): one datagram to $NOTIFY_SOCKET. A no-op
+// when not started by systemd.
+void notify_systemd(const char* state) {
+  const char* path = std::getenv("NOTIFY_SOCKET");
+  if (!path || (path[0] != '/' && path[0] != '@')) return;
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path, sizeof addr.sun_path - 1);
+  if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
+  socklen_t len = offsetof(sockaddr_un, sun_path) + std::strlen(path);
+  ::sendto(fd, state, std::strlen(state), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr), len);
+  ::close(fd);
+}
 
 void open_listeners(Tunnel::State& s) {
   const Config& c = s.config;
@@ -93,6 +114,7 @@ asio::awaitable<void> handle_signals(Tunnel::State& s) {
     spdlog::info("{}: no longer accepting; draining {} connections",
                  sig == SIGTERM ? "SIGTERM" : "SIGINT", s.connections.load());
     s.stopping = true;
+    notify_systemd("STOPPING=1");
     close_listeners(s);
     co_await drain(s);
     co_return;
@@ -122,6 +144,7 @@ int Tunnel::run() {
       s.config.name, s.config.listen.str(), s.config.peers.size(), s.config.routes.size(),
       s.workers.size(), s.config.run_dir, s.config.status.str(), s.config.tls.min_version,
       cert.serial, days_left(cert));
+  notify_systemd("READY=1");
   s.io.run();
   spdlog::info("stopped");
   return 0;
