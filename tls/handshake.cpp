@@ -28,7 +28,8 @@ std::string failure(SSL* ssl, int err, int saved_errno) {
     why = "peer closed the connection (close_notify)";
   else
     why = "SSL error " + std::to_string(err);
-  if (!queue.empty() && why != queue) why += " (" + queue + ")";
+  // Add OpenSSL's words only when they say something the sentence does not.
+  if (!queue.empty() && why.find(queue) == std::string::npos) why += " (" + queue + ")";
   return why;
 }
 
