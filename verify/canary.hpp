@@ -1,0 +1,35 @@
+// The canary: a recognisable plaintext stream sent through the tunnel, and a
+// search for any 16-byte window of it in captured bytes.
+//
+// The canary is lines of text carrying a random per-run nonce and a line
+// number, so it is unmistakable, low in entropy (a plaintext leak also fails
+// the entropy test) and free of the runs of digits that DER certificates hold.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace xmig::verify {
+
+// "xmig-verify canary <32 hex nonce> line 000000001\n"... exactly `bytes` long.
+std::string make_canary(uint64_t bytes);
+
+inline constexpr size_t kCanaryWindow = 16;
+
+class CanaryMatcher {
+ public:
+  explicit CanaryMatcher(std::string canary);
+  // Offset in haystack of the first 16-byte window that also occurs in the
+  // canary, or npos.
+  size_t find_in(std::string_view haystack) const;
+
+ private:
+  std::string canary_;
+  std::vector<std::pair<uint64_t, uint32_t>> windows_;  // (rolling hash, offset), sorted
+};
+
+}  // namespace xmig::verify

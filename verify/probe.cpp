@@ -1,0 +1,251 @@
+// Blocking probe clients (see probe.hpp).
+#include "verify/probe.hpp"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <poll.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <stdexcept>
+
+namespace xmig::verify {
+
+namespace {
+
+struct CtxFree {
+  void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
+};
+struct BioFree {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+struct X509Free {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct PkeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+
+void set_timeouts(int fd, std::chrono::milliseconds timeout) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+// Why an SSL call failed, in words (and clears the error queue).
+std::string ssl_failure(SSL* ssl, int ret, int saved_errno) {
+  int err = SSL_get_error(ssl, ret);
+  std::string why = tls::openssl_errors();
+  long verify = SSL_get_verify_result(ssl);
+  if (verify != X509_V_OK)
+    why +=
+        std::string(why.empty() ? "" : "; ") + "verify: " + X509_verify_cert_error_string(verify);
+  if (!why.empty()) return why;
+  switch (err) {
+    case SSL_ERROR_ZERO_RETURN:
+      return "the peer sent close_notify";
+    case SSL_ERROR_SYSCALL:
+      if (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK) return "timed out";
+      return saved_errno ? strerror(saved_errno) : "the peer closed the connection";
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+      return "timed out";
+    default:
+      return "SSL error " + std::to_string(err);
+  }
+}
+
+}  // namespace
+
+std::string PeerAddress::str() const {
+  return v6 ? "[" + ip + "]:" + std::to_string(port) : ip + ":" + std::to_string(port);
+}
+
+PeerAddress resolve(const std::string& host, uint16_t port) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
+  if (rc != 0 || !res)
+    throw std::runtime_error("cannot resolve \"" + host + "\": " + gai_strerror(rc));
+  PeerAddress p;
+  std::memcpy(&p.addr, res->ai_addr, res->ai_addrlen);
+  p.len = static_cast<socklen_t>(res->ai_addrlen);
+  p.port = port;
+  p.v6 = res->ai_family == AF_INET6;
+  char buf[INET6_ADDRSTRLEN] = "";
+  if (p.v6)
+    inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(res->ai_addr)->sin6_addr, buf, sizeof buf);
+  else
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr, buf, sizeof buf);
+  p.ip = buf;
+  ::freeaddrinfo(res);
+  return p;
+}
+
+io::Fd connect_with_timeout(const PeerAddress& peer, std::chrono::milliseconds timeout,
+                            std::string* error) {
+  io::Fd fd(::socket(peer.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) {
+    *error = std::string("socket: ") + strerror(errno);
+    return fd;
+  }
+  set_timeouts(fd.get(), timeout);  // SO_SNDTIMEO also bounds connect()
+  int one = 1;
+  ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&peer.addr), peer.len) != 0) {
+    *error = "connect to " + peer.str() + ": " +
+             (errno == EINPROGRESS || errno == EAGAIN ? std::string("timed out") : strerror(errno));
+    fd.reset();
+  }
+  return fd;
+}
+
+TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl,
+                        std::chrono::milliseconds timeout) {
+  TlsSession s;
+  s.ssl = std::move(ssl);
+  s.fd = connect_with_timeout(peer, timeout, &s.error);
+  if (!s.fd) return s;
+  s.connected = true;
+  SSL* ssl_ = s.ssl.get();
+  if (SSL_set_fd(ssl_, s.fd.get()) != 1) {
+    s.error = "SSL_set_fd: " + tls::openssl_errors();
+    return s;
+  }
+  ERR_clear_error();
+  errno = 0;
+  int ret = SSL_connect(ssl_);
+  if (ret != 1) {
+    s.error = "handshake: " + ssl_failure(ssl_, ret, errno);
+    return s;
+  }
+  s.handshake_ok = true;
+  s.version = SSL_get_version(ssl_);
+  const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_);
+  s.cipher = cipher ? SSL_CIPHER_get_name(cipher) : "";
+  s.aead = cipher && SSL_CIPHER_is_aead(cipher);
+  char verdict = 0;
+  ERR_clear_error();
+  errno = 0;
+  ret = SSL_read(ssl_, &verdict, 1);
+  if (ret == 1)
+    s.verdict = verdict;
+  else
+    s.error = "reading the verdict: " + ssl_failure(ssl_, ret, errno);
+  return s;
+}
+
+bool TlsSession::write_all(std::string_view bytes) {
+  while (!bytes.empty()) {
+    ERR_clear_error();
+    errno = 0;
+    int ret = SSL_write(ssl.get(), bytes.data(), static_cast<int>(bytes.size()));
+    if (ret <= 0) {
+      error = "write: " + ssl_failure(ssl.get(), ret, errno);
+      return false;
+    }
+    bytes.remove_prefix(static_cast<size_t>(ret));
+  }
+  return true;
+}
+
+size_t TlsSession::read_some(char* buf, size_t n) {
+  ERR_clear_error();
+  errno = 0;
+  int ret = SSL_read(ssl.get(), buf, static_cast<int>(n));
+  if (ret > 0) return static_cast<size_t>(ret);
+  if (SSL_get_error(ssl.get(), ret) != SSL_ERROR_ZERO_RETURN)
+    error = "read: " + ssl_failure(ssl.get(), ret, errno);
+  return 0;
+}
+
+tls::SslPtr probe_session(const ProbeSpec& spec) {
+  std::unique_ptr<SSL_CTX, CtxFree> ctx(SSL_CTX_new(TLS_client_method()));
+  if (!ctx) throw tls::Error("SSL_CTX_new: " + tls::openssl_errors());
+  if (spec.min_version) SSL_CTX_set_min_proto_version(ctx.get(), spec.min_version);
+  if (spec.max_version) SSL_CTX_set_max_proto_version(ctx.get(), spec.max_version);
+  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
+  if (!spec.cert_pem.empty()) {
+    std::unique_ptr<BIO, BioFree> cb(
+        BIO_new_mem_buf(spec.cert_pem.data(), static_cast<int>(spec.cert_pem.size())));
+    std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr));
+    std::unique_ptr<BIO, BioFree> kb(
+        BIO_new_mem_buf(spec.key_pem.data(), static_cast<int>(spec.key_pem.size())));
+    std::unique_ptr<EVP_PKEY, PkeyFree> key(
+        PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr));
+    if (!cert || !key || SSL_CTX_use_certificate(ctx.get(), cert.get()) != 1 ||
+        SSL_CTX_use_PrivateKey(ctx.get(), key.get()) != 1)
+      throw tls::Error("probe identity unusable: " + tls::openssl_errors());
+  }
+  if (!spec.alpn.empty()) {
+    std::string wire(1, static_cast<char>(spec.alpn.size()));
+    wire += spec.alpn;
+    SSL_CTX_set_alpn_protos(ctx.get(), reinterpret_cast<const unsigned char*>(wire.data()),
+                            static_cast<unsigned>(wire.size()));
+  }
+  tls::SslPtr ssl(SSL_new(ctx.get()));  // holds its own reference to ctx
+  if (!ssl) throw tls::Error("SSL_new: " + tls::openssl_errors());
+  SSL_set_connect_state(ssl.get());
+  return ssl;
+}
+
+PlaintextReply send_plaintext(const PeerAddress& peer, std::string_view bytes,
+                              std::chrono::milliseconds timeout) {
+  PlaintextReply r;
+  io::Fd fd = connect_with_timeout(peer, timeout, &r.error);
+  if (!fd) return r;
+  if (::send(fd.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(bytes.size())) {
+    r.closed = true;
+    return r;
+  }
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  char buf[4096];
+  while (r.reply.size() < 65536) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    pollfd p{fd.get(), POLLIN, 0};
+    int n = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    ssize_t got = ::recv(fd.get(), buf, sizeof buf, 0);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {
+      r.closed = true;
+      break;
+    }
+    r.reply.append(buf, static_cast<size_t>(got));
+  }
+  return r;
+}
+
+bool only_tls_alerts(std::string_view reply) {
+  while (!reply.empty()) {
+    if (reply.size() < 5) return false;
+    size_t len = static_cast<uint8_t>(reply[3]) * 256u + static_cast<uint8_t>(reply[4]);
+    if (static_cast<uint8_t>(reply[0]) != 21 || reply[1] != 3 || reply.size() < 5 + len)
+      return false;
+    reply.remove_prefix(5 + len);
+  }
+  return true;
+}
+
+std::optional<std::chrono::system_clock::time_point> peer_not_after(SSL* ssl) {
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (!cert) return std::nullopt;
+  struct tm tm {};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) != 1) return std::nullopt;
+  return std::chrono::system_clock::from_time_t(timegm(&tm));
+}
+
+}  // namespace xmig::verify

@@ -1,0 +1,89 @@
+// Blocking clients for the live check: what a legitimate peer, a hostile
+// client and a confused one send to the peer's TLS port.
+//
+// Every socket has send/receive timeouts, so no probe can hang the check.
+// Certificates and keys are read into memory only to hand them to OpenSSL;
+// nothing here prints them.
+#pragma once
+
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "io/fd.hpp"
+#include "tls/context.hpp"
+
+namespace xmig::verify {
+
+struct PeerAddress {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  std::string ip;  // numeric
+  uint16_t port = 0;
+  bool v6 = false;
+  std::string str() const;  // "10.0.0.2:7443", "[fd00::2]:7443"
+};
+
+// Resolves host:port (the first address). Throws std::runtime_error naming the host.
+PeerAddress resolve(const std::string& host, uint16_t port);
+
+// A TCP connection with timeouts; an invalid Fd and *error set when it fails.
+io::Fd connect_with_timeout(const PeerAddress& peer, std::chrono::milliseconds timeout,
+                            std::string* error);
+
+// One blocking TLS connection to the peer, up to and including the verdict
+// byte the tunnel sends after authorization (tunnel/protocol.hpp).
+struct TlsSession {
+  io::Fd fd;
+  tls::SslPtr ssl;
+  bool connected = false;       // TCP connect worked
+  bool handshake_ok = false;    // the client side of the handshake completed
+  std::optional<char> verdict;  // the first byte the server sent
+  std::string error;            // why the connect, handshake or verdict failed
+  std::string version, cipher;  // negotiated (when the handshake completed)
+  bool aead = false;            // the negotiated suite is an AEAD
+
+  // After an accepted verdict: send all bytes / read up to n (0 at EOF or error).
+  bool write_all(std::string_view bytes);
+  size_t read_some(char* buf, size_t n);
+};
+
+// Connects, attaches `ssl` to the socket, runs the handshake and reads one byte.
+TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl,
+                        std::chrono::milliseconds timeout);
+
+// What a probe presents and accepts.
+struct ProbeSpec {
+  std::string cert_pem{}, key_pem{};     // client identity; none when empty
+  std::string alpn{};                    // e.g. "xmig/verify"; none when empty
+  int min_version = 0, max_version = 0;  // TLS1_2_VERSION, ...; 0 = OpenSSL's default
+};
+
+// A client session without server verification (the probe is judged by what
+// the server refuses, not by who the server is). Throws tls::Error when the
+// PEM is unusable.
+tls::SslPtr probe_session(const ProbeSpec& spec);
+
+struct PlaintextReply {
+  std::string reply;    // what came back before close or timeout (capped)
+  bool closed = false;  // the server closed or reset within the timeout
+  std::string error;    // connect failure; "" otherwise
+};
+
+// Sends bytes as they are and collects the answer.
+PlaintextReply send_plaintext(const PeerAddress& peer, std::string_view bytes,
+                              std::chrono::milliseconds timeout);
+
+// True when bytes are only TLS alert records (what a TLS server may answer to
+// something that is not TLS), or nothing.
+bool only_tls_alerts(std::string_view bytes);
+
+// The peer certificate's notAfter, if the session has one.
+std::optional<std::chrono::system_clock::time_point> peer_not_after(SSL* ssl);
+
+}  // namespace xmig::verify

@@ -1,0 +1,106 @@
+// Findings and how they are printed: a checklist for terminals, JSON for tools.
+#include <cstdio>
+
+#include "verify/verify.hpp"
+
+namespace xmig::verify {
+
+namespace {
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20 || c >= 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+// Text from untrusted sources (capture files, peers) may hold anything:
+// keep it printable on a terminal.
+std::string printable(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s)
+    out += (c >= 0x20 && c < 0x7f) || c == '\n' ? static_cast<char>(c) : '?';
+  return out;
+}
+
+}  // namespace
+
+const char* to_string(Status s) {
+  switch (s) {
+    case Status::Pass:
+      return "PASS";
+    case Status::Warn:
+      return "WARN";
+    case Status::Fail:
+      return "FAIL";
+  }
+  return "?";
+}
+
+void Report::add(std::string group, std::string check, Status status, std::string reason,
+                 std::string fix) {
+  findings.push_back(
+      {std::move(group), std::move(check), status, std::move(reason), std::move(fix)});
+}
+
+Status Report::worst() const {
+  Status w = Status::Pass;
+  for (const auto& f : findings)
+    if (static_cast<int>(f.status) > static_cast<int>(w)) w = f.status;
+  return w;
+}
+
+int exit_code(const Report& r) {
+  return r.worst() == Status::Fail ? 1 : 0;
+}
+
+std::string render_text(const Report& r) {
+  std::string out = "xmig-verify: " + printable(r.title) + "\n";
+  std::string group;
+  int counts[3] = {0, 0, 0};
+  for (const auto& f : r.findings) {
+    ++counts[static_cast<int>(f.status)];
+    if (f.group != group) {
+      group = f.group;
+      out += "\n" + printable(group) + "\n";
+    }
+    out += std::string("  ") + to_string(f.status) + "  " + printable(f.check) + ": " +
+           printable(f.reason) + "\n";
+    if (!f.fix.empty()) out += "        fix: " + printable(f.fix) + "\n";
+  }
+  out += "\nresult: " + std::string(to_string(r.worst())) + " (" + std::to_string(counts[0]) +
+         " passed, " + std::to_string(counts[1]) + " warnings, " + std::to_string(counts[2]) +
+         " failed)\n";
+  return out;
+}
+
+std::string render_json(const Report& r) {
+  int counts[3] = {0, 0, 0};
+  std::string items;
+  for (const auto& f : r.findings) {
+    ++counts[static_cast<int>(f.status)];
+    std::string status = to_string(f.status);
+    for (auto& c : status) c = static_cast<char>(c - 'A' + 'a');
+    items += std::string(items.empty() ? "" : ",") + "{\"group\":" + json_string(f.group) +
+             ",\"check\":" + json_string(f.check) + ",\"status\":" + json_string(status) +
+             ",\"reason\":" + json_string(f.reason) + ",\"fix\":" + json_string(f.fix) + "}";
+  }
+  std::string worst = to_string(r.worst());
+  for (auto& c : worst) c = static_cast<char>(c - 'A' + 'a');
+  return "{\"title\":" + json_string(r.title) + ",\"status\":\"" + worst +
+         "\",\"counts\":{\"pass\":" + std::to_string(counts[0]) +
+         ",\"warn\":" + std::to_string(counts[1]) + ",\"fail\":" + std::to_string(counts[2]) +
+         "},\"findings\":[" + items + "]}\n";
+}
+
+}  // namespace xmig::verify

@@ -1,0 +1,91 @@
+// verify/: proves that migration traffic is encrypted (the library behind
+// the xmig-verify command).
+//
+// Two checks, each a list of findings (PASS / WARN / FAIL, with reason and fix):
+// - run_live(): against a running peer, with the local tunnel's config and
+//   certificates: the handshake, what the peer must refuse, a canary stream
+//   through the local tunnel and back while the wire is captured with
+//   libpcap, and the data path the local tunnel used.
+// - analyze_pcap(): a capture file taken on the migration network; every TCP
+//   flow is classified as TLS or plaintext, and plaintext migration protocols
+//   (QEMU, multifd, NBD, libvirt RPC) are named.
+//
+// What it must never do:
+// - print or log key material (it only ever names certificate files, subjects,
+//   serials and dates);
+// - trust a capture file: every length in it is bounds-checked, memory per
+//   flow and per capture is capped, and a file that is not a capture gives an
+//   error, never a crash;
+// - report a check it could not run as passed: a capture that is impossible
+//   (no CAP_NET_RAW) is a FAIL with the reason.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace xmig::verify {
+
+enum class Status { Pass, Warn, Fail };
+const char* to_string(Status s);  // "PASS", "WARN", "FAIL"
+
+// One line of the checklist.
+struct Finding {
+  std::string
+      group;  // "config", "handshake", "enforcement", "wire", "data path", "capture", "flow"
+  std::string check;  // short name, e.g. "no client certificate"
+  Status status = Status::Pass;
+  std::string reason;  // what was seen
+  std::string fix;     // what to do (empty when it passed)
+};
+
+struct Report {
+  std::string title;  // e.g. "live check hv-a -> hv-b (127.0.0.1:7443)"
+  std::vector<Finding> findings;
+
+  void add(std::string group, std::string check, Status status, std::string reason,
+           std::string fix = {});
+  Status worst() const;
+};
+
+// Text checklist for a terminal, one finding per line (reason and fix below).
+std::string render_text(const Report& r);
+// {"title":..., "status":"pass|warn|fail", "counts":{...}, "findings":[{group, check,
+// status, reason, fix}, ...]}
+std::string render_json(const Report& r);
+// 0 when nothing failed (warnings allowed), 1 otherwise.
+int exit_code(const Report& r);
+
+// ---------------------------------------------------------------------------
+// Live check (verify/live.cpp)
+
+struct LiveOptions {
+  std::string config;  // the local tunnel's TOML file
+  std::string peer;    // a [[peer]] name in it
+  uint64_t canary_bytes = 1 << 20;
+  std::chrono::milliseconds timeout{5000};  // each probe's connect/handshake/read
+  int warn_days = 30;                       // certificate expiry warning threshold
+  std::string interface;                    // capture interface; "" = found from the peer address
+};
+
+// Runs every live check and returns the report; never throws for what the
+// peer does (a broken config is a FAIL finding too).
+Report run_live(const LiveOptions& opts);
+
+// ---------------------------------------------------------------------------
+// Offline check (verify/offline.cpp)
+
+// The file could not be read as a capture at all (not pcap/pcapng, truncated
+// header, unreadable): the message says which file and why.
+struct CaptureError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Reads a pcap/pcapng file and reports every TCP flow. Throws CaptureError
+// when the file is not a readable capture; a capture that ends in the middle
+// of a packet is reported (what was read is analysed) as a FAIL finding.
+Report analyze_pcap(const std::string& path);
+
+}  // namespace xmig::verify
