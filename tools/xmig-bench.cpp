@@ -245,6 +245,7 @@ int run(const RunOptions& o) {
     ho.connect = entry;
     ho.connections = o.handshakes;
     ho.concurrency = o.handshake_concurrency;
+    ho.timeout = std::chrono::seconds(o.timeout);
     hr = run_handshakes(ho, sink);
     for (auto& p : hs_procs) p.after = sample(p.pid);
   }
