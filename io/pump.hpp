@@ -9,9 +9,20 @@
 // - any failure (reset, TLS error) aborts both sides with a reset, at once,
 //   so neither end waits for data that will never come.
 //
-// Pumps run on Workers: a fixed set of threads, each with its own event loop;
-// a pump stays on the worker it was given. io/ never sees configuration, peers
-// or certificates: it is handed sockets that are already authorized.
+// Pumps run on Workers: a fixed set of threads, each owning one io_uring ring
+// (io/ring.hpp); a pump stays on the worker it was given, and every socket
+// operation of a worker goes through its ring in batched submissions. Asio is
+// the control plane only; no thread per connection.
+//
+// Data paths ("mode"), decided once per connection at the hand-off:
+// - "ktls-splice": the kernel holds both TLS keys; bytes move plain socket ->
+//   pipe -> TLS socket and back with io_uring splice (io/splice_pump.cpp).
+// - "userspace": OpenSSL en/decrypts on the worker over memory BIOs, and the
+//   ring moves ciphertext with recv/send (io/userspace_pump.cpp).
+// Falling back from one to the other happens only before the hand-off.
+//
+// io/ never sees configuration, peers or certificates: it is handed sockets
+// that are already authorized, and a policy.
 #pragma once
 
 #include <atomic>
@@ -25,15 +36,30 @@
 
 #include "io/fd.hpp"
 #include "tls/context.hpp"
+#include "tls/ktls.hpp"
 
 namespace xmig::io {
 
 struct PumpStats {
-  std::string mode;           // data path used, e.g. "userspace"
+  std::string mode;           // data path used: "userspace" or "ktls-splice"
   uint64_t plain_to_tls = 0;  // bytes read from the plain socket and sent encrypted
   uint64_t tls_to_plain = 0;  // bytes decrypted and delivered to the plain socket
   std::chrono::steady_clock::duration duration{};
-  std::string error;  // empty when both directions ended cleanly
+  std::string error;         // empty when both directions ended cleanly
+  uint64_t key_updates = 0;  // KeyUpdates sent because of the AEAD key limit
+};
+
+// How a pump treats one connection.
+struct PumpOptions {
+  // Off: user space. Auto: kTLS when the kernel took both keys, else user
+  // space. Required: a connection that could not be offloaded is refused.
+  tls::KtlsPolicy ktls = tls::KtlsPolicy::Auto;
+  // Records one key may protect (RFC 8446 5.5); see tls/ktls.hpp for the
+  // policy. Ignored for ciphers without a practical limit.
+  uint64_t key_limit_records = tls::kDefaultKeyLimitRecords;
+  // Application records the control plane already read with SSL_read before
+  // the hand-off (the kernel's RX rec_seq must start there).
+  uint64_t records_read = 0;
 };
 
 // Called once, on the pump's worker thread, when the pump has closed both sockets.
@@ -50,8 +76,8 @@ class Workers {
 
   // Hands over an established connection pair: `plain` is the local socket,
   // `ssl` an authenticated session on socket `tls_fd`. Ownership of all three
-  // moves to the least-loaded worker.
-  void start_pump(Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done);
+  // moves to the least-loaded worker, which decides the mode (see above).
+  void start_pump(Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done, PumpOptions options = {});
 
   // Aborts every running pump (used when a drain deadline passes).
   void abort_all(const std::string& reason);

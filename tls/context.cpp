@@ -9,6 +9,7 @@
 #include <ctime>
 
 #include "tls/channel.hpp"
+#include "tls/ktls.hpp"
 
 namespace xmig::tls {
 
@@ -51,8 +52,17 @@ std::unique_ptr<BIO, BioFree> open_pem(const std::string& path, const std::strin
 std::vector<X509Ptr> read_certificates(const std::string& path, const std::string& role) {
   auto bio = open_pem(path, role);
   std::vector<X509Ptr> certs;
+  ERR_clear_error();
   while (X509* x = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) certs.emplace_back(x);
-  ERR_clear_error();  // the loop ends on "no start line"
+  // A clean end of the file is "no start line". Anything else is a certificate
+  // cut short or damaged: refuse the file rather than drop that certificate (a
+  // half-written CA bundle would silently lose a CA).
+  unsigned long last = ERR_peek_last_error();
+  if (last != 0 &&
+      !(ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE))
+    fail(path, "certificate " + std::to_string(certs.size() + 1) + " is cut short or damaged",
+         "write the whole file again (to a temporary name, then rename it into place)");
+  ERR_clear_error();
   if (certs.empty())
     fail(path, "holds no PEM certificate", "point [tls] " + role + " at a PEM certificate file");
   return certs;
@@ -176,6 +186,8 @@ std::shared_ptr<const Context> Context::load(const Settings& settings) {
   SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
   SSL_CTX_set_alpn_select_cb(ctx, select_channel, nullptr);
+  // The traffic secrets, kept in memory for installing kTLS RX (tls/ktls.hpp).
+  SSL_CTX_set_keylog_callback(ctx, keylog_callback);
 
   X509_STORE* store = SSL_CTX_get_cert_store(ctx);
   for (auto& c : ca) X509_STORE_add_cert(store, c.get());

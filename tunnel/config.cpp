@@ -236,6 +236,19 @@ Config parse_config(const std::string& text, const std::string& path) {
     if (c.tls.min_version != "1.3" && c.tls.min_version != "1.2")
       tls.problem("min_version",
                   "\"" + c.tls.min_version + "\"; fix: \"1.3\" (default) or \"1.2\"");
+    std::string ktls = tls.string("ktls", false, "", "auto");
+    if (auto policy = tls::parse_ktls_policy(ktls))
+      c.tls.ktls = *policy;
+    else
+      tls.problem("ktls", "\"" + ktls + "\"; fix: \"auto\" (default), \"required\" or \"off\"");
+    if (c.tls.ktls == tls::KtlsPolicy::Required && !tls::ktls_unavailable_reason().empty())
+      tls.problem("ktls", "\"required\" but this kernel has no kTLS: " +
+                              tls::ktls_unavailable_reason() +
+                              "; fix: load the module (modprobe tls) or set ktls = \"auto\"");
+    // RFC 8446 5.5: at most 2^24.5 full records under one AES-GCM key.
+    c.tls.key_limit_records =
+        tls.number("key_limit_records", static_cast<unsigned>(tls::kDefaultKeyLimitRecords), 1,
+                   23'726'566);
     tls.reject_unknown_keys();
   } else {
     problems.push_back(

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "tls/ktls.hpp"
 #include "tunnel/endpoint.hpp"
 
 namespace xmig::tunnel {
@@ -38,6 +39,13 @@ struct TlsConfig {
   std::string key;                  // its private key; must not be readable by group or others
   std::string crl;                  // optional PEM CRL
   std::string min_version = "1.3";  // "1.3" or "1.2"
+  // kTLS: "auto" (offload when the kernel can, else user space), "required"
+  // (refuse to start without kTLS, refuse connections it could not take),
+  // "off".
+  tls::KtlsPolicy ktls = tls::KtlsPolicy::Auto;
+  // Records one AEAD key may protect before it is rotated (user space) or the
+  // connection closes (kTLS with AES-GCM); RFC 8446 5.5. Lowered by tests.
+  uint64_t key_limit_records = tls::kDefaultKeyLimitRecords;
 };
 
 struct Limits {

@@ -36,6 +36,7 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot s
   sock.set_option(asio::ip::tcp::no_delay(true));
   auto context = s.tls;
   tls::SslPtr ssl = context->new_server();
+  tls::prepare_session(ssl.get(), s.config.tls.ktls);
   ConnectionInfo info{"in", "", "", "", source, "", ""};
   io::Fd target;
   try {
@@ -100,7 +101,8 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot s
   auto held = std::make_shared<Slot>(std::move(slot));
   s.workers.start_pump(
       std::move(target), io::Fd(sock.release()), std::move(ssl),
-      [&s, info, held](const io::PumpStats& stats) { finish_connection(s, info, stats); });
+      [&s, info, held](const io::PumpStats& stats) { finish_connection(s, info, stats); },
+      io::PumpOptions{s.config.tls.ktls, s.config.tls.key_limit_records, 0});
 }
 
 }  // namespace

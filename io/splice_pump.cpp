@@ -1,0 +1,188 @@
+// The "ktls-splice" data path: the kernel holds both TLS keys, and bytes move
+// socket -> pipe -> socket with io_uring splice, never entering user space.
+//
+//   plain --splice--> up pipe --splice--> kTLS socket (the kernel encrypts)
+//   kTLS socket --splice--> down pipe --splice--> plain (the kernel decrypts)
+//
+// Each direction is strictly sequential (fill the pipe, drain it, repeat), so
+// a pipe is empty whenever a socket is spliced into it: no operation can wait
+// on a full pipe, and bytes never reorder.
+//
+// Records that are not application data make the kTLS splice fail (EINVAL or
+// EIO); the record is then read with recvmsg + TLS_GET_RECORD_TYPE:
+// close_notify ends the direction cleanly, a NewSessionTicket is skipped, and
+// anything else (another alert, a KeyUpdate the kernel cannot follow) ends the
+// connection with the reason logged: never a corrupt byte.
+#include <fcntl.h>
+#include <openssl/ssl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "io/worker.hpp"
+
+namespace xmig::io {
+
+namespace {
+
+constexpr size_t kPipeSize = 1024 * 1024;
+constexpr uint64_t kRecord = 16384;
+
+struct Pipe {
+  Fd read, write;
+  size_t capacity = 0;
+  // False with errno set when the pipe cannot be made.
+  bool open() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return false;
+    read = Fd(fds[0]);
+    write = Fd(fds[1]);
+    ::fcntl(fds[1], F_SETPIPE_SZ, static_cast<int>(kPipeSize));  // best effort
+    int size = ::fcntl(fds[1], F_GETPIPE_SZ);
+    capacity = size > 0 ? static_cast<size_t>(size) : 65536;
+    return true;
+  }
+};
+
+std::string socket_failure(const char* what, int res) {
+  return std::string(what) + ": " + strerror(-res);
+}
+
+class SplicePump final : public Pump {
+  enum Op : unsigned { UpIn, UpOut, DownIn, DownOut, CloseNotify };
+
+ public:
+  SplicePump(Workers::Worker& w, Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done,
+             uint64_t key_limit)
+      : Pump(w, std::move(plain), std::move(tls_fd), std::move(ssl), std::move(done),
+             "ktls-splice"),
+        limit_(tls::record_limit(ssl_.get(), key_limit)),
+        cipher_(SSL_get_cipher_name(ssl_.get())) {}
+
+  void start() override {
+    if (!up_.open() || !down_.open()) return fail(std::string("pipe: ") + strerror(errno));
+    splice_up_in();
+    splice_down_in();
+  }
+
+ private:
+  void on_complete(unsigned op, int res) override {
+    switch (op) {
+      case UpIn:
+        if (res < 0) return fail(socket_failure("local socket read", res));
+        if (res == 0) return send_close_notify();
+        up_pending_ = static_cast<size_t>(res);
+        if (!count_records(up_pending_)) return;
+        return splice_up_out();
+      case UpOut:
+        if (res <= 0) return fail(socket_failure("TLS socket write", res ? res : -EPIPE));
+        up_pending_ -= static_cast<size_t>(res);
+        stats_.plain_to_tls += static_cast<uint64_t>(res);
+        return up_pending_ ? splice_up_out() : splice_up_in();
+      case CloseNotify:
+        if (res < 0) return fail(socket_failure("TLS close_notify", res));
+        ::shutdown(tls(), SHUT_WR);
+        up_done_ = true;
+        if (down_done_) succeed();
+        return;
+      case DownIn:
+        if (res > 0) {
+          down_pending_ = static_cast<size_t>(res);
+          return splice_down_out();
+        }
+        if (res == 0) return fail("TLS read: connection closed without close_notify");
+        if (res == -EINVAL || res == -EIO) return control_record();
+        if (res == -EBADMSG) return fail("TLS read: a record failed authentication (bad MAC)");
+        return fail(socket_failure("TLS socket read", res));
+      case DownOut:
+        if (res <= 0) return fail(socket_failure("local socket write", res ? res : -EPIPE));
+        down_pending_ -= static_cast<size_t>(res);
+        stats_.tls_to_plain += static_cast<uint64_t>(res);
+        return down_pending_ ? splice_down_out() : splice_down_in();
+    }
+  }
+
+  // ---- plain -> TLS ------------------------------------------------------------
+
+  void splice_up_in() {
+    io_uring_prep_splice(sqe(UpIn), plain(), -1, up_.write.get(), -1,
+                         static_cast<unsigned>(up_.capacity), 0);
+  }
+
+  void splice_up_out() {
+    io_uring_prep_splice(sqe(UpOut), up_.read.get(), -1, tls(), -1,
+                         static_cast<unsigned>(up_pending_), 0);
+  }
+
+  // The kernel cuts at most one record per 16 KiB of a splice, plus one short
+  // record at its end. Neither OpenSSL 3.0 nor kernels before 6.14 can rotate
+  // a kTLS key, so a cipher with a record limit closes the connection with a
+  // clear error before the limit (RFC 8446 5.5) instead of exceeding it.
+  bool count_records(size_t bytes) {
+    up_records_ += (bytes + kRecord - 1) / kRecord + 1;
+    if (!limit_ || up_records_ <= limit_) return true;
+    fail("AEAD key limit: " + cipher_ + " may protect " + std::to_string(limit_) +
+         " records under one key and kTLS cannot rotate keys on this system; closing before "
+         "the limit (fix: allow TLS_CHACHA20_POLY1305_SHA256, which kTLS hosts prefer)");
+    return false;
+  }
+
+  void send_close_notify() {
+    io_uring_prep_sendmsg(sqe(CloseNotify), tls(), &close_notify_.msg, MSG_NOSIGNAL);
+  }
+
+  // ---- TLS -> plain ------------------------------------------------------------
+
+  void splice_down_in() {
+    io_uring_prep_splice(sqe(DownIn), tls(), -1, down_.write.get(), -1,
+                         static_cast<unsigned>(down_.capacity), 0);
+  }
+
+  void splice_down_out() {
+    io_uring_prep_splice(sqe(DownOut), down_.read.get(), -1, plain(), -1,
+                         static_cast<unsigned>(down_pending_), 0);
+  }
+
+  // The next record is not application data: read it and decide.
+  void control_record() {
+    tls::ControlRecord r = tls::read_control_record(tls());
+    if (r.error) return fail(std::string("TLS read: ") + strerror(r.error));
+    if (r.type == 21 && r.size >= 2) {
+      if (r.data[1] != 0)  // not close_notify
+        return fail(std::string("TLS alert from the peer: ") +
+                    SSL_alert_desc_string_long(r.data[1]));
+      ::shutdown(plain(), SHUT_WR);
+      down_done_ = true;
+      if (up_done_) succeed();
+      return;
+    }
+    if (r.type == 22 && r.size >= 1 && r.data[0] == 4)  // NewSessionTicket: not used
+      return splice_down_in();
+    if (r.type == 22 && r.size >= 1 && r.data[0] == 24)
+      return fail(
+          "TLS read: the peer rotated its key (KeyUpdate) and kTLS on this system cannot follow");
+    if (r.type == 23)
+      return fail("TLS read: splice refused a data record (" + std::to_string(r.size) +
+                  " bytes read by recvmsg); closing rather than risk the stream");
+    return fail("TLS read: unexpected record type " + std::to_string(r.type));
+  }
+
+  uint64_t limit_;
+  std::string cipher_;
+  uint64_t up_records_ = 0;
+  Pipe up_, down_;
+  size_t up_pending_ = 0, down_pending_ = 0;
+  bool up_done_ = false, down_done_ = false;
+  tls::AlertMessage close_notify_{1, 0};
+};
+
+}  // namespace
+
+std::unique_ptr<Pump> make_splice_pump(Workers::Worker& worker, Fd plain, Fd tls_fd,
+                                       tls::SslPtr ssl, PumpDone done, uint64_t key_limit_records) {
+  return std::make_unique<SplicePump>(worker, std::move(plain), std::move(tls_fd), std::move(ssl),
+                                      std::move(done), key_limit_records);
+}
+
+}  // namespace xmig::io

@@ -1,0 +1,121 @@
+// Internal to io/: a worker thread with its ring, and the base every pump
+// shares (operation bookkeeping, the one place a pump ends).
+//
+// Completions find their pump through the SQE's user_data: the pump's address
+// with the operation's number in the low bits. A pump is destroyed only once
+// every operation it submitted has completed, so no completion ever points at
+// freed memory; ending early cancels what is in flight first.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "io/fd.hpp"
+#include "io/pump.hpp"
+#include "io/ring.hpp"
+
+namespace xmig::io {
+
+class Pump;
+
+struct Workers::Worker {
+  Worker();
+  ~Worker();
+
+  // Runs `task` on the worker thread, soon (any thread).
+  void post(std::function<void()> task);
+
+  // Worker thread only.
+  void adopt(std::unique_ptr<Pump> pump);
+  Ring& ring() { return *ring_; }
+
+  std::atomic<size_t> active{0};
+
+ private:
+  void run();
+  void arm_wake();
+  void run_tasks();
+  void reap();
+
+  std::unique_ptr<Ring> ring_;  // created on the worker thread
+  Fd wake_;                     // eventfd: post() writes, the ring reads
+  uint64_t wake_value_ = 0;
+  std::mutex mutex_;
+  std::vector<std::function<void()>> tasks_;
+  bool stopping_ = false;
+  std::unordered_map<Pump*, std::unique_ptr<Pump>> pumps_;
+  std::thread thread_;
+
+  friend class Workers;
+};
+
+class Pump {
+ public:
+  Pump(Workers::Worker& worker, Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done,
+       const char* mode);
+  virtual ~Pump() = default;
+  Pump(const Pump&) = delete;
+  Pump& operator=(const Pump&) = delete;
+
+  virtual void start() = 0;
+
+  // A completion of operation `op` (worker thread).
+  void complete(unsigned op, int res);
+
+  // Ends the pump with `reason`: both sockets are reset (any state).
+  void abort(const std::string& reason) { fail(reason); }
+
+  // True once the pump has ended and nothing of it is in flight.
+  bool finished() const { return finished_; }
+
+  static constexpr unsigned kOpBits = 3;  // up to 8 operation numbers
+
+ protected:
+  virtual void on_complete(unsigned op, int res) = 0;
+
+  // An SQE for operation `op`, counted as in flight.
+  io_uring_sqe* sqe(unsigned op);
+
+  // The two ways a pump ends; the second and later calls do nothing.
+  void succeed();
+  void fail(const std::string& reason);
+  bool ending() const { return ending_; }
+
+  int plain() const { return plain_.get(); }
+  int tls() const { return tls_fd_.get(); }
+
+  Workers::Worker& worker_;
+  tls::SslPtr ssl_;
+  PumpStats stats_;
+
+ private:
+  void close_if_idle();
+
+  Fd plain_, tls_fd_;
+  PumpDone done_;
+  std::chrono::steady_clock::time_point started_;
+  unsigned inflight_ = 0;
+  bool ending_ = false, finished_ = false;
+};
+
+// The data paths (io/userspace_pump.cpp, io/splice_pump.cpp).
+std::unique_ptr<Pump> make_userspace_pump(Workers::Worker& worker, Fd plain, Fd tls_fd,
+                                          tls::SslPtr ssl, PumpDone done,
+                                          uint64_t key_limit_records);
+std::unique_ptr<Pump> make_splice_pump(Workers::Worker& worker, Fd plain, Fd tls_fd,
+                                       tls::SslPtr ssl, PumpDone done, uint64_t key_limit_records);
+
+// Aborting: a zero linger makes close() send a reset, so the far end learns at
+// once instead of waiting for data that will not come.
+void set_reset_on_close(int fd);
+
+}  // namespace xmig::io
