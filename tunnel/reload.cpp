@@ -113,9 +113,11 @@ void watch_tls_files(Tunnel::State& s) {
     names.insert(p.filename().string());
     dirs.insert(p.parent_path().empty() ? "." : p.parent_path().string());
   }
+  // IN_ATTRIB: a mode or owner change can make refused material valid (the
+  // fix for a world-readable key is `chmod 600`).
+  const uint32_t mask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_ATTRIB;
   for (const auto& dir : dirs)
-    if (::inotify_add_watch(fd, dir.c_str(), IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE) <
-        0)
+    if (::inotify_add_watch(fd, dir.c_str(), mask) < 0)
       spdlog::warn("cannot watch {} ({}); certificates there reload on SIGHUP only", dir,
                    strerror(errno));
   asio::co_spawn(s.io, watch_loop(s, fd, std::move(names)), asio::detached);
