@@ -232,8 +232,10 @@ struct CheckOptions {
 // chain of server and client certificate against ca-cert.pem, each key matches its
 // certificate, SAN contains opts.name, usage (server: serverAuth, client:
 // clientAuth, digitalSignature, not a CA), validity (expired / not yet valid:
-// failure; fewer than warn_days left: warning), file modes (key readable by
-// group/others, or any file writable by group/others: failure).
+// failure; fewer than warn_days left: warning), file modes (the tunnel's rule:
+// key readable or writable by others: failure; key readable by its group:
+// warning, as libvirt's root:qemu 0640 keys are; any file writable by
+// group/others: failure).
 std::vector<Finding> check_node_dir(const fs::path& dir, const CheckOptions& opts);
 
 // 0 when all findings are ok, 1 when the worst is a warning, 2 for a failure.

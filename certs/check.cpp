@@ -1,5 +1,6 @@
 // Checks of a node directory in libvirt layout. Each finding says what was found
 // and what to do; the worst finding decides the exit code (0 ok, 1 warn, 2 fail).
+#include <grp.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -44,20 +45,47 @@ bool iequals(const std::string& a, const std::string& b) {
          });
 }
 
-// Mode rules: keys not readable (or writable) by group/others; no file writable
-// by group/others (someone could swap in their own CA or certificate).
+// Name of group gid, or its number when it has no name.
+std::string group_name(gid_t gid) {
+  struct group grp {};
+  struct group* found = nullptr;
+  std::vector<char> buf(4096);
+  if (::getgrgid_r(gid, &grp, buf.data(), buf.size(), &found) == 0 && found) return found->gr_name;
+  return std::to_string(gid);
+}
+
+// Mode rules, the same line the tunnel draws when it loads a key:
+// - a key readable or writable by others: failure (the tunnel refuses it);
+// - a key readable by its group: warning (the tunnel accepts it; libvirt's
+//   /etc/pki/qemu keys are commonly root:qemu 0640 so that QEMU can read them,
+//   but then every member of that group can read the key);
+// - any file writable by group or others: failure (someone could swap in their
+//   own key, CA or certificate).
 void check_mode(Report& r, const fs::path& file, bool is_key) {
   struct stat st {};
   if (::stat(file.c_str(), &st) != 0) return;
   unsigned mode = st.st_mode & 07777;
-  if (is_key && (mode & 077))
+  if (is_key && (mode & 006))
     r.add(Severity::Failure, "mode", file,
-          "private key is accessible by group/others (mode " + octal_mode(mode) + ")",
+          "private key is accessible by all users (mode " + octal_mode(mode) +
+              "); xmig-tunnel refuses such a key",
           "chmod 600 " + file.string() + " (and consider the key exposed: rotate it)");
   else if (mode & 022)
     r.add(Severity::Failure, "mode", file,
-          "writable by group/others (mode " + octal_mode(mode) + ")",
+          std::string(is_key ? "private key" : "file") + " is writable by group/others (mode " +
+              octal_mode(mode) + ")",
           "chmod go-w " + file.string());
+  else if (is_key && (mode & 040))
+    r.add(Severity::Warning, "mode", file,
+          "private key is readable by group " + group_name(st.st_gid) + " (mode " +
+              octal_mode(mode) +
+              "); xmig-tunnel accepts this (libvirt keys are often root:qemu 0640), but every "
+              "member of that group can read the key",
+          "if only root (or the tunnel's user) needs it: chmod 600 " + file.string() +
+              "; otherwise make sure group " + group_name(st.st_gid) +
+              " holds only the tunnel and QEMU");
+  else if (is_key)
+    r.add(Severity::Ok, "mode", file, "private key mode " + octal_mode(mode));
 }
 
 // Validity period of one certificate.

@@ -321,8 +321,9 @@ int main(int argc, char** argv) {
       "Checks: every file present; server and client certificates verify against\n"
       "ca-cert.pem; each key matches its certificate; the SAN names HOST; usage (server:\n"
       "serverAuth, client: clientAuth, digitalSignature, not a CA); days until expiry of\n"
-      "node and CA certificates; modes (keys must not be accessible by group/others, no\n"
-      "file writable by group/others).\n"
+      "node and CA certificates; modes (a key accessible by others fails, as the tunnel\n"
+      "refuses it; a group-readable key, e.g. libvirt's root:qemu 0640, is a warning; no\n"
+      "file may be writable by group/others).\n"
       "Exit status: 0 all ok, 1 warning (e.g. expiry within --warn-days), 2 failure.");
   check_cmd->add_option("--dir", dir, "Node directory, e.g. /etc/pki/qemu")
       ->type_name("DIR")

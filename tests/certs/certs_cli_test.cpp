@@ -296,17 +296,101 @@ TEST_F(CertsCli, CheckWarnsWhenExpiryIsNear) {
   EXPECT_EQ(check({"--warn-days", "5"}).code, 0);
 }
 
-// Pass: a world-readable server key fails the mode check (exit 2) with a chmod
-// fix; chmod 600 makes the check pass again.
+// Pass: a world-readable server key fails the mode check (exit 2), saying the
+// tunnel refuses it, with a chmod fix; chmod 600 makes the check pass again.
 TEST_F(CertsCli, CheckFailsWhenKeyIsWorldReadable) {
   fs::permissions(node_dir / "server-key.pem", fs::perms(0644));
   CliResult r = check();
   EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("accessible by all users (mode 0644); xmig-tunnel refuses"),
+            std::string::npos)
+      << r.out;
   EXPECT_NE(r.out.find("chmod 600 " + (node_dir / "server-key.pem").string()), std::string::npos)
       << r.out;
   EXPECT_TRUE(json_has(check({"--json"}).out, "mode", "failure"));
   fs::permissions(node_dir / "server-key.pem", fs::perms(0600));
   EXPECT_EQ(check().code, 0);
+}
+
+// Pass: a group-readable server key (0640: libvirt's root:qemu layout) is a
+// warning (exit 1), not a failure: the text names the mode, says that the
+// group can read the key and that the tunnel accepts it, and gives a fix; the
+// JSON has a mode warning. chmod 600 makes the check pass again.
+TEST_F(CertsCli, CheckWarnsWhenKeyIsGroupReadable) {
+  fs::permissions(node_dir / "server-key.pem", fs::perms(0640));
+  CliResult r = check();
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("[warning] mode: " + (node_dir / "server-key.pem").string() +
+                       ": private key is readable by group "),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("(mode 0640); xmig-tunnel accepts this"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("chmod 600 " + (node_dir / "server-key.pem").string()), std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find("[failure]"), std::string::npos) << r.out;
+  EXPECT_TRUE(json_has(check({"--json"}).out, "mode", "warning"));
+  fs::permissions(node_dir / "server-key.pem", fs::perms(0600));
+  EXPECT_EQ(check().code, 0);
+}
+
+// Pass: a key writable by its group fails (exit 2) with a chmod go-w fix:
+// whoever can write it can swap the host's identity.
+TEST_F(CertsCli, CheckFailsWhenKeyIsGroupWritable) {
+  fs::permissions(node_dir / "client-key.pem", fs::perms(0660));
+  CliResult r = check();
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("private key is writable by group/others (mode 0660)"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("chmod go-w " + (node_dir / "client-key.pem").string()), std::string::npos)
+      << r.out;
+}
+
+// Pass: for each mode of the server key, `xmig-certs check` and
+// `xmig-tunnel --check` (the same loader the running tunnel uses) agree: what
+// the tunnel refuses (readable or writable by others: 0604, 0644, 0602) check
+// fails with exit 2; what the tunnel loads, check passes (0600, 0400) or warns
+// about (0640, 0440: group-readable) with exit 0 or 1.
+TEST_F(CertsCli, CheckAgreesWithTunnelOnKeyModes) {
+  fs::create_directories(tmp / "run");
+  const fs::path config = tmp / "tunnel.toml";
+  xmig::test::write_file(config,
+                         "name = \"hv-a\"\n"
+                         "run_dir = \"" +
+                             (tmp / "run").string() +
+                             "\"\n"
+                             "listen = \"127.0.0.1:7443\"\n"
+                             "[tls]\n"
+                             "ca = \"" +
+                             (node_dir / "ca-cert.pem").string() +
+                             "\"\n"
+                             "cert = \"" +
+                             (node_dir / "server-cert.pem").string() +
+                             "\"\n"
+                             "key = \"" +
+                             (node_dir / "server-key.pem").string() +
+                             "\"\n"
+                             "[[peer]]\n"
+                             "name = \"hv-b\"\n"
+                             "address = \"127.0.0.1:7444\"\n");
+  struct Expect {
+    unsigned mode;
+    int tunnel;  // xmig-tunnel --check exit code
+    int check;   // xmig-certs check exit code
+  };
+  for (Expect e : {Expect{0600, 0, 0}, Expect{0400, 0, 0}, Expect{0640, 0, 1}, Expect{0440, 0, 1},
+                   Expect{0604, 1, 2}, Expect{0644, 1, 2}, Expect{0602, 1, 2}}) {
+    SCOPED_TRACE("mode 0" + std::to_string(e.mode >> 6) + std::to_string((e.mode >> 3) & 7) +
+                 std::to_string(e.mode & 7));
+    fs::permissions(node_dir / "server-key.pem", fs::perms(e.mode));
+    fs::path log = tmp / "tunnel-check.log";
+    fs::remove(log);
+    int tunnel = run({xmig::test::tool("xmig-tunnel"), "--config", config.string(), "--check"},
+                     log.string());
+    EXPECT_EQ(tunnel, e.tunnel) << read_file(log);
+    CliResult r = check();
+    EXPECT_EQ(r.code, e.check) << r.out;
+  }
+  fs::permissions(node_dir / "server-key.pem", fs::perms(0600));
 }
 
 // Pass: a missing file is a failure naming the file (exit 2).

@@ -352,8 +352,37 @@ TEST(Certs, CheckPassesOnFreshNodeDir) {
   EXPECT_EQ(exit_code(findings), 0) << findings_json(tmp.path(), findings);
   std::set<std::string> checks;
   for (const auto& f : findings) checks.insert(f.check);
-  for (const char* c : {"chain", "key", "san", "usage", "expiry"})
+  for (const char* c : {"chain", "key", "san", "usage", "expiry", "mode"})
     EXPECT_TRUE(checks.count(c)) << c;
+}
+
+// Pass: check_node_dir judges key modes by the tunnel's rule: readable or
+// writable by others is a failure, readable by the group a warning (libvirt's
+// root:qemu 0640), 0600/0400 ok; a group-writable key or certificate fails.
+TEST(Certs, CheckKeyModesFollowTheTunnelsRule) {
+  TempDir tmp;
+  write_node_dir(tmp.path(), shared_ca().cert, issue(shared_ca(), node_opts()));
+  const fs::path key = tmp.path() / "server-key.pem";
+  auto severity_of_key_mode = [&](unsigned mode) {
+    fs::permissions(key, fs::perms(mode));
+    Severity worst = Severity::Ok;
+    for (const auto& f : check_node_dir(tmp.path(), CheckOptions{.name = "hv-a.example.net"}))
+      if (f.check == "mode" && f.file == key.string() && f.severity > worst) worst = f.severity;
+    return worst;
+  };
+  EXPECT_EQ(severity_of_key_mode(0600), Severity::Ok);
+  EXPECT_EQ(severity_of_key_mode(0400), Severity::Ok);
+  EXPECT_EQ(severity_of_key_mode(0640), Severity::Warning);
+  EXPECT_EQ(severity_of_key_mode(0440), Severity::Warning);
+  EXPECT_EQ(severity_of_key_mode(0604), Severity::Failure);
+  EXPECT_EQ(severity_of_key_mode(0644), Severity::Failure);
+  EXPECT_EQ(severity_of_key_mode(0602), Severity::Failure);
+  EXPECT_EQ(severity_of_key_mode(0660), Severity::Failure);
+  EXPECT_EQ(severity_of_key_mode(0620), Severity::Failure);
+  fs::permissions(key, fs::perms(0600));
+  fs::permissions(tmp.path() / "server-cert.pem", fs::perms(0664));
+  auto findings = check_node_dir(tmp.path(), CheckOptions{.name = "hv-a.example.net"});
+  EXPECT_EQ(exit_code(findings), 2) << findings_json(tmp.path(), findings);
 }
 
 }  // namespace
