@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstring>
 #include <iostream>
+#include <thread>
 
 #include "bench/procs.hpp"
 #include "bench/record.hpp"
@@ -130,18 +131,28 @@ int run(const Options& o) {
     for (auto& p : procs) p.before = xmig::bench::sample(p.pid);
     const auto t0 = std::chrono::steady_clock::now();
     source.migrate(o.send_uri);
-    const MigrationStatus sent = source.wait_for_migration(std::chrono::seconds(o.timeout));
-    const MigrationStatus received =
-        sent.completed() ? dest.wait_for_migration(std::chrono::seconds(60)) : MigrationStatus{};
+    // Both sides are watched: a destination that fails first (e.g. multifd
+    // channels arriving in another order than the source opened them) can
+    // leave the source waiting forever.
+    MigrationStatus sent, received;
+    const auto deadline = t0 + std::chrono::seconds(o.timeout);
+    while (true) {
+      sent = source.query_migration();
+      received = dest.query_migration();
+      if (sent.finished() || received.finished() || std::chrono::steady_clock::now() > deadline)
+        break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (sent.completed() && !received.finished())
+      received = dest.wait_for_migration(std::chrono::seconds(60));
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (auto& p : procs) p.after = xmig::bench::sample(p.pid);
 
-    if (!sent.completed()) {
-      error = "source: " + sent.status + " " + sent.error;
-    } else if (!received.completed()) {
-      error = "destination: " + received.status + " " + received.error;
-    }
+    if (!sent.completed() || !received.completed())
+      error = "source " + sent.status + (sent.error.empty() ? "" : " (" + sent.error + ")") +
+              ", destination " + received.status +
+              (received.error.empty() ? "" : " (" + received.error + ")");
     const double multifd_bytes = json_number(sent.reply, "multifd-bytes").value_or(0);
     if (error.empty() && o.multifd > 0 && multifd_bytes < static_cast<double>(bytes) / 2)
       error = "multifd carried only " + std::to_string(multifd_bytes) + " bytes";
@@ -166,7 +177,7 @@ int run(const Options& o) {
     dest.quit();
     if (error.empty() && !same_contents(source_ram, dest_ram, bytes))
       error = "destination RAM differs from the source's";
-    if (!error.empty()) error += "\n" + source.log() + "\n" + dest.log();
+    if (!error.empty()) r.set("qemu_logs", source.log() + "\n" + dest.log());
   } catch (const std::exception& e) {
     error = e.what();
   }

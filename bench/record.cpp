@@ -318,21 +318,23 @@ void report(const std::vector<Record>& records, const std::vector<std::string>& 
       any_cpu = any_cpu || !s.values("cpu_s_per_gb").empty();
       any_latency = any_latency || !s.values("p50_ms").empty();
     }
-    std::vector<std::string> refs;
+    std::vector<std::string> refs, cpu_refs;
     for (const auto& name : references)
-      if (g.find(name)) refs.push_back(name);
+      if (const Series* ref = g.find(name)) {
+        refs.push_back(name);
+        if (!ref->values("cpu_s_per_gb").empty()) cpu_refs.push_back(name);
+      }
 
     out << "\n### " << g.suite << ": " << g.name << "\n\n| config | " << unit
         << " median (min–max) |";
     if (any_cpu) out << " relay CPU-s/GB |";
     if (any_latency) out << " latency p50 / p99 ms |";
     for (const auto& ref : refs) out << " vs " << ref << " [per round] |";
-    if (any_cpu)
-      for (const auto& ref : refs) out << " CPU vs " << ref << " |";
+    for (const auto& ref : cpu_refs) out << " CPU vs " << ref << " |";
     out << " failed |\n|---|---|";
     if (any_cpu) out << "---|";
     if (any_latency) out << "---|";
-    for (size_t i = 0; i < refs.size() * (any_cpu ? 2 : 1); ++i) out << "---|";
+    for (size_t i = 0; i < refs.size() + cpu_refs.size(); ++i) out << "---|";
     out << "---|\n";
 
     for (const Series& s : g.series) {
@@ -349,13 +351,12 @@ void report(const std::vector<Record>& records, const std::vector<std::string>& 
         out << " " << (ref == s.config ? "1" : ratio_text(v)) << " |";
         json_ratios += (json_ratios.empty() ? "" : ", ") + json_quote(ref) + ": " + json_list(v);
       }
-      if (any_cpu)
-        for (const auto& ref : refs) {
-          const auto v = ratios(s, *g.find(ref), "cpu_s_per_gb");
-          out << " " << (ref == s.config ? "1" : ratio_text(v)) << " |";
-          json_cpu_ratios +=
-              (json_cpu_ratios.empty() ? "" : ", ") + json_quote(ref) + ": " + json_list(v);
-        }
+      for (const auto& ref : cpu_refs) {
+        const auto v = ratios(s, *g.find(ref), "cpu_s_per_gb");
+        out << " " << (ref == s.config ? "1" : ratio_text(v)) << " |";
+        json_cpu_ratios +=
+            (json_cpu_ratios.empty() ? "" : ", ") + json_quote(ref) + ": " + json_list(v);
+      }
       out << " " << s.failed << "/" << s.runs << " |\n";
 
       json += std::string(first_summary ? "\n" : ",\n") + "  {\"suite\": " + json_quote(g.suite) +
@@ -369,7 +370,10 @@ void report(const std::vector<Record>& records, const std::vector<std::string>& 
       first_summary = false;
     }
     for (const Series& s : g.series)
-      for (const auto& e : s.errors) out << "\n- " << s.config << " failed: " << e;
+      for (std::string e : s.errors) {
+        std::replace(e.begin(), e.end(), '\n', ' ');
+        out << "\n- " << s.config << " failed: " << e.substr(0, 300);
+      }
     out << "\n";
   }
   out.flush();
