@@ -269,7 +269,8 @@ TEST_F(Tunnel, RefusesClientNamingNoXmigChannel) {
     auto r = probe.connect(pair_->b.port);
     ASSERT_TRUE(r.handshake_ok) << r.error;
     EXPECT_EQ(r.verdict, std::optional<char>('C')) << r.error;
-    expect_refused_with(r, " peer hv-a channel : unknown channel \"\"");
+    expect_refused_with(r,
+                        " peer hv-a channel : the client named no channel (ALPN xmig/<channel>)");
   }
 }
 
