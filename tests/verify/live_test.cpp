@@ -1,0 +1,214 @@
+// xmig-verify's live check, run as the real binary (as root: capture on lo).
+//
+// The positive case is two real tunnels (TunnelPair) where hv-a has a
+// [[route]] for channel "verify": every check must pass. The negative cases
+// point hv-a's config at a misconfigured peer on loopback, one fault each,
+// and the check matching that fault must FAIL with the fault's reason while
+// the checks that do not concern it still pass (so a test cannot pass because
+// everything fails).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+
+#include "tests/support/files.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/tunnel_pair.hpp"
+#include "tests/verify/helpers.hpp"
+
+namespace xmig::test {
+namespace {
+
+::testing::AssertionResult contains(const std::string& text, const std::string& needle) {
+  if (text.find(needle) != std::string::npos) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "\"" << needle << "\" not found in: " << text;
+}
+
+// The status of `check` in the JSON output ("" when absent).
+std::string status_of(const VerifyRun& r, const std::string& check) {
+  auto f = find_check(r.output, check);
+  return f ? f->status : "";
+}
+std::string reason_of(const VerifyRun& r, const std::string& check) {
+  auto f = find_check(r.output, check);
+  return f ? f->reason : "";
+}
+
+// A pair whose tunnels are not started: its configs and certificates serve
+// the fake peers.
+TunnelPairOptions unstarted() {
+  TunnelPairOptions o;
+  o.start = false;
+  return o;
+}
+
+class VerifyLive : public ::testing::Test {
+ protected:
+  // hv-a's config, with hv-b's address replaced by 127.0.0.1:port (a fake peer).
+  fs::path config_pointing_at(uint16_t port) {
+    std::string text = read_file(pair_->a.config);
+    std::string from = "127.0.0.1:" + std::to_string(pair_->b.port);
+    size_t at = text.find(from);
+    EXPECT_NE(at, std::string::npos) << text;
+    text.replace(at, from.size(), "127.0.0.1:" + std::to_string(port));
+    fs::path p = pair_->temp.path() / "fake-peer.toml";
+    write_file(p, text);
+    return p;
+  }
+
+  VerifyRun verify(const fs::path& config) {
+    return run_verify({"--config", config.string(), "--peer", "hv-b", "--json", "--warn-days", "7",
+                       "--timeout-ms", "3000", "--canary-bytes", "262144"},
+                      pair_->temp.path());
+  }
+
+  FakePeerOptions fake_with_b_identity() {
+    FakePeerOptions o;
+    o.cert_file = (pair_->b.pki / "server-cert.pem").string();
+    o.key_file = (pair_->b.pki / "server-key.pem").string();
+    o.ca_file = (pair_->b.pki / "ca-cert.pem").string();
+    return o;
+  }
+
+  std::unique_ptr<TunnelPair> pair_;
+};
+
+TEST_F(VerifyLive, LiveCheckPassesAgainstTunnelPair) {
+  // Setup: hv-a and hv-b (real tunnels, fresh CA); hv-a has a [[route]]
+  // unix:<run>/verify.sock -> hv-b channel verify.
+  // Action: xmig-verify --config hv-a.toml --peer hv-b --json.
+  // Must hold: exit 0 and every finding PASS, in particular the canary came
+  // back through the route, the capture on lo saw it cross as TLS with high
+  // entropy and no canary bytes, and the data path names the mode hv-a used.
+  ASSERT_EQ(geteuid(), 0u) << "the wire check captures on lo: run as root";
+  TunnelPairOptions opts;
+  TempDir run("xmig-verify-route");
+  std::string route = "unix:" + (run.path() / "verify.sock").string();
+  opts.a_routes[route] = "verify";
+  pair_ = std::make_unique<TunnelPair>(opts);
+
+  VerifyRun r = verify(pair_->a.config);
+  EXPECT_EQ(r.exit_code, 0) << r.output << pair_->logs();
+  for (const auto& [check, status] : all_checks(r.output))
+    EXPECT_EQ(status, "pass") << check << "\n" << r.output;
+  for (const char* check :
+       {"mutual TLS", "TLS version", "AEAD cipher suite", "peer certificate",
+        "no client certificate", "self-signed certificate", "certificate of another CA",
+        "plaintext bytes", "TLS 1.2", "unknown channel", "canary round trip", "capture",
+        "no canary bytes on the wire", "TLS records", "entropy", "mode"})
+    EXPECT_EQ(status_of(r, check), "pass") << check << "\n" << r.output;
+  EXPECT_TRUE(contains(reason_of(r, "canary round trip"), "through the local tunnel"));
+  EXPECT_TRUE(contains(reason_of(r, "mode"), "mode userspace"));
+  EXPECT_TRUE(contains(reason_of(r, "TLS records"), "TLS 1.3"));
+  EXPECT_TRUE(contains(reason_of(r, "TLS version"), "TLSv1.3"));
+  // hv-b refused each enforcement probe itself (its log says so).
+  EXPECT_GE(count_in_log(pair_->b.log, "refused:"), 5) << pair_->logs();
+}
+
+TEST_F(VerifyLive, WithoutRouteSaysItConnectedDirectly) {
+  // Setup: a tunnel pair without a verify route on hv-a.
+  // Action: xmig-verify against hv-b.
+  // Must hold: the canary still crosses (directly, with hv-a's certificate)
+  // and the output says so: the round trip and the data path are WARN, not
+  // PASS, and nothing FAILs (exit 0).
+  pair_ = std::make_unique<TunnelPair>();
+  VerifyRun r = verify(pair_->a.config);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(status_of(r, "canary round trip"), "warn") << r.output;
+  EXPECT_TRUE(contains(reason_of(r, "canary round trip"), "directly to hv-b"));
+  EXPECT_EQ(status_of(r, "mode"), "warn") << r.output;
+  EXPECT_EQ(status_of(r, "no canary bytes on the wire"), "pass") << r.output;
+}
+
+TEST_F(VerifyLive, PlaintextRelayFailsHandshakePlaintextAndWire) {
+  // Setup: hv-a's config points at a plaintext echo relay instead of hv-b.
+  // Action: xmig-verify.
+  // Must hold: exit 1; "mutual TLS" FAILs; "plaintext bytes" FAILs saying the
+  // peer echoed the probe; the canary does not come back (FAIL).
+  pair_ = std::make_unique<TunnelPair>(unstarted());
+  EchoRelay relay;
+  VerifyRun r = verify(config_pointing_at(relay.port()));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(status_of(r, "mutual TLS"), "fail") << r.output;
+  EXPECT_EQ(status_of(r, "plaintext bytes"), "fail") << r.output;
+  EXPECT_TRUE(contains(reason_of(r, "plaintext bytes"), "echoed the probe"));
+  EXPECT_EQ(status_of(r, "canary round trip"), "fail") << r.output;
+}
+
+TEST_F(VerifyLive, LenientTlsPeerFailsEveryClientIdentityCheck) {
+  // Setup: a TLS server with hv-b's genuine certificate that verifies no
+  // client and answers 'A' to every channel.
+  // Action: xmig-verify.
+  // Must hold: exit 1; the handshake checks PASS (it is hv-b's certificate);
+  // "no client certificate", "self-signed certificate", "certificate of
+  // another CA" and "unknown channel" FAIL, each saying what was accepted;
+  // "plaintext bytes" and "TLS 1.2" still PASS (it is TLS 1.3 only).
+  pair_ = std::make_unique<TunnelPair>(unstarted());
+  FakePeerOptions o = fake_with_b_identity();
+  o.verify_clients = false;
+  o.accept_any_channel = true;
+  FakeTlsPeer fake(o);
+  VerifyRun r = verify(config_pointing_at(fake.port()));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(status_of(r, "mutual TLS"), "pass") << r.output;
+  EXPECT_EQ(status_of(r, "peer certificate"), "pass") << r.output;
+  EXPECT_EQ(status_of(r, "no client certificate"), "fail") << r.output;
+  EXPECT_TRUE(contains(reason_of(r, "no client certificate"),
+                       "accepted a client without a "
+                       "certificate"));
+  EXPECT_EQ(status_of(r, "self-signed certificate"), "fail") << r.output;
+  EXPECT_TRUE(contains(reason_of(r, "self-signed certificate"), "accepted a self-signed"));
+  EXPECT_EQ(status_of(r, "certificate of another CA"), "fail") << r.output;
+  EXPECT_TRUE(contains(reason_of(r, "certificate of another CA"), "issued by another CA"));
+  EXPECT_EQ(status_of(r, "unknown channel"), "fail") << r.output;
+  EXPECT_TRUE(contains(reason_of(r, "unknown channel"), "accepted channel"));
+  EXPECT_EQ(status_of(r, "plaintext bytes"), "pass") << r.output;
+  EXPECT_EQ(status_of(r, "TLS 1.2"), "pass") << r.output;
+}
+
+TEST_F(VerifyLive, PeerAllowingTls12FailsOnlyTheTls12Check) {
+  // Setup: a TLS server with hv-b's certificate that checks clients against
+  // the cluster CA like the tunnel does, but allows TLS 1.2.
+  // Action: xmig-verify (hv-a's config requires TLS 1.3).
+  // Must hold: exit 1; "TLS 1.2" FAILs with "accepted TLS 1.2"; the other
+  // enforcement checks PASS.
+  pair_ = std::make_unique<TunnelPair>(unstarted());
+  FakePeerOptions o = fake_with_b_identity();
+  o.allow_tls12 = true;
+  FakeTlsPeer fake(o);
+  VerifyRun r = verify(config_pointing_at(fake.port()));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(status_of(r, "TLS 1.2"), "fail") << r.output;
+  EXPECT_TRUE(contains(reason_of(r, "TLS 1.2"), "accepted TLS 1.2"));
+  for (const char* check : {"mutual TLS", "no client certificate", "self-signed certificate",
+                            "certificate of another CA", "plaintext bytes", "unknown channel"})
+    EXPECT_EQ(status_of(r, check), "pass") << check << "\n" << r.output;
+}
+
+TEST_F(VerifyLive, WireCheckFailsWhenCaptureIsNotPermitted) {
+  // Setup: a tunnel pair with the verify route; xmig-verify runs without
+  // CAP_NET_RAW and CAP_NET_ADMIN (setpriv drops them from every set).
+  // Action: xmig-verify.
+  // Must hold: exit 1 and the "capture" finding FAILs naming the missing
+  // permission: an impossible capture is never skipped silently.
+  TunnelPairOptions opts;
+  TempDir run("xmig-verify-route");
+  opts.a_routes["unix:" + (run.path() / "verify.sock").string()] = "verify";
+  pair_ = std::make_unique<TunnelPair>(opts);
+  fs::path out = pair_->temp.path() / "nocap.out";
+  int code = xmig::test::run(
+      {"/usr/bin/setpriv", "--inh-caps=-net_raw,-net_admin", "--bounding-set=-net_raw,-net_admin",
+       tool("xmig-verify"), "--config", pair_->a.config.string(), "--peer", "hv-b", "--json",
+       "--canary-bytes", "65536"},
+      out.string(), 120s);
+  std::string output = read_file(out);
+  EXPECT_EQ(code, 1) << output;
+  auto f = find_check(output, "capture");
+  ASSERT_TRUE(f) << output;
+  EXPECT_EQ(f->status, "fail") << output;
+  EXPECT_TRUE(contains(f->reason, "no permission to capture"));
+}
+
+}  // namespace
+}  // namespace xmig::test

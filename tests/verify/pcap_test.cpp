@@ -1,0 +1,372 @@
+// xmig-verify's offline check on capture files written by hand: TLS flows
+// pass, plaintext migration protocols fail by name, reassembly copes with
+// reordering, retransmits and late joins, and hostile files (truncated,
+// random, mutated) give a clear error, never a crash.
+//
+// Most tests run the real binary; the fuzz test calls the library directly so
+// it can afford thousands of files.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "tests/support/files.hpp"
+#include "tests/verify/helpers.hpp"
+#include "verify/canary.hpp"
+#include "verify/signatures.hpp"
+#include "verify/tls_records.hpp"
+#include "verify/verify.hpp"
+
+namespace xmig::test {
+namespace {
+
+using namespace std::string_literals;
+
+::testing::AssertionResult contains(const std::string& text, const std::string& needle) {
+  if (text.find(needle) != std::string::npos) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "\"" << needle << "\" not found in: " << text;
+}
+
+// A TLS 1.3 conversation: hellos, then `app` bytes of ciphertext-like records each way.
+void write_tls_conversation(PcapWriter& w, uint16_t cport, uint16_t sport, size_t app,
+                            uint16_t version = 0x0304, uint16_t suite = 0x1302,
+                            bool low_entropy = false) {
+  TcpConversation t(w, cport, sport);
+  t.open();
+  t.client(tls_client_hello("xmig/qemu"));
+  t.server(tls_server_hello(version, suite));
+  for (size_t done = 0, i = 0; done < app; done += 16000, ++i) {
+    std::string body = low_entropy ? std::string(16000, 'a') : random_bytes(16000, 100 + i);
+    t.client(tls_record(23, body));
+    t.server(tls_record(23, body.substr(0, 100)));
+  }
+  t.close();
+}
+
+class VerifyPcap : public ::testing::Test {
+ protected:
+  fs::path file(const std::string& name) { return dir_.path() / name; }
+  VerifyRun check(const fs::path& pcap) {
+    return run_verify({"--pcap", pcap.string(), "--json"}, dir_.path());
+  }
+  TempDir dir_{"xmig-verify-pcap"};
+};
+
+TEST_F(VerifyPcap, PcapPassesTls13Flow) {
+  // Setup: a capture of one TLS 1.3 flow (ClientHello with ALPN xmig/qemu,
+  // ServerHello choosing TLS_AES_256_GCM_SHA384, 320 KB of random records).
+  // Must hold: exit 0; the flow PASSes and names version, suite, ALPN and an
+  // entropy above 7.5.
+  {
+    PcapWriter w(file("tls.pcap"));
+    write_tls_conversation(w, 40000, 7443, 320000);
+  }
+  VerifyRun r = check(file("tls.pcap"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  auto f = find_check(r.output, "10.0.0.1:40000 -> 10.0.0.2:7443");
+  ASSERT_TRUE(f) << r.output;
+  EXPECT_EQ(f->status, "pass");
+  EXPECT_TRUE(contains(f->reason, "TLS 1.3 TLS_AES_256_GCM_SHA384, ALPN xmig/qemu"));
+  EXPECT_TRUE(contains(f->reason, "entropy 7.9"));
+}
+
+TEST_F(VerifyPcap, PcapFlagsPlaintextProtocolsBySignature) {
+  // Setup: one capture with four plaintext flows: a QEMU migration stream
+  // (QEVM, version 3), a multifd channel, an NBD handshake and a libvirt RPC
+  // call, plus one TLS flow.
+  // Must hold: exit 1; each plaintext flow FAILs naming its protocol, its
+  // addresses and ports; the TLS flow still PASSes.
+  {
+    PcapWriter w(file("plain.pcap"));
+    TcpConversation qemu(w, 40001, 4444);
+    qemu.open();
+    qemu.client("QEVM\0\0\0\3"s + random_bytes(5000, 1));
+    TcpConversation multifd(w, 40002, 4444);
+    multifd.open();
+    multifd.client("\x11\x22\x33\x44\0\0\0\1"s + random_bytes(3000, 2));
+    TcpConversation nbd(w, 40003, 10809);
+    nbd.open();
+    nbd.server("NBDMAGICIHAVEOPT\0\3"s);
+    std::string rpc;
+    for (uint32_t v : {40u, 0x20008086u, 1u, 66u, 0u, 1u, 0u}) {
+      rpc += static_cast<char>(v >> 24);
+      rpc += static_cast<char>(v >> 16);
+      rpc += static_cast<char>(v >> 8);
+      rpc += static_cast<char>(v);
+    }
+    TcpConversation libvirt(w, 40004, 16509);
+    libvirt.open();
+    libvirt.client(rpc + "\0\0\0\0\0\0\0\0\0\0\0\0"s);
+    write_tls_conversation(w, 40005, 7443, 50000);
+  }
+  VerifyRun r = check(file("plain.pcap"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  struct Case {
+    std::string flow, protocol;
+  };
+  for (const Case& c :
+       {Case{"10.0.0.1:40001 -> 10.0.0.2:4444", "QEMU migration stream in plaintext"},
+        Case{"10.0.0.1:40002 -> 10.0.0.2:4444", "QEMU multifd channel in plaintext"},
+        Case{"10.0.0.1:40003 -> 10.0.0.2:10809", "NBD in plaintext"},
+        Case{"10.0.0.1:40004 -> 10.0.0.2:16509", "libvirt RPC in plaintext"}}) {
+    auto f = find_check(r.output, c.flow);
+    ASSERT_TRUE(f) << c.flow << "\n" << r.output;
+    EXPECT_EQ(f->status, "fail") << c.flow;
+    EXPECT_TRUE(contains(f->reason, c.protocol));
+    EXPECT_FALSE(f->fix.empty());
+  }
+  auto tls = find_check(r.output, "10.0.0.1:40005 -> 10.0.0.2:7443");
+  ASSERT_TRUE(tls) << r.output;
+  EXPECT_EQ(tls->status, "pass") << r.output;
+}
+
+TEST_F(VerifyPcap, ReassemblesOutOfOrderAndRetransmittedSegments) {
+  // Setup: a QEMU stream whose magic is split over two segments that arrive
+  // in reverse order, with a duplicate and an overlapping retransmit; and a
+  // TLS flow whose record segments are shuffled and partly repeated.
+  // Must hold: the QEMU flow FAILs as "QEMU migration stream in plaintext" at
+  // stream byte 0; the TLS flow PASSes (framing intact: no desync).
+  {
+    PcapWriter w(file("reorder.pcap"));
+    TcpConversation q(w, 41000, 4444);
+    q.open();
+    uint32_t s = q.client_seq;
+    std::string data = "QEVM\0\0\0\3"s + random_bytes(2000, 9);
+    auto seg = [&](size_t from, size_t len) {
+      w.segment(0x0a000001, 41000, 0x0a000002, 4444, s + static_cast<uint32_t>(from), 0x18,
+                data.substr(from, len));
+    };
+    seg(2, 1000);  // second part first
+    seg(2, 1000);  // duplicate
+    seg(0, 2);     // "QE"
+    seg(0, 6);     // overlapping retransmit
+    seg(1002, 998);
+
+    TcpConversation t(w, 41001, 7443);
+    t.open();
+    std::string stream = tls_client_hello("xmig/nbd");
+    for (int i = 0; i < 8; ++i) stream += tls_record(23, random_bytes(3000, 50 + i));
+    uint32_t base = t.client_seq;
+    std::vector<size_t> order;
+    for (size_t at = 0; at < stream.size(); at += 700) order.push_back(at);
+    std::mt19937 rng(7);
+    std::shuffle(order.begin(), order.end(), rng);
+    for (size_t k = 0; k < order.size(); ++k) {
+      size_t at = order[k];
+      w.segment(0x0a000001, 41001, 0x0a000002, 7443, base + static_cast<uint32_t>(at), 0x18,
+                stream.substr(at, 700));
+      if (k % 3 == 0)  // retransmit some
+        w.segment(0x0a000001, 41001, 0x0a000002, 7443, base + static_cast<uint32_t>(at), 0x18,
+                  stream.substr(at, 700));
+    }
+  }
+  VerifyRun r = check(file("reorder.pcap"));
+  auto q = find_check(r.output, "10.0.0.1:41000 -> 10.0.0.2:4444");
+  ASSERT_TRUE(q) << r.output;
+  EXPECT_EQ(q->status, "fail");
+  EXPECT_TRUE(
+      contains(q->reason, "QEMU migration stream in plaintext (client->server at stream byte 0"));
+  auto t = find_check(r.output, "10.0.0.1:41001 -> 10.0.0.2:7443");
+  ASSERT_TRUE(t) << r.output;
+  EXPECT_EQ(t->status, "pass") << t->reason;
+  EXPECT_TRUE(contains(t->reason, "records 9/0"));
+}
+
+TEST_F(VerifyPcap, JoinsStreamsMidwayAndStillJudgesThem) {
+  // Setup: no SYNs: a capture that starts in the middle of a QEMU stream
+  // (the magic appears later, as in a second migration on one connection)
+  // and in the middle of a TLS record.
+  // Must hold: the QEMU flow FAILs by signature; the TLS flow is recognised
+  // as TLS after resynchronising (PASS, "hello not captured").
+  {
+    PcapWriter w(file("midway.pcap"));
+    w.segment(0x0a000001, 42000, 0x0a000002, 4444, 777, 0x18,
+              random_bytes(3000, 3) + "QEVM\0\0\0\3"s + random_bytes(100, 4));
+    std::string stream;
+    for (int i = 0; i < 6; ++i) stream += tls_record(23, random_bytes(5000, 60 + i));
+    for (size_t at = 1234; at < stream.size(); at += 1400)
+      w.segment(0x0a000001, 42001, 0x0a000002, 7443, 5000 + static_cast<uint32_t>(at), 0x18,
+                stream.substr(at, 1400));
+  }
+  VerifyRun r = check(file("midway.pcap"));
+  auto q = find_check(r.output, "10.0.0.1:42000 -> 10.0.0.2:4444");
+  ASSERT_TRUE(q) << r.output;
+  EXPECT_EQ(q->status, "fail");
+  EXPECT_TRUE(contains(q->reason,
+                       "QEMU migration stream in plaintext (client->server at stream byte 3000"));
+  auto t = find_check(r.output, "10.0.0.1:42001 -> 10.0.0.2:7443");
+  ASSERT_TRUE(t) << r.output;
+  EXPECT_EQ(t->status, "pass") << t->reason;
+  EXPECT_TRUE(contains(t->reason, "hello not captured"));
+}
+
+TEST_F(VerifyPcap, JudgesTlsVersionsSuitesFramingAndEntropy) {
+  // Setup: four TLS-looking flows: TLS 1.2 with an AEAD suite, TLS 1.2 with a
+  // CBC suite, TLS 1.3 whose "ciphertext" is all 'a', and TLS 1.3 followed by
+  // plaintext bytes that are not TLS records.
+  // Must hold: 1.2+AEAD WARNs ("TLS 1.2 negotiated"); the CBC suite FAILs
+  // ("not an AEAD suite"); the low-entropy flow WARNs ("entropy below 7.5");
+  // the broken framing FAILs ("TLS framing broke").
+  {
+    PcapWriter w(file("tls-kinds.pcap"));
+    write_tls_conversation(w, 43000, 7443, 20000, 0x0303, 0xC02B);
+    write_tls_conversation(w, 43001, 7443, 20000, 0x0303, 0xC013);
+    write_tls_conversation(w, 43002, 7443, 40000, 0x0304, 0x1301, true);
+    TcpConversation t(w, 43003, 7443);
+    t.open();
+    t.client(tls_client_hello("xmig/qemu") + "and then plaintext follows the hello");
+  }
+  VerifyRun r = check(file("tls-kinds.pcap"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  auto expect = [&](uint16_t port, const std::string& status, const std::string& why) {
+    auto f = find_check(r.output, "10.0.0.1:" + std::to_string(port) + " -> 10.0.0.2:7443");
+    ASSERT_TRUE(f) << port << "\n" << r.output;
+    EXPECT_EQ(f->status, status) << port << ": " << f->reason;
+    EXPECT_TRUE(contains(f->reason, why));
+  };
+  expect(43000, "warn", "TLS 1.2 negotiated");
+  expect(43001, "fail", "ECDHE-RSA-AES128-SHA is not an AEAD suite");
+  expect(43002, "warn", "entropy below 7.5");
+  expect(43003, "fail", "TLS framing broke at stream byte");
+}
+
+TEST_F(VerifyPcap, TruncatedCaptureIsReportedNotCrashed) {
+  // Setup: a valid capture (a plaintext QEMU flow) cut in the middle of its
+  // last frame, and one cut inside the 24-byte file header.
+  // Must hold: the first gives exit 1, a FAIL "capture ends in the middle of
+  // a frame" and still the QEMU finding for what was read; the second gives
+  // exit 2 and "not a readable capture file".
+  {
+    PcapWriter w(file("full.pcap"));
+    TcpConversation q(w, 44000, 4444);
+    q.open();
+    q.client("QEVM\0\0\0\3"s + random_bytes(4000, 5));
+  }
+  std::string full = read_file(file("full.pcap"));
+  write_file(file("cut.pcap"), full.substr(0, full.size() - 300));
+  write_file(file("header.pcap"), full.substr(0, 10));
+
+  VerifyRun cut = check(file("cut.pcap"));
+  EXPECT_EQ(cut.exit_code, 1) << cut.output;
+  auto f = find_check(cut.output, "complete");
+  ASSERT_TRUE(f) << cut.output;
+  EXPECT_EQ(f->status, "fail");
+  EXPECT_TRUE(contains(f->reason, "ends in the middle of a frame"));
+  EXPECT_TRUE(contains(cut.output, "QEMU migration stream in plaintext"));
+
+  VerifyRun header = check(file("header.pcap"));
+  EXPECT_EQ(header.exit_code, 2) << header.output;
+  EXPECT_TRUE(contains(header.output, "not a readable capture file"));
+}
+
+TEST_F(VerifyPcap, RandomFileGivesClearError) {
+  // Setup: 64 KiB of random bytes, and an empty file.
+  // Must hold: exit 2 with "not a readable capture file" naming the file.
+  write_file(file("random.pcap"), random_bytes(65536, 11));
+  write_file(file("empty.pcap"), "");
+  for (const char* name : {"random.pcap", "empty.pcap"}) {
+    VerifyRun r = check(file(name));
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_TRUE(contains(r.output, file(name).string() + ": not a readable capture file"));
+  }
+}
+
+TEST_F(VerifyPcap, SurvivesThousandsOfMutatedCaptures) {
+  // Setup: a valid capture with TLS, QEMU, NBD and libvirt flows; 3000
+  // variants with random byte flips, random 32-bit values written over
+  // length fields, truncation, and frames of random bytes appended.
+  // Action: analyze_pcap on each, in process.
+  // Must hold: every call returns a report or throws CaptureError: no crash,
+  // no other exception (run it under -DXMIG_SANITIZE=ON to catch overreads).
+  {
+    PcapWriter w(file("seed.pcap"));
+    write_tls_conversation(w, 45000, 7443, 40000);
+    TcpConversation q(w, 45001, 4444);
+    q.open();
+    q.client("QEVM\0\0\0\3"s + random_bytes(3000, 6));
+    TcpConversation n(w, 45002, 10809);
+    n.open();
+    n.server("NBDMAGICIHAVEOPT"s);
+    for (int i = 0; i < 20; ++i) w.frame(random_bytes(60 + i * 7, 1000 + i));
+  }
+  const std::string seed = read_file(file("seed.pcap"));
+  std::mt19937_64 rng(12345);
+  int reports = 0, errors = 0;
+  for (int i = 0; i < 3000; ++i) {
+    std::string m = seed;
+    int kind = static_cast<int>(rng() % 4);
+    int edits = 1 + static_cast<int>(rng() % 20);
+    for (int e = 0; e < edits; ++e) {
+      size_t at = rng() % m.size();
+      if (kind == 0 || kind == 3) {
+        m[at] = static_cast<char>(rng());
+      } else if (kind == 1 && at + 4 <= m.size()) {
+        uint32_t v = static_cast<uint32_t>(rng());
+        if (rng() % 2) v &= 0xffff;
+        std::memcpy(&m[at], &v, 4);
+      }
+    }
+    if (kind == 2) m.resize(rng() % m.size());
+    if (kind == 3) m += random_bytes(rng() % 3000, rng());
+    fs::path p = file("mutated.pcap");
+    write_file(p, m);
+    try {
+      verify::Report r = verify::analyze_pcap(p.string());
+      ++reports;
+      (void)verify::render_json(r);
+    } catch (const verify::CaptureError&) {
+      ++errors;
+    }
+  }
+  EXPECT_GT(reports, 1000);
+  RecordProperty("reports", reports);
+  RecordProperty("errors", errors);
+}
+
+TEST(VerifyParts, CanaryWindowIsFoundAcrossAnyOffsetAndCanaryIsLowEntropy) {
+  // Must hold: a 16-byte window cut from anywhere in the canary is found in
+  // random bytes around it; 15 bytes are not enough; random bytes alone give
+  // no match; the canary's entropy is far below the ciphertext threshold.
+  std::string canary = verify::make_canary(200000);
+  ASSERT_EQ(canary.size(), 200000u);
+  verify::CanaryMatcher m(canary);
+  std::mt19937 rng(3);
+  for (int i = 0; i < 200; ++i) {
+    size_t at = rng() % (canary.size() - 16);
+    // 0xff (never in the ASCII canary) fences the window off from the noise.
+    std::string hay =
+        random_bytes(1000, i) + "\xff" + canary.substr(at, 16) + "\xff" + random_bytes(1000, i + 1);
+    EXPECT_EQ(m.find_in(hay), 1001u) << at;
+    std::string short_hay = random_bytes(1000, i) + "\xff" + canary.substr(at, 15) + "\xff";
+    EXPECT_EQ(m.find_in(short_hay), std::string::npos) << at;
+  }
+  EXPECT_EQ(m.find_in(random_bytes(1 << 20, 99)), std::string::npos);
+  verify::ByteEntropy e;
+  e.add(reinterpret_cast<const uint8_t*>(canary.data()), canary.size());
+  EXPECT_LT(e.bits_per_byte(), 6.0);
+}
+
+TEST(VerifyParts, SignatureScannerFindsMagicSplitOverOneByteFeeds) {
+  // Must hold: a QEMU magic fed one byte at a time after 100 random bytes is
+  // found once, at offset 100; the same bytes with a gap in the middle of
+  // the magic are not matched.
+  std::string s = random_bytes(100, 8) + "QEVM\0\0\0\3"s + random_bytes(100, 9);
+  verify::SignatureScanner one;
+  for (char c : s) one.feed(reinterpret_cast<const uint8_t*>(&c), 1);
+  one.finish();
+  ASSERT_EQ(one.hits().size(), 1u);
+  EXPECT_EQ(one.hits()[0].protocol, "QEMU migration stream");
+  EXPECT_EQ(one.hits()[0].offset, 100u);
+
+  verify::SignatureScanner gap;
+  gap.feed(reinterpret_cast<const uint8_t*>(s.data()), 102);
+  gap.gap(1);
+  gap.feed(reinterpret_cast<const uint8_t*>(s.data()) + 103, s.size() - 103);
+  gap.finish();
+  EXPECT_TRUE(gap.hits().empty());
+}
+
+}  // namespace
+}  // namespace xmig::test
