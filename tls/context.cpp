@@ -49,20 +49,25 @@ std::unique_ptr<BIO, BioFree> open_pem(const std::string& path, const std::strin
   return bio;
 }
 
+// After a loop of PEM_read_bio_*() calls that read `count` objects: a clean end
+// of the file is "no start line"; anything else is object count+1 cut short or
+// damaged. Refuses the file rather than dropping that object silently (a
+// half-written CA bundle would lose a CA, a half-written CRL file a CRL).
+void refuse_cut_short(const std::string& path, const std::string& what, size_t count) {
+  unsigned long last = ERR_peek_last_error();
+  if (last != 0 &&
+      !(ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE))
+    fail(path, what + " " + std::to_string(count + 1) + " is cut short or damaged",
+         "write the whole file again (to a temporary name, then rename it into place)");
+  ERR_clear_error();
+}
+
 std::vector<X509Ptr> read_certificates(const std::string& path, const std::string& role) {
   auto bio = open_pem(path, role);
   std::vector<X509Ptr> certs;
   ERR_clear_error();
   while (X509* x = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) certs.emplace_back(x);
-  // A clean end of the file is "no start line". Anything else is a certificate
-  // cut short or damaged: refuse the file rather than drop that certificate (a
-  // half-written CA bundle would silently lose a CA).
-  unsigned long last = ERR_peek_last_error();
-  if (last != 0 &&
-      !(ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE))
-    fail(path, "certificate " + std::to_string(certs.size() + 1) + " is cut short or damaged",
-         "write the whole file again (to a temporary name, then rename it into place)");
-  ERR_clear_error();
+  refuse_cut_short(path, "certificate", certs.size());
   if (certs.empty())
     fail(path, "holds no PEM certificate", "point [tls] " + role + " at a PEM certificate file");
   return certs;
@@ -194,12 +199,13 @@ std::shared_ptr<const Context> Context::load(const Settings& settings) {
   if (!settings.crl.empty()) {
     auto bio = open_pem(settings.crl, "crl");
     int n = 0;
+    ERR_clear_error();
     while (X509_CRL* crl = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr)) {
       std::unique_ptr<X509_CRL, CrlFree> owned(crl);
       X509_STORE_add_crl(store, crl);
       ++n;
     }
-    ERR_clear_error();
+    refuse_cut_short(settings.crl, "CRL", static_cast<size_t>(n));
     if (n == 0) fail(settings.crl, "holds no PEM CRL", "point [tls] crl at a PEM CRL or remove it");
     X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
   }
