@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <signal.h>
@@ -755,6 +756,147 @@ TEST_F(Reload, ChmodOfRefusedKeyIsPickedUp) {
   st = wait_status(pair.b, [&](const Status& s) { return s.ok > before.ok; });
   EXPECT_EQ(st.ok, before.ok + 1) << "chmod 600 was not picked up\n" << st.json << "\n" << logs();
   EXPECT_EQ(st.failed, before.failed + 1) << st.json;
+}
+
+// A PEM CRL issued by `ca` (valid from 5 minutes ago for a day) revoking the
+// certificates in `revoked` (PEM).
+std::string make_crl(const certs::Pem& ca, const std::vector<std::string>& revoked) {
+  auto bio_of = [](const std::string& pem) {
+    return std::unique_ptr<BIO, decltype(&BIO_free)>(
+        BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), BIO_free);
+  };
+  std::unique_ptr<X509, decltype(&X509_free)> ca_cert(
+      PEM_read_bio_X509(bio_of(ca.cert).get(), nullptr, nullptr, nullptr), X509_free);
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> ca_key(
+      PEM_read_bio_PrivateKey(bio_of(ca.key).get(), nullptr, nullptr, nullptr), EVP_PKEY_free);
+  std::unique_ptr<X509_CRL, decltype(&X509_CRL_free)> crl(X509_CRL_new(), X509_CRL_free);
+  if (!ca_cert || !ca_key || !crl) throw std::runtime_error("make_crl: bad CA");
+  X509_CRL_set_version(crl.get(), 1);  // v2
+  X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ca_cert.get()));
+  std::unique_ptr<ASN1_TIME, decltype(&ASN1_TIME_free)> last(X509_gmtime_adj(nullptr, -300),
+                                                             ASN1_TIME_free);
+  std::unique_ptr<ASN1_TIME, decltype(&ASN1_TIME_free)> next(X509_gmtime_adj(nullptr, 86400),
+                                                             ASN1_TIME_free);
+  X509_CRL_set1_lastUpdate(crl.get(), last.get());
+  X509_CRL_set1_nextUpdate(crl.get(), next.get());
+  for (const std::string& pem : revoked) {
+    std::unique_ptr<X509, decltype(&X509_free)> cert(
+        PEM_read_bio_X509(bio_of(pem).get(), nullptr, nullptr, nullptr), X509_free);
+    if (!cert) throw std::runtime_error("make_crl: bad certificate");
+    X509_REVOKED* r = X509_REVOKED_new();
+    X509_REVOKED_set_serialNumber(r, X509_get_serialNumber(cert.get()));
+    X509_REVOKED_set_revocationDate(r, last.get());
+    X509_CRL_add0_revoked(crl.get(), r);
+  }
+  X509_CRL_sort(crl.get());
+  if (X509_CRL_sign(crl.get(), ca_key.get(), EVP_sha256()) <= 0)
+    throw std::runtime_error("make_crl: signing failed");
+  std::unique_ptr<BIO, decltype(&BIO_free)> out(BIO_new(BIO_s_mem()), BIO_free);
+  PEM_write_bio_X509_CRL(out.get(), crl.get());
+  char* data = nullptr;
+  long n = BIO_get_mem_data(out.get(), &data);
+  return std::string(data, static_cast<size_t>(n));
+}
+
+// Setup: hv-b has `[tls] crl` set to a CRL of the cluster CA that revokes
+// nothing; hv-a and hv-b running; one long connection through the pair
+// carries paced data both ways.
+// Action: hv-b's CRL file is replaced by one that revokes hv-a's certificate.
+// Then it is replaced by a file holding that CRL followed by half of another
+// CA's CRL (a half-written file).
+// What must hold: hv-b reloads the CRL (reloads.ok grows, `(same certificate;
+// CA bundle and CRL reloaded)`); from then on a new connection from hv-a is
+// refused by hv-b (`refused: ... revoked`) and never reaches the target; the
+// long connection opened before the revocation keeps going and ends with
+// equal hashes both ways. The half-written CRL file is refused
+// (reloads.failed 1, `crl.pem: CRL 2 is cut short or damaged`).
+TEST_F(Reload, CrlChangeRefusesNewConnectionsOnly) {
+  TunnelPairOptions opts;
+  opts.start = false;
+  pair_ = std::make_unique<TunnelPair>(opts);
+  TunnelPair& pair = *pair_;
+  const fs::path crl_file = pair.b.pki / "crl.pem";
+  certs::write_file_atomic(crl_file, make_crl(pair.ca, {}), 0644);
+  std::string config = read_file(pair.b.config);
+  const std::string key_line = "key = \"" + (pair.b.pki / "server-key.pem").string() + "\"\n";
+  ASSERT_NE(config.find(key_line), std::string::npos) << config;
+  config.replace(config.find(key_line), key_line.size(),
+                 key_line + "crl = \"" + crl_file.string() + "\"\n");
+  write_file(pair.b.config, config);
+  ASSERT_NO_THROW(pair.start(pair.a));
+  ASSERT_NO_THROW(pair.start(pair.b));
+
+  auto sink = Listener::unix_socket(pair.delivery("qemu").string());
+  auto short_sink = Listener::unix_socket(pair.delivery("nbd").string());
+  ASSERT_EQ(fresh_connection_carries(pair, short_sink, "nbd", 900), "") << logs();
+  std::atomic<bool> stop{false};
+  LongStream running;
+  struct StopOnExit {
+    std::atomic<bool>& stop;
+    ~StopOnExit() { stop = true; }
+  } stop_on_exit{stop};
+  ASSERT_EQ(running.start(pair, sink, "qemu", 31, 32 * kMiB, 8 * kMiB, stop), "") << logs();
+  std::this_thread::sleep_for(500ms);
+
+  Status before = status_of(pair.b);
+  certs::write_file_atomic(crl_file, make_crl(pair.ca, {read_file(pair.a.pki / "server-cert.pem")}),
+                           0644);
+  Status st = wait_status(pair.b, [&](const Status& s) { return s.ok > before.ok; });
+  EXPECT_EQ(st.ok, before.ok + 1) << st.json << "\n" << logs();
+  EXPECT_EQ(st.failed, 0) << st.json;
+  EXPECT_EQ(count_in_log(pair.b.log, "(same certificate; CA bundle and CRL reloaded)"), 1)
+      << logs();
+
+  // A new connection from hv-a: hv-b refuses the revoked certificate, hv-a
+  // closes the entry connection, the target sees nothing.
+  {
+    Fd client = connect_unix(pair.entry("nbd").string());
+    EXPECT_TRUE(wait_readable(client.get(), 10s)) << logs();
+    char byte;
+    EXPECT_LE(::recv(client.get(), &byte, 1, 0), 0) << "the entry connection was not closed";
+    EXPECT_FALSE(short_sink.accept(500ms)) << "a revoked peer reached the target\n" << logs();
+    EXPECT_TRUE(wait_until(
+        [&] {
+          return count_lines_with_all(pair.b.log, {"refused:", "revoked"}) == 1;
+        },
+        5s))
+        << logs();
+  }
+
+  // The half-written CRL file is refused; the revoking CRL stays in force.
+  certs::CaOptions other_opts;
+  other_opts.name = "another CA";
+  const std::string other_crl = make_crl(certs::make_ca(other_opts), {});
+  before = status_of(pair.b);
+  write_in_place(crl_file, make_crl(pair.ca, {read_file(pair.a.pki / "server-cert.pem")}) +
+                               other_crl.substr(0, other_crl.size() / 2));
+  st = wait_status(pair.b, [&](const Status& s) { return s.failed > before.failed; });
+  EXPECT_EQ(st.failed, 1) << st.json << "\n" << logs();
+  EXPECT_EQ(count_lines_with_all(
+                pair.b.log, {"refused, still serving", "crl.pem: CRL 2 is cut short or damaged"}),
+            1)
+      << logs();
+
+  // The connection opened before the revocation is intact.
+  stop = true;
+  Hashed s = running.sent.get(), sb = running.sent_back.get();
+  Hashed r = running.received.get(), rb = running.received_back.get();
+  EXPECT_EQ(r.error, "") << logs();
+  EXPECT_EQ(rb.error, "") << logs();
+  EXPECT_GT(s.bytes, 0u);
+  EXPECT_EQ(r.bytes, s.bytes);
+  EXPECT_EQ(r.sha256, s.sha256);
+  EXPECT_EQ(rb.bytes, sb.bytes);
+  EXPECT_EQ(rb.sha256, sb.sha256);
+  running.client.reset();
+  running.target.reset();
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return count_lines_with_all(pair.b.log,
+                                    {"close: dir=in peer=hv-a channel=qemu", "result=ok"}) == 1;
+      },
+      10s))
+      << logs();
 }
 
 }  // namespace
