@@ -226,10 +226,22 @@ std::shared_ptr<const Context> Context::load(const Settings& settings) {
   int err = X509_STORE_CTX_get_error(vctx.get());
   sk_X509_free(untrusted);
   if (ok != 1) {
-    std::string fix = err == X509_V_ERR_CERT_HAS_EXPIRED || err == X509_V_ERR_CERT_NOT_YET_VALID
-                          ? "issue a current certificate (xmig-certs rotate)"
-                          : "issue the certificate from the CA in " + settings.ca +
-                                " or add its CA to that bundle";
+    std::string fix;
+    switch (err) {
+      case X509_V_ERR_CERT_HAS_EXPIRED:
+      case X509_V_ERR_CERT_NOT_YET_VALID:
+      case X509_V_ERR_CERT_REVOKED:
+        fix = "issue a current certificate (xmig-certs rotate)";
+        break;
+      case X509_V_ERR_CRL_HAS_EXPIRED:
+      case X509_V_ERR_CRL_NOT_YET_VALID:
+      case X509_V_ERR_UNABLE_TO_GET_CRL:
+        fix = "put a current CRL of the CA into " + settings.crl + " (or remove [tls] crl)";
+        break;
+      default:
+        fix =
+            "issue the certificate from the CA in " + settings.ca + " or add its CA to that bundle";
+    }
     fail(settings.cert,
          std::string("does not verify against ") + settings.ca + ": " +
              X509_verify_cert_error_string(err),
