@@ -758,9 +758,10 @@ TEST_F(Reload, ChmodOfRefusedKeyIsPickedUp) {
   EXPECT_EQ(st.failed, before.failed + 1) << st.json;
 }
 
-// A PEM CRL issued by `ca` (valid from 5 minutes ago for a day) revoking the
-// certificates in `revoked` (PEM).
-std::string make_crl(const certs::Pem& ca, const std::vector<std::string>& revoked) {
+// A PEM CRL issued by `ca` revoking the certificates in `revoked` (PEM):
+// last update 5 minutes ago, next update in next_update_seconds (a day).
+std::string make_crl(const certs::Pem& ca, const std::vector<std::string>& revoked,
+                     long next_update_seconds = 86400) {
   auto bio_of = [](const std::string& pem) {
     return std::unique_ptr<BIO, decltype(&BIO_free)>(
         BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), BIO_free);
@@ -775,8 +776,8 @@ std::string make_crl(const certs::Pem& ca, const std::vector<std::string>& revok
   X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ca_cert.get()));
   std::unique_ptr<ASN1_TIME, decltype(&ASN1_TIME_free)> last(X509_gmtime_adj(nullptr, -300),
                                                              ASN1_TIME_free);
-  std::unique_ptr<ASN1_TIME, decltype(&ASN1_TIME_free)> next(X509_gmtime_adj(nullptr, 86400),
-                                                             ASN1_TIME_free);
+  std::unique_ptr<ASN1_TIME, decltype(&ASN1_TIME_free)> next(
+      X509_gmtime_adj(nullptr, next_update_seconds), ASN1_TIME_free);
   X509_CRL_set1_lastUpdate(crl.get(), last.get());
   X509_CRL_set1_nextUpdate(crl.get(), next.get());
   for (const std::string& pem : revoked) {
@@ -803,13 +804,14 @@ std::string make_crl(const certs::Pem& ca, const std::vector<std::string>& revok
 // carries paced data both ways.
 // Action: hv-b's CRL file is replaced by one that revokes hv-a's certificate.
 // Then it is replaced by a file holding that CRL followed by half of another
-// CA's CRL (a half-written file).
+// CA's CRL (a half-written file), then by an expired CRL.
 // What must hold: hv-b reloads the CRL (reloads.ok grows, `(same certificate;
 // CA bundle and CRL reloaded)`); from then on a new connection from hv-a is
 // refused by hv-b (`refused: ... revoked`) and never reaches the target; the
 // long connection opened before the revocation keeps going and ends with
 // equal hashes both ways. The half-written CRL file is refused
-// (reloads.failed 1, `crl.pem: CRL 2 is cut short or damaged`).
+// (reloads.failed 1, `crl.pem: CRL 2 is cut short or damaged`), and so is an
+// expired CRL (`CRL has expired; fix: put a current CRL ...`).
 TEST_F(Reload, CrlChangeRefusesNewConnectionsOnly) {
   TunnelPairOptions opts;
   opts.start = false;
@@ -874,6 +876,16 @@ TEST_F(Reload, CrlChangeRefusesNewConnectionsOnly) {
   EXPECT_EQ(st.failed, 1) << st.json << "\n" << logs();
   EXPECT_EQ(count_lines_with_all(
                 pair.b.log, {"refused, still serving", "crl.pem: CRL 2 is cut short or damaged"}),
+            1)
+      << logs();
+
+  // An expired CRL (next update passed) is refused, saying to renew it.
+  before = status_of(pair.b);
+  certs::write_file_atomic(crl_file, make_crl(pair.ca, {}, -60), 0644);
+  st = wait_status(pair.b, [&](const Status& s) { return s.failed > before.failed; });
+  EXPECT_EQ(st.failed, 2) << st.json << "\n" << logs();
+  EXPECT_EQ(count_lines_with_all(pair.b.log, {"refused, still serving", "CRL has expired",
+                                              "fix: put a current CRL of the CA into"}),
             1)
       << logs();
 
