@@ -19,7 +19,7 @@ Live check:  xmig-verify --config /etc/xmig/tunnel.toml --peer hv-b [--json]
                host's and the peer's certificates expire (WARN under --warn-days)
   enforcement  the peer must refuse each of: a client without certificate, a
                self-signed certificate, a certificate of another CA (made in
-               memory), plaintext bytes (a QEMU stream header), TLS 1.2 (when
+               memory), plaintext bytes, TLS 1.2 (when
                min_version is 1.3), and an unknown channel (verdict 'C')
   wire         a canary stream goes through the LOCAL tunnel to the peer's echo
                channel and back, while the traffic to the peer's port is captured

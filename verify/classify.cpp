@@ -120,7 +120,11 @@ FlowVerdict classify_flow(const Flow& f) {
       entropy = dirs[i]->tls.app_data().bits_per_byte();
     }
   }
-  std::string r = version ? tls_version_name(version) : std::string("TLS (hello not captured)");
+  bool client_hello = dirs[0]->tls.summary().client_hello || dirs[1]->tls.summary().client_hello;
+  std::string r = version ? tls_version_name(version)
+                  : client_hello
+                      ? std::string("TLS (no ServerHello: the handshake did not complete)")
+                      : std::string("TLS (hello not captured)");
   if (suite) r += " " + cipher_suite_name(suite);
   if (!alpn.empty()) r += ", ALPN " + alpn;
   if (!sni.empty()) r += ", SNI " + sni;

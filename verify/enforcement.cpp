@@ -102,10 +102,10 @@ void check_enforcement(LiveContext& c) {
                  std::string("could not make the probe's certificate: ") + e.what());
   }
 
-  // 4. Plaintext: the start of a QEMU migration stream, as a misdirected QEMU sends it.
+  // 4. Plaintext bytes, as a misdirected client sends them. (Not a QEMU
+  // header: a capture taken during this check would rightly flag one.)
   {
-    std::string bytes("QEVM\0\0\0\3", 8);
-    bytes += "xmig-verify plaintext probe\n";
+    std::string bytes = "XMIG-VERIFY PLAINTEXT PROBE\r\n\r\nxmig-verify plaintext probe\n";
     PlaintextReply r = send_plaintext(c.address, bytes, c.opts.timeout);
     const std::string check = "plaintext bytes";
     if (!r.error.empty()) {

@@ -44,8 +44,10 @@ void set_timeouts(int fd, std::chrono::milliseconds timeout) {
 std::string ssl_failure(SSL* ssl, int ret, int saved_errno) {
   int err = SSL_get_error(ssl, ret);
   std::string why = tls::openssl_errors();
+  // A probe that does not verify the server still gets a verify result: only
+  // report it when verification was asked for.
   long verify = SSL_get_verify_result(ssl);
-  if (verify != X509_V_OK)
+  if (verify != X509_V_OK && (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER))
     why +=
         std::string(why.empty() ? "" : "; ") + "verify: " + X509_verify_cert_error_string(verify);
   if (!why.empty()) return why;

@@ -10,8 +10,15 @@ namespace {
 
 // Handshake bytes kept per direction while looking for a hello, and bytes
 // held while looking for framing again: both bound memory per flow.
-constexpr size_t kMaxHandshake = 64 * 1024;
-constexpr size_t kMaxResync = 64 * 1024;
+// A hello fits in one record (16 KiB) in practice; framing is confirmed by
+// two chained headers, so one record plus two headers is enough.
+constexpr size_t kMaxHandshake = 20 * 1024;
+constexpr size_t kMaxResync = 24 * 1024;
+
+// Frees a buffer's memory (clear() keeps the capacity).
+void release(std::string& s) {
+  std::string().swap(s);
+}
 
 // A bounds-checked cursor over untrusted bytes: every read says whether it fit.
 class Reader {
@@ -157,8 +164,9 @@ void TlsRecordParser::gap(uint64_t missing) {
   mode_ = Mode::Resync;
   header_have_ = 0;
   body_left_ = 0;
-  resync_.clear();
-  handshake_.clear();
+  release(resync_);
+  release(handshake_);
+  hello_search_done_ = true;  // a hello after a gap cannot be trusted to be whole
 }
 
 void TlsRecordParser::feed(const uint8_t* p, size_t n) {
@@ -225,15 +233,18 @@ void TlsRecordParser::on_record_start() {
 void TlsRecordParser::on_body(const uint8_t* p, size_t n) {
   if (type_ == 23) {
     app_.add(p, n);
-  } else if (type_ == 22 && !s_.client_hello && !s_.server_hello &&
-             handshake_.size() + n <= kMaxHandshake) {
-    handshake_.append(reinterpret_cast<const char*>(p), n);
+  } else if (type_ == 22 && !hello_search_done_) {
+    if (handshake_.size() + n <= kMaxHandshake)
+      handshake_.append(reinterpret_cast<const char*>(p), n);
+    else
+      hello_search_done_ = true;  // no hello this large: stop looking, free below
   }
 }
 
 void TlsRecordParser::on_record_end() {
   mode_ = Mode::Header;
   if (type_ == 22 && !handshake_.empty()) parse_handshake();
+  if (hello_search_done_) release(handshake_);
 }
 
 void TlsRecordParser::parse_handshake() {
@@ -248,8 +259,9 @@ void TlsRecordParser::parse_handshake() {
     r.u16(l12);
     size_t len = static_cast<size_t>(l0) << 16 | l12;
     Reader msg(nullptr, 0);
-    if (!r.sub(len, msg)) {  // incomplete: wait for the next record
+    if (!r.sub(len, msg)) {  // incomplete: wait for the next record, if it can fit
       r = save;
+      if (len + 4 > kMaxHandshake) hello_search_done_ = true;
       break;
     }
     if (type != 1 && type != 2) continue;
@@ -297,7 +309,8 @@ void TlsRecordParser::parse_handshake() {
     }
   }
   handshake_.erase(0, static_cast<size_t>(r.data() - base));
-  if (s_.client_hello || s_.server_hello) handshake_.clear();
+  if (s_.client_hello || s_.server_hello) hello_search_done_ = true;
+  if (hello_search_done_) release(handshake_);
 }
 
 void TlsRecordParser::resync_scan() {
@@ -315,7 +328,7 @@ void TlsRecordParser::resync_scan() {
     if (!plausible_tls_header(b + next)) continue;
     // Two chained headers: framing found. Replay the held bytes from i.
     std::string held = resync_.substr(i);
-    resync_.clear();
+    release(resync_);
     s_.resynced = true;
     mode_ = Mode::Header;
     header_have_ = 0;

@@ -89,9 +89,10 @@ class TlsRecordParser {
   size_t body_left_ = 0;
   uint8_t type_ = 0;
   bool first_ = true;
-  uint64_t offset_ = 0;    // stream bytes seen (including gaps)
-  std::string handshake_;  // handshake bytes until both hellos are seen (capped)
-  std::string resync_;     // bytes held while looking for framing (capped)
+  bool hello_search_done_ = false;  // a hello was parsed, or cannot be any more
+  uint64_t offset_ = 0;             // stream bytes seen (including gaps)
+  std::string handshake_;           // handshake bytes until both hellos are seen (capped)
+  std::string resync_;              // bytes held while looking for framing (capped)
 };
 
 }  // namespace xmig::verify
