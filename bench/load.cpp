@@ -131,7 +131,9 @@ socklen_t to_sockaddr(const Endpoint& e, sockaddr_storage& storage) {
 Listener::Listener(const Endpoint& where, int backlog) : where_(where) {
   sockaddr_storage addr;
   socklen_t len = to_sockaddr(where, addr);
-  fd_ = ::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  // Non-blocking: several threads may poll one listener, and those that lose
+  // the race for a connection must not block in accept().
+  fd_ = ::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd_ < 0) throw std::runtime_error(errno_text("socket for " + where.str()));
   if (where.is_unix) {
     ::unlink(where.path.c_str());
