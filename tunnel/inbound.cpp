@@ -61,8 +61,9 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot s
         X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject);
         names = subject;
       }
-      tls::send_close_notify(ssl.get());
-      throw std::runtime_error("certificate " + names + " names no configured [[peer]]");
+      // A certificate of our own CA: its holder may be told why, so that an
+      // operator can fix the config on either side.
+      throw Refusal(Verdict::NotAPeer, "certificate " + names + " names no configured [[peer]]");
     }
     info.peer = *peer;
     info.channel = tls::negotiated_channel(ssl.get());
@@ -88,8 +89,11 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot s
   } catch (const Refusal& r) {
     send_verdict_nowait(ssl.get(), r.verdict);
     s.stats.record_refusal();
-    spdlog::warn("refused: from {} peer {} channel {}: {}", source, info.peer, info.channel,
-                 r.what());
+    if (info.peer.empty())
+      spdlog::warn("refused: from {}: {}", source, r.what());
+    else
+      spdlog::warn("refused: from {} peer {} channel {}: {}", source, info.peer, info.channel,
+                   r.what());
     co_return;
   } catch (const std::exception& e) {
     s.stats.record_refusal();

@@ -25,6 +25,7 @@ enum class Verdict : uint8_t {
   UnknownChannel = 'C',     // the far side has no target for this channel
   TargetUnavailable = 'T',  // the far target refused or timed out
   Busy = 'B',               // the far side is at max_connections or stopping
+  NotAPeer = 'P',           // the certificate is valid but names no configured [[peer]]
 };
 
 inline std::string describe(Verdict v) {
@@ -37,6 +38,9 @@ inline std::string describe(Verdict v) {
       return "the peer could not connect to its target";
     case Verdict::Busy:
       return "the peer is busy or shutting down";
+    case Verdict::NotAPeer:
+      return "the peer does not list this host as a [[peer]] (check its config and this "
+             "certificate's DNS name)";
   }
   return "unknown verdict";
 }
