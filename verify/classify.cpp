@@ -38,6 +38,10 @@ std::string human_bytes(uint64_t b) {
   return u == 0 ? std::to_string(b) + " B" : fixed(v, 1) + " " + units[u];
 }
 
+std::string count(uint64_t n, const std::string& noun) {
+  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+}
+
 FlowVerdict classify_flow(const Flow& f) {
   FlowVerdict v;
   int c = f.client, s = 1 - f.client;

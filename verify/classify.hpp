@@ -26,5 +26,7 @@ FlowVerdict classify_flow(const Flow& flow);
 
 // "1.5 MiB"
 std::string human_bytes(uint64_t bytes);
+// "1 TCP flow", "3 TCP flows"
+std::string count(uint64_t n, const std::string& noun);
 
 }  // namespace xmig::verify

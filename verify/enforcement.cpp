@@ -66,6 +66,12 @@ std::string random_channel() {
 }  // namespace
 
 void check_enforcement(LiveContext& c) {
+  if (!c.reachable) {
+    c.report.add(kGroup, "refusals", Status::Fail,
+                 "not probed: the peer's TLS port " + c.address.str() + " is unreachable",
+                 "see the mutual TLS finding");
+    return;
+  }
   const std::string alpn = "xmig/" + std::string(tunnel::kVerifyChannel);
   const std::string& me = c.config.name;
   const std::string others_fix =

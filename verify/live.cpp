@@ -91,6 +91,7 @@ void check_handshake(LiveContext& c) {
                      "address here, and the firewall");
     return;
   }
+  c.reachable = true;
   if (!s.handshake_ok) {
     c.report.add("handshake", "mutual TLS", Status::Fail, s.error,
                  verify_failed
@@ -144,6 +145,10 @@ void check_data_path(LiveContext& c, const CanaryRun& run) {
         "data path", "mode", Status::Warn,
         "not measured: the canary did not pass through the local tunnel",
         "add a [[route]] with channel = \"verify\" and peer = \"" + o.peer + "\" to the config");
+  } else if (!run.intact) {
+    c.report.add("data path", "mode", Status::Warn,
+                 "not measured: the canary did not make the round trip",
+                 "see the canary round trip finding");
   } else {
     std::string error;
     std::optional<RecentConnection> found;
@@ -195,7 +200,7 @@ void check_data_path(LiveContext& c, const CanaryRun& run) {
 Report run_live(const LiveOptions& opts) {
   Report report;
   report.title = "live check of peer " + opts.peer + " with " + opts.config;
-  LiveContext c{opts, report, {}, nullptr, nullptr, {}, false};
+  LiveContext c{opts, report, {}, nullptr, nullptr, {}, false, false};
   if (!check_config(c)) return report;
   check_handshake(c);
   detail::check_enforcement(c);

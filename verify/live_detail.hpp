@@ -20,6 +20,7 @@ struct LiveContext {
   const tunnel::PeerConfig* peer = nullptr;
   std::shared_ptr<const tls::Context> tls;
   PeerAddress address;
+  bool reachable = false;   // a TCP connection to the peer's TLS port worked
   bool control_ok = false;  // a valid handshake with the local identity was accepted
 };
 

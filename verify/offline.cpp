@@ -62,8 +62,8 @@ Report analyze_pcap(const std::string& path) {
     tls += v.tls;
     verdicts.push_back(std::move(v));
   }
-  std::string summary = std::to_string(c.frames) + " frames, " + std::to_string(c.tcp_segments) +
-                        " TCP segments, " + std::to_string(table.flows().size()) + " TCP flows (" +
+  std::string summary = count(c.frames, "frame") + ", " + count(c.tcp_segments, "TCP segment") +
+                        ", " + count(table.flows().size(), "TCP flow") + " (" +
                         std::to_string(with_payload) + " with payload, " + std::to_string(tls) +
                         " TLS)";
   if (c.malformed) summary += ", " + std::to_string(c.malformed) + " malformed frames skipped";

@@ -79,8 +79,8 @@ std::string render_text(const Report& r) {
     if (!f.fix.empty()) out += "        fix: " + printable(f.fix) + "\n";
   }
   out += "\nresult: " + std::string(to_string(r.worst())) + " (" + std::to_string(counts[0]) +
-         " passed, " + std::to_string(counts[1]) + " warnings, " + std::to_string(counts[2]) +
-         " failed)\n";
+         " passed, " + std::to_string(counts[1]) + (counts[1] == 1 ? " warning, " : " warnings, ") +
+         std::to_string(counts[2]) + " failed)\n";
   return out;
 }
 
