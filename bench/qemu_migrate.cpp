@@ -138,9 +138,11 @@ int run(const Options& o) {
     const auto deadline = t0 + std::chrono::seconds(o.timeout);
     while (true) {
       sent = source.query_migration();
+      if (sent.finished() || std::chrono::steady_clock::now() > deadline) break;
+      // The destination may complete a moment before the source does; only
+      // its failure ends the wait early.
       received = dest.query_migration();
-      if (sent.finished() || received.finished() || std::chrono::steady_clock::now() > deadline)
-        break;
+      if (received.status == "failed" || received.status == "cancelled") break;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     if (sent.completed() && !received.finished())
