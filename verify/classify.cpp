@@ -157,6 +157,9 @@ FlowVerdict classify_flow(const Flow& f) {
   if (suite && version != 0x0304 && !cipher_suite_is_aead(suite))
     worsen(Status::Fail, cipher_suite_name(suite) + " is not an AEAD suite",
            "allow AEAD suites only (AES-GCM, ChaCha20-Poly1305)");
+  if (gaps && !broken)
+    worsen(Status::Warn, "bytes the capture missed were not judged",
+           "capture with a larger buffer (tcpdump -B 65536) and -s 0");
   if (bad_versions)
     worsen(Status::Warn, std::to_string(bad_versions) + " records with an odd version",
            "check what terminates TLS on this flow");

@@ -170,7 +170,9 @@ void send_canary(LiveContext& c, const std::string& canary, CanaryRun& run) {
                  "sent " + human_bytes(canary.size()) + " " + how + "; got " +
                      std::to_string(back.size()) + " bytes back, equal for the first " +
                      std::to_string(same) + (error.empty() ? "" : " (" + error + ")"),
-                 "see both tunnels' logs for the verify connection");
+                 run.via_route ? "check that the local xmig-tunnel runs with this config, and "
+                                 "see both tunnels' logs for the verify connection"
+                               : "see the peer's log for the verify connection");
   }
 }
 

@@ -186,6 +186,45 @@ TEST_F(VerifyLive, PeerAllowingTls12FailsOnlyTheTls12Check) {
     EXPECT_EQ(status_of(r, check), "pass") << check << "\n" << r.output;
 }
 
+TEST_F(VerifyLive, PeerPresentingAnotherHostsCertificateFailsPeerCertificate) {
+  // Setup: a TLS server presenting hv-a's certificate (genuine, same CA, but
+  // naming hv-a) where hv-b should be.
+  // Action: xmig-verify --peer hv-b.
+  // Must hold: exit 1; "mutual TLS" and "peer certificate" FAIL, the latter
+  // with OpenSSL's "hostname mismatch".
+  pair_ = std::make_unique<TunnelPair>(unstarted());
+  FakePeerOptions o = fake_with_b_identity();
+  o.cert_file = (pair_->a.pki / "server-cert.pem").string();
+  o.key_file = (pair_->a.pki / "server-key.pem").string();
+  FakeTlsPeer fake(o);
+  VerifyRun r = verify(config_pointing_at(fake.port()));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(status_of(r, "mutual TLS"), "fail") << r.output;
+  EXPECT_EQ(status_of(r, "peer certificate"), "fail") << r.output;
+  EXPECT_TRUE(contains(reason_of(r, "peer certificate"), "hostname mismatch"));
+}
+
+TEST_F(VerifyLive, WarnsWhenCertificatesExpireWithinWarnDays) {
+  // Setup: the pair's certificates are valid for 30 days; a strict fake peer
+  // with hv-b's certificate (nothing else wrong).
+  // Action: xmig-verify with the default --warn-days (30), then with 7.
+  // Must hold: with 30, "local certificate expiry" and "peer certificate
+  // expiry" WARN ("expires in 29 days") and the exit is still 0 unless
+  // something failed; with 7 both PASS.
+  pair_ = std::make_unique<TunnelPair>(unstarted());
+  FakeTlsPeer fake(fake_with_b_identity());
+  fs::path config = config_pointing_at(fake.port());
+  VerifyRun r = run_verify(
+      {"--config", config.string(), "--peer", "hv-b", "--json", "--canary-bytes", "65536"},
+      pair_->temp.path());
+  EXPECT_EQ(status_of(r, "local certificate expiry"), "warn") << r.output;
+  EXPECT_TRUE(contains(reason_of(r, "local certificate expiry"), "expires in 29 days"));
+  EXPECT_EQ(status_of(r, "peer certificate expiry"), "warn") << r.output;
+  VerifyRun relaxed = verify(config);
+  EXPECT_EQ(status_of(relaxed, "local certificate expiry"), "pass") << relaxed.output;
+  EXPECT_EQ(status_of(relaxed, "peer certificate expiry"), "pass") << relaxed.output;
+}
+
 TEST_F(VerifyLive, WireCheckFailsWhenCaptureIsNotPermitted) {
   // Setup: a tunnel pair with the verify route; xmig-verify runs without
   // CAP_NET_RAW and CAP_NET_ADMIN (setpriv drops them from every set).
