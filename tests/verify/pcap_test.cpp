@@ -15,6 +15,7 @@
 #include "tests/support/files.hpp"
 #include "tests/verify/helpers.hpp"
 #include "verify/canary.hpp"
+#include "verify/pcap_flows.hpp"
 #include "verify/signatures.hpp"
 #include "verify/tls_records.hpp"
 #include "verify/verify.hpp"
@@ -323,6 +324,101 @@ TEST_F(VerifyPcap, SurvivesThousandsOfMutatedCaptures) {
   EXPECT_GT(reports, 1000);
   RecordProperty("reports", reports);
   RecordProperty("errors", errors);
+}
+
+TEST(VerifyParts, FlowTableSurvivesRandomFramesOnEveryLinkType) {
+  // Setup: frames for every link type the decoder knows (Ethernet with VLAN
+  // tags, BSD null, loop, raw IP, Linux cooked v1/v2) around IPv4 and IPv6
+  // TCP segments (with extension headers), then mutated: random bytes over
+  // headers and payload, random truncation. 200000 frames, in process.
+  // Must hold: no crash; valid frames are decoded (some segments are seen).
+  std::mt19937_64 rng(4242);
+  const int links[] = {0, 1, 12, 101, 108, 113, 228, 229, 276, 147 /* unsupported */};
+  verify::FlowTable table;
+  for (int i = 0; i < 200000; ++i) {
+    int link = links[rng() % (sizeof links / sizeof links[0])];
+    bool v6 = rng() % 2;
+    std::string ip;
+    std::string payload = random_bytes(rng() % 300, rng());
+    if (i % 7 == 0) payload = "QEVM\0\0\0\3"s + payload;
+    if (!v6) {
+      ip = "\x45\x00"s + std::string(1, static_cast<char>((40 + payload.size()) >> 8)) +
+           std::string(1, static_cast<char>((40 + payload.size()) & 0xff)) +
+           "\0\0\x40\0\x40\x06\0\0\x0a\0\0\x01\x0a\0\0\x02"s;
+    } else {
+      bool ext = rng() % 2;
+      size_t plen = 20 + payload.size() + (ext ? 8 : 0);
+      ip = "\x60\0\0\0"s + std::string(1, static_cast<char>(plen >> 8)) +
+           std::string(1, static_cast<char>(plen & 0xff)) + (ext ? "\x00"s : "\x06"s) + "\x40"s +
+           random_bytes(32, rng());
+      if (ext) ip += "\x06\0\0\0\0\0\0\0"s;  // hop-by-hop, then TCP
+    }
+    std::string tcp =
+        "\x9c\x40\x1d\x13"s + random_bytes(4, rng() % 4) + "\0\0\0\0\x50\x18\xff\xff\0\0\0\0"s;
+    std::string l3 = ip + tcp + payload;
+    std::string proto = v6 ? "\x86\xdd"s : "\x08\x00"s;
+    std::string frame;
+    switch (link) {
+      case 1:
+        frame = std::string(12, '\x02') + (rng() % 3 == 0 ? "\x81\x00\0\x05"s : ""s) + proto + l3;
+        break;
+      case 0:
+        frame = (v6 ? "\x1e\0\0\0"s : "\x02\0\0\0"s) + l3;
+        break;
+      case 108:
+        frame = (v6 ? "\0\0\0\x1e"s : "\0\0\0\x02"s) + l3;
+        break;
+      case 113:
+        frame = std::string(14, '\0') + proto + l3;
+        break;
+      case 276:
+        frame = proto + std::string(18, '\0') + l3;
+        break;
+      default:
+        frame = l3;
+        break;
+    }
+    int edits = static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits && !frame.empty(); ++e)
+      frame[rng() % frame.size()] = static_cast<char>(rng());
+    if (rng() % 5 == 0 && !frame.empty()) frame.resize(rng() % frame.size());
+    table.add_frame(link, reinterpret_cast<const uint8_t*>(frame.data()), frame.size());
+  }
+  table.finish();
+  EXPECT_GT(table.counters().tcp_segments, 10000u);
+  EXPECT_GT(table.counters().malformed, 0u);
+  for (const auto& f : table.flows()) (void)f->dir[0].tls.summary().total_records();
+}
+
+TEST(VerifyParts, TlsParserSurvivesRandomStreamsFedInRandomChunks) {
+  // Must hold: random bytes, random record-like bytes and gaps fed in chunks
+  // of 1..5000 bytes never crash the parser, and real TLS records split at
+  // every possible point still count exactly.
+  std::mt19937_64 rng(99);
+  for (int i = 0; i < 2000; ++i) {
+    verify::TlsRecordParser p;
+    if (rng() % 2) p.start_unknown();
+    std::string s = random_bytes(rng() % 20000, rng());
+    for (size_t at = 0; at + 5 < s.size(); at += 1 + rng() % 4000)
+      if (rng() % 2) s.replace(at, 3, "\x17\x03\x03"s);
+    for (size_t at = 0; at < s.size();) {
+      size_t n = std::min<size_t>(s.size() - at, 1 + rng() % 5000);
+      p.feed(reinterpret_cast<const uint8_t*>(s.data()) + at, n);
+      if (rng() % 10 == 0) p.gap(rng() % 3000);
+      at += n;
+    }
+  }
+  std::string records = tls_client_hello("xmig/qemu");
+  for (int i = 0; i < 5; ++i) records += tls_record(23, random_bytes(1000 + i, i));
+  for (size_t cut = 0; cut <= records.size(); ++cut) {
+    verify::TlsRecordParser p;
+    p.feed(reinterpret_cast<const uint8_t*>(records.data()), cut);
+    p.feed(reinterpret_cast<const uint8_t*>(records.data()) + cut, records.size() - cut);
+    ASSERT_EQ(p.summary().total_records(), 6u) << cut;
+    ASSERT_TRUE(p.summary().client_hello) << cut;
+    ASSERT_EQ(p.summary().alpn, "xmig/qemu");
+    ASSERT_FALSE(p.summary().desync);
+  }
 }
 
 TEST(VerifyParts, CanaryWindowIsFoundAcrossAnyOffsetAndCanaryIsLowEntropy) {
