@@ -118,7 +118,8 @@ std::string config_text(const std::string& self, const std::string& other, const
     << "[tls]\n"
     << "ca = \"" << (pki / certs::kCaCertFile).string() << "\"\n"
     << "cert = \"" << (pki / certs::kServerCertFile).string() << "\"\n"
-    << "key = \"" << (pki / certs::kServerKeyFile).string() << "\"\n\n"
+    << "key = \"" << (pki / certs::kServerKeyFile).string() << "\"\n"
+    << opts.tls_toml << "\n\n"
     << "[[peer]]\n"
     << "name = \"" << other << "\"\n"
     << "address = \"127.0.0.1:" << other_port << "\"\n\n";

@@ -67,7 +67,8 @@ struct PairOptions {
   std::string entry;   // hv-a listens here ([[route]]); empty: its UNIX entry socket
   std::string channel = "qemu";
   unsigned workers = 0;    // [workers]; 0 = the tunnel's default (one per core)
-  std::string extra_toml;  // appended to both configs (e.g. a data-path mode switch)
+  std::string extra_toml;  // top-level TOML lines for both configs (e.g. workers, limits)
+  std::string tls_toml;    // lines for both [tls] tables (e.g. ktls = "off")
 };
 
 // Two real xmig-tunnel processes on loopback, hv-a (entry) and hv-b (exit),

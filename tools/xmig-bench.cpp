@@ -138,7 +138,7 @@ struct RunOptions {
   fs::path tunnel = default_tunnel();
   std::string entry = "tcp";
   unsigned workers = 0;
-  std::string extra_toml;
+  std::string extra_toml, tls_toml;
   bool keep = false;
   unsigned timeout = 600;
 };
@@ -211,6 +211,7 @@ int run(const RunOptions& o) {
     if (o.entry == "tcp") po.entry = "127.0.0.1:" + std::to_string(free_port());
     po.workers = o.workers;
     po.extra_toml = o.extra_toml;
+    po.tls_toml = o.tls_toml;
     pair.emplace(po);
     g_children[0] = pair->entry_pid();
     g_children[1] = pair->exit_pid();
@@ -387,7 +388,10 @@ int main(int argc, char** argv) {
   own->add_option("--workers", o.workers, "Tunnel worker threads (0: one per core)")
       ->capture_default_str();
   own->add_option("--tunnel-toml", o.extra_toml,
-                  "TOML lines added to both tunnel configs (e.g. a data-path mode setting)");
+                  "Top-level TOML lines added to both tunnel configs (e.g. workers = 1)");
+  own->add_option("--tls-toml", o.tls_toml,
+                  "TOML lines added to both [tls] tables, e.g. 'ktls = \"off\"' to force the "
+                  "userspace data path");
   own->add_flag("--keep", o.keep, "Keep the tunnels' directory (configs, certificates, logs)");
 
   // relay
@@ -421,7 +425,8 @@ int main(int argc, char** argv) {
       ->required();
   pair_cmd->add_option("--tunnel", o.tunnel, "xmig-tunnel binary")->capture_default_str();
   pair_cmd->add_option("--workers", o.workers, "Tunnel worker threads (0: one per core)");
-  pair_cmd->add_option("--tunnel-toml", o.extra_toml, "TOML lines added to both configs");
+  pair_cmd->add_option("--tunnel-toml", o.extra_toml, "Top-level TOML lines for both configs");
+  pair_cmd->add_option("--tls-toml", o.tls_toml, "TOML lines for both [tls] tables");
 
   // report
   auto* report_cmd = app.add_subcommand(
@@ -456,7 +461,8 @@ int main(int argc, char** argv) {
                        .target = pair_target,
                        .entry = pair_entry,
                        .workers = o.workers,
-                       .extra_toml = o.extra_toml});
+                       .extra_toml = o.extra_toml,
+                       .tls_toml = o.tls_toml});
       {
         std::ofstream info(pair_info.string() + ".tmp");
         info << "ENTRY=" << pair.entry() << "\nENTRY_PID=" << pair.entry_pid()
