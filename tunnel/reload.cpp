@@ -5,8 +5,10 @@
 #include <spdlog/spdlog.h>
 #include <sys/inotify.h>
 
+#include <cstring>
 #include <filesystem>
 #include <set>
+#include <vector>
 
 #include "tunnel/state.hpp"
 
@@ -72,7 +74,9 @@ asio::awaitable<void> watch_loop(Tunnel::State& s, int fd, std::set<std::string>
   asio::posix::stream_descriptor watch(s.io, fd);
   asio::steady_timer settle(s.io);
   bool pending = false;
-  alignas(inotify_event) char buf[4096];
+  // Coroutine frames do not honour alignas on locals (UBSan caught it), so
+  // events are copied out of the buffer before their fields are read.
+  std::vector<char> buf(4096);
   while (!s.stopping) {
     boost::system::error_code ec;
     co_await watch.async_wait(asio::posix::stream_descriptor::wait_read,
@@ -80,11 +84,13 @@ asio::awaitable<void> watch_loop(Tunnel::State& s, int fd, std::set<std::string>
     if (ec) break;
     ssize_t n;
     bool relevant = false;
-    while ((n = ::read(fd, buf, sizeof buf)) > 0) {
-      for (char* p = buf; p < buf + n;) {
-        auto* ev = reinterpret_cast<inotify_event*>(p);
-        if (ev->len && names.count(ev->name)) relevant = true;
-        p += sizeof(inotify_event) + ev->len;
+    while ((n = ::read(fd, buf.data(), buf.size())) > 0) {
+      for (size_t at = 0; at + sizeof(inotify_event) <= static_cast<size_t>(n);) {
+        inotify_event ev;
+        std::memcpy(&ev, buf.data() + at, sizeof ev);
+        const char* name = buf.data() + at + sizeof ev;
+        if (ev.len && names.count(std::string(name, ::strnlen(name, ev.len)))) relevant = true;
+        at += sizeof ev + ev.len;
       }
     }
     if (!relevant) continue;
