@@ -56,11 +56,10 @@ std::string interface_for(const PeerAddress& peer, std::string* why) {
   // sends nothing), and the interface that owns it.
   sockaddr_storage local{};
   socklen_t len = sizeof local;
-  int fd = ::socket(peer.addr.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  bool ok = fd >= 0 &&
-            ::connect(fd, reinterpret_cast<const sockaddr*>(&peer.addr), peer.len) == 0 &&
-            ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0;
-  if (fd >= 0) ::close(fd);
+  io::Fd fd(::socket(peer.addr.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  bool ok = fd &&
+            ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&peer.addr), peer.len) == 0 &&
+            ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &len) == 0;
   if (!ok) {
     *why = "no route to " + peer.ip;
     return "";

@@ -5,7 +5,11 @@
 //
 // Most tests run the real binary; the fuzz test calls the library directly so
 // it can afford thousands of files.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
 
 #include <algorithm>
 #include <cstring>
@@ -15,6 +19,7 @@
 #include "tests/support/files.hpp"
 #include "tests/verify/helpers.hpp"
 #include "verify/canary.hpp"
+#include "verify/capture.hpp"
 #include "verify/pcap_flows.hpp"
 #include "verify/signatures.hpp"
 #include "verify/tls_records.hpp"
@@ -419,6 +424,34 @@ TEST(VerifyParts, TlsParserSurvivesRandomStreamsFedInRandomChunks) {
     ASSERT_EQ(p.summary().alpn, "xmig/qemu");
     ASSERT_FALSE(p.summary().desync);
   }
+}
+
+TEST(VerifyParts, CaptureInterfaceFollowsThePeerAddress) {
+  // Must hold: 127.0.0.1 and ::1 are captured on the loopback interface, and
+  // so is an address of this host's own (traffic to it never leaves lo); an
+  // address reached through a route is captured on a real interface (checked
+  // when this host has a default route).
+  std::string why;
+  EXPECT_EQ(verify::interface_for(verify::resolve("127.0.0.1", 7443), &why), "lo") << why;
+  EXPECT_EQ(verify::interface_for(verify::resolve("::1", 7443), &why), "lo") << why;
+  ifaddrs* list = nullptr;
+  ASSERT_EQ(getifaddrs(&list), 0);
+  std::string own;
+  for (ifaddrs* i = list; i; i = i->ifa_next)
+    if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && !(i->ifa_flags & IFF_LOOPBACK)) {
+      char buf[INET_ADDRSTRLEN];
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, buf, sizeof buf);
+      own = buf;
+      break;
+    }
+  freeifaddrs(list);
+  if (own.empty()) GTEST_SKIP() << "no non-loopback IPv4 address";
+  EXPECT_EQ(verify::interface_for(verify::resolve(own, 7443), &why), "lo") << own;
+  // TEST-NET-3 is never local; with a default route it leaves on some interface.
+  std::string out = verify::interface_for(verify::resolve("203.0.113.9", 7443), &why);
+  if (out.empty()) GTEST_SKIP() << "no route: " << why;
+  EXPECT_NE(out, "lo");
+  EXPECT_EQ(if_nametoindex(out.c_str()) != 0, true) << out;
 }
 
 TEST(VerifyParts, CanaryWindowIsFoundAcrossAnyOffsetAndCanaryIsLowEntropy) {
