@@ -69,12 +69,28 @@ void reload(Tunnel::State& s, const std::string& why) {
 
 namespace {
 
+// True when one of the inotify events in buf[0, n) names one of `names`.
+// (A plain function: an inotify_event cannot live in a coroutine frame.)
+bool names_one_of(const char* buf, size_t n, const std::set<std::string>& names) {
+  bool hit = false;
+  for (size_t at = 0; at + sizeof(inotify_event) <= n;) {
+    inotify_event ev;
+    std::memcpy(&ev, buf + at, sizeof ev);
+    const char* name = buf + at + sizeof ev;
+    if (ev.len && at + sizeof ev + ev.len <= n &&
+        names.count(std::string(name, ::strnlen(name, ev.len))))
+      hit = true;
+    at += sizeof ev + ev.len;
+  }
+  return hit;
+}
+
 // Reads inotify events; a change to one of `names` (re)arms the settle timer.
 asio::awaitable<void> watch_loop(Tunnel::State& s, int fd, std::set<std::string> names) {
   asio::posix::stream_descriptor watch(s.io, fd);
   asio::steady_timer settle(s.io);
   bool pending = false;
-  // Coroutine frames do not honour alignas on locals (UBSan caught it), so
+  // Coroutine frames do not honour alignas on locals (UBSan caught it):
   // events are copied out of the buffer before their fields are read.
   std::vector<char> buf(4096);
   while (!s.stopping) {
@@ -84,15 +100,8 @@ asio::awaitable<void> watch_loop(Tunnel::State& s, int fd, std::set<std::string>
     if (ec) break;
     ssize_t n;
     bool relevant = false;
-    while ((n = ::read(fd, buf.data(), buf.size())) > 0) {
-      for (size_t at = 0; at + sizeof(inotify_event) <= static_cast<size_t>(n);) {
-        inotify_event ev;
-        std::memcpy(&ev, buf.data() + at, sizeof ev);
-        const char* name = buf.data() + at + sizeof ev;
-        if (ev.len && names.count(std::string(name, ::strnlen(name, ev.len)))) relevant = true;
-        at += sizeof ev + ev.len;
-      }
-    }
+    while ((n = ::read(fd, buf.data(), buf.size())) > 0)
+      relevant = names_one_of(buf.data(), static_cast<size_t>(n), names) || relevant;
     if (!relevant) continue;
     settle.expires_after(kSettle);
     if (pending) continue;  // the running wait picks up the new expiry
