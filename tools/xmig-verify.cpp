@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
                    ->check(CLI::ExistingFile);
   app.add_flag("--json", json, "print the findings as one JSON object");
   app.add_option("--canary-bytes", live.canary_bytes, "size of the canary stream")
-      ->check(CLI::Range(uint64_t{64 * 1024}, uint64_t{32} << 20))
+      ->check(CLI::Range(uint64_t{64 * 1024}, uint64_t{8} << 20))
       ->capture_default_str();
   app.add_option("--interface", live.interface,
                  "capture interface (default: found from the peer's address; lo for loopback)");

@@ -55,7 +55,7 @@ std::string make_canary(uint64_t bytes) {
 CanaryMatcher::CanaryMatcher(std::string canary) : canary_(std::move(canary)) {
   windows_.reserve(canary_.size());
   for_each_window(canary_, [&](uint64_t h, size_t off) {
-    windows_.emplace_back(h, static_cast<uint32_t>(off));
+    windows_.emplace_back(static_cast<uint32_t>(h >> 32), static_cast<uint32_t>(off));
   });
   std::sort(windows_.begin(), windows_.end());
   // Equal windows (the repeated text) need one representative each.
@@ -70,8 +70,9 @@ CanaryMatcher::CanaryMatcher(std::string canary) : canary_(std::move(canary)) {
 
 size_t CanaryMatcher::find_in(std::string_view haystack) const {
   size_t found = std::string_view::npos;
-  for_each_window(haystack, [&](uint64_t h, size_t off) {
+  for_each_window(haystack, [&](uint64_t full, size_t off) {
     if (found != std::string_view::npos) return;
+    auto h = static_cast<uint32_t>(full >> 32);
     auto it = std::lower_bound(windows_.begin(), windows_.end(), std::make_pair(h, uint32_t{0}));
     for (; it != windows_.end() && it->first == h; ++it)
       if (std::memcmp(canary_.data() + it->second, haystack.data() + off, kCanaryWindow) == 0) {

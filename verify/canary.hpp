@@ -20,6 +20,7 @@ std::string make_canary(uint64_t bytes);
 
 inline constexpr size_t kCanaryWindow = 16;
 
+// Memory: 8 bytes per canary byte (the live check caps the canary at 8 MiB).
 class CanaryMatcher {
  public:
   explicit CanaryMatcher(std::string canary);
@@ -29,7 +30,9 @@ class CanaryMatcher {
 
  private:
   std::string canary_;
-  std::vector<std::pair<uint64_t, uint32_t>> windows_;  // (rolling hash, offset), sorted
+  // (upper 32 bits of the rolling hash, offset), sorted: 8 bytes per window;
+  // a hash hit is confirmed with memcmp.
+  std::vector<std::pair<uint32_t, uint32_t>> windows_;
 };
 
 }  // namespace xmig::verify
