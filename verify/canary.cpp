@@ -66,12 +66,22 @@ CanaryMatcher::CanaryMatcher(std::string canary) : canary_(std::move(canary)) {
                                                   canary_.data() + b.second, kCanaryWindow) == 0;
                              }),
                  windows_.end());
+  size_t bits = 1 << 16;
+  while (bits < windows_.size() * 16) bits <<= 1;
+  filter_.assign(bits / 64, 0);
+  filter_mask_ = bits - 1;
+  for_each_window(canary_, [&](uint64_t h, size_t) {
+    uint64_t b = h & filter_mask_;
+    filter_[b >> 6] |= uint64_t{1} << (b & 63);
+  });
 }
 
 size_t CanaryMatcher::find_in(std::string_view haystack) const {
   size_t found = std::string_view::npos;
   for_each_window(haystack, [&](uint64_t full, size_t off) {
     if (found != std::string_view::npos) return;
+    uint64_t b = full & filter_mask_;
+    if (!(filter_[b >> 6] & (uint64_t{1} << (b & 63)))) return;
     auto h = static_cast<uint32_t>(full >> 32);
     auto it = std::lower_bound(windows_.begin(), windows_.end(), std::make_pair(h, uint32_t{0}));
     for (; it != windows_.end() && it->first == h; ++it)

@@ -33,6 +33,10 @@ class CanaryMatcher {
   // (upper 32 bits of the rolling hash, offset), sorted: 8 bytes per window;
   // a hash hit is confirmed with memcmp.
   std::vector<std::pair<uint32_t, uint32_t>> windows_;
+  // A filter in front of the sorted list: one bit per low-hash value, about
+  // 16 bits per window, so most positions of a haystack cost one lookup.
+  std::vector<uint64_t> filter_;
+  uint64_t filter_mask_ = 0;
 };
 
 }  // namespace xmig::verify
