@@ -195,8 +195,12 @@ void judge_capture(LiveContext& c, const LiveCapture& cap, const std::string& if
     FlowVerdict v = classify_flow(*f);
     if (!v.has_payload) continue;
     ++flows;
+    uint64_t odd = f->dir[0].tls.summary().bad_versions + f->dir[1].tls.summary().bad_versions;
     if (!v.tls || v.status == Status::Fail)
       not_tls += (not_tls.empty() ? "" : "; ") + v.name + ": " + v.reason;
+    else if (odd)
+      not_tls += (not_tls.empty() ? "" : "; ") + v.name + ": " + std::to_string(odd) +
+                 " records with a version other than TLS 1.0-1.2 in the record header";
     else if (versions.find(v.reason.substr(0, v.reason.find(','))) == std::string::npos)
       versions += (versions.empty() ? "" : "; ") + v.reason.substr(0, v.reason.find(','));
     for (int i = 0; i < 2; ++i) {
