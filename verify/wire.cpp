@@ -209,8 +209,8 @@ void judge_capture(LiveContext& c, const LiveCapture& cap, const std::string& if
         entropy_bytes += e.bytes();
         min_entropy = std::min(min_entropy, e.bits_per_byte());
         if (e.bits_per_byte() <= kCiphertextEntropy)
-          low_entropy += (low_entropy.empty() ? "" : "; ") + v.name + ": " +
-                         fixed(e.bits_per_byte(), 3) + " bits/byte";
+          low_entropy += (low_entropy.empty() ? "" : "; ") + f->side(i).str() + " -> " +
+                         f->side(1 - i).str() + ": " + fixed(e.bits_per_byte(), 3) + " bits/byte";
       }
     }
     if (std::min(f->dir[0].delivered, f->dir[1].delivered) > std::min(most[0], most[1])) {

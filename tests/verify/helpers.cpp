@@ -5,6 +5,7 @@
 #include <openssl/err.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include <cstring>
 #include <random>
@@ -294,6 +295,83 @@ EchoRelay::EchoRelay() {
 EchoRelay::~EchoRelay() {
   stop_ = true;
   thread_.join();
+}
+
+PlaintextForwarder::PlaintextForwarder(const fs::path& unix_path, uint16_t port,
+                                       bool fake_tls_framing)
+    : port_(port), framing_(fake_tls_framing) {
+  listener_ = io::Fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, unix_path.c_str(), sizeof addr.sun_path - 1);
+  ::unlink(unix_path.c_str());
+  if (::bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(listener_.get(), 8) != 0)
+    throw std::runtime_error("PlaintextForwarder: " + unix_path.string() + ": " + strerror(errno));
+  thread_ = std::thread([this] {
+    while (!stop_) {
+      io::Fd c = accept_some(listener_.get());
+      if (c) serve(c.get());
+    }
+  });
+}
+
+PlaintextForwarder::~PlaintextForwarder() {
+  stop_ = true;
+  thread_.join();
+}
+
+// One connection: client <-> TCP peer, both directions in one poll loop.
+void PlaintextForwarder::serve(int client) {
+  io::Fd peer(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port_);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(peer.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return;
+  std::string back;  // framed bytes from the peer, not yet unwrapped
+  bool client_open = true;
+  for (int idle = 0; idle < 100 && !stop_;) {
+    pollfd fds[2] = {{client, static_cast<short>(client_open ? POLLIN : 0), 0},
+                     {peer.get(), POLLIN, 0}};
+    if (::poll(fds, 2, 100) <= 0) {
+      ++idle;
+      continue;
+    }
+    idle = 0;
+    char buf[16000];
+    if (fds[0].revents & (POLLIN | POLLHUP)) {
+      ssize_t n = ::recv(client, buf, sizeof buf, 0);
+      if (n <= 0) {
+        client_open = false;
+        ::shutdown(peer.get(), SHUT_WR);
+      } else {
+        std::string out(buf, static_cast<size_t>(n));
+        if (framing_)
+          out = std::string("\x17\x03\x03", 3) + static_cast<char>(n >> 8) +
+                static_cast<char>(n & 0xff) + out;
+        ::send(peer.get(), out.data(), out.size(), MSG_NOSIGNAL);
+      }
+    }
+    if (fds[1].revents & (POLLIN | POLLHUP)) {
+      ssize_t n = ::recv(peer.get(), buf, sizeof buf, 0);
+      if (n <= 0) break;
+      back.append(buf, static_cast<size_t>(n));
+      std::string out;
+      if (!framing_) {
+        out.swap(back);
+      } else {
+        while (back.size() >= 5) {
+          size_t len = static_cast<uint8_t>(back[3]) * 256u + static_cast<uint8_t>(back[4]);
+          if (back.size() < 5 + len) break;
+          out += back.substr(5, len);
+          back.erase(0, 5 + len);
+        }
+      }
+      ::send(client, out.data(), out.size(), MSG_NOSIGNAL);
+    }
+  }
+  ::shutdown(client, SHUT_WR);
 }
 
 namespace {

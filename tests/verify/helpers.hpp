@@ -92,6 +92,25 @@ class EchoRelay {
   std::thread thread_;
 };
 
+// Poses as the local tunnel's verify route: accepts on a UNIX socket and
+// forwards each connection to 127.0.0.1:port over plain TCP (what a
+// hand-made socat "tunnel" does). With fake_tls_framing, bytes towards the
+// peer are wrapped in TLS application-data record headers (and unwrapped on
+// the way back): TLS-shaped, yet plaintext.
+class PlaintextForwarder {
+ public:
+  PlaintextForwarder(const fs::path& unix_path, uint16_t port, bool fake_tls_framing);
+  ~PlaintextForwarder();
+
+ private:
+  void serve(int client);
+  io::Fd listener_;
+  uint16_t port_;
+  bool framing_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
 struct FakePeerOptions {
   std::string cert_file, key_file, ca_file;  // its identity; the CA it checks clients against
   bool verify_clients = true;                // false: accepts any client (or none)

@@ -225,6 +225,42 @@ TEST_F(VerifyLive, WarnsWhenCertificatesExpireWithinWarnDays) {
   EXPECT_EQ(status_of(relaxed, "peer certificate expiry"), "pass") << relaxed.output;
 }
 
+TEST_F(VerifyLive, WireCheckCatchesPlaintextForwarderPosingAsTunnel) {
+  // Setup: hv-a's config has a verify [[route]] on a UNIX socket, but what
+  // listens there is a plaintext forwarder (a hand-made "tunnel") to an echo
+  // relay at the peer's address; a second run wraps the plaintext in TLS
+  // record headers, so the bytes look like TLS framing.
+  // Action: xmig-verify, once per forwarder.
+  // Must hold: the canary comes back intact both times (the round trip alone
+  // proves nothing), yet "no canary bytes on the wire" FAILs with the place
+  // it was found; without framing "TLS records" FAILs; with framing
+  // "entropy" FAILs as low entropy.
+  pair_ = std::make_unique<TunnelPair>(unstarted());
+  EchoRelay relay;
+  fs::path sock = pair_->temp.path() / "verify.sock";
+  fs::path config = config_pointing_at(relay.port());
+  write_file(config, read_file(config) + "\n[[route]]\nlisten = \"unix:" + sock.string() +
+                         "\"\npeer = \"hv-b\"\nchannel = \"verify\"\n");
+  for (bool framing : {false, true}) {
+    SCOPED_TRACE(framing ? "TLS-framed plaintext" : "plaintext");
+    PlaintextForwarder forwarder(sock, relay.port(), framing);
+    VerifyRun r = verify(config);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_EQ(status_of(r, "canary round trip"), "pass") << r.output;
+    EXPECT_EQ(status_of(r, "no canary bytes on the wire"), "fail") << r.output;
+    EXPECT_TRUE(contains(reason_of(r, "no canary bytes on the wire"), "canary plaintext found in"));
+    if (!framing) {
+      EXPECT_EQ(status_of(r, "TLS records"), "fail") << r.output;
+      EXPECT_TRUE(contains(reason_of(r, "TLS records"), "not TLS records"));
+    } else {
+      // (TLS records may still fail here: the relay also answers the
+      // enforcement probes in plaintext, and their ends can reach the capture.)
+      EXPECT_EQ(status_of(r, "entropy"), "fail") << r.output;
+      EXPECT_TRUE(contains(reason_of(r, "entropy"), "low entropy"));
+    }
+  }
+}
+
 TEST_F(VerifyLive, WireCheckFailsWhenCaptureIsNotPermitted) {
   // Setup: a tunnel pair with the verify route; xmig-verify runs without
   // CAP_NET_RAW and CAP_NET_ADMIN (setpriv drops them from every set).
