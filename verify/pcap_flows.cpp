@@ -63,7 +63,9 @@ void FlowTable::add_frame(int linktype, const uint8_t* p, size_t n) {
     case DLT_NULL:
     case DLT_LOOP: {
       if (n < 4) return void(++counters_.malformed);
-      uint32_t fam = linktype == DLT_LOOP ? be32(p) : (p[0] | p[1] << 8 | p[2] << 16 | p[3] << 24);
+      uint32_t fam = linktype == DLT_LOOP
+                         ? be32(p)
+                         : (p[0] | p[1] << 8 | p[2] << 16 | static_cast<uint32_t>(p[3]) << 24);
       if (fam > 0xffff) fam = be32(p);  // written on a host of the other byte order
       proto = fam == 2 ? 0x0800 : (fam == 10 || fam == 24 || fam == 28 || fam == 30) ? 0x86dd : 0;
       off = 4;
