@@ -66,7 +66,10 @@ void Pump::fail(const std::string& reason) {
   set_reset_on_close(tls());
   // Cancel what is in flight on either socket; their completions then come
   // back (with -ECANCELED or whatever they had done) and close_if_idle() runs.
-  for (int fd : {plain(), tls()}) {
+  std::vector<int> files = other_files();
+  files.push_back(plain());
+  files.push_back(tls());
+  for (int fd : files) {
     io_uring_sqe* s = worker_.ring().get(kIgnoreTag);
     io_uring_prep_cancel_fd(s, fd, IORING_ASYNC_CANCEL_ALL);
   }

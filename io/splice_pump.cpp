@@ -62,6 +62,13 @@ class SplicePump final : public Pump {
 
   void start() override {
     if (!up_.open() || !down_.open()) return fail(std::string("pipe: ") + strerror(errno));
+    // io_uring runs a splice in its worker pool, as a blocking call: on a
+    // non-blocking socket it would just fail with EAGAIN instead of waiting.
+    for (int fd : {plain(), tls()}) {
+      int flags = ::fcntl(fd, F_GETFL);
+      if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0)
+        return fail(std::string("fcntl(O_NONBLOCK): ") + strerror(errno));
+    }
     splice_up_in();
     splice_down_in();
   }
@@ -101,6 +108,12 @@ class SplicePump final : public Pump {
         stats_.tls_to_plain += static_cast<uint64_t>(res);
         return down_pending_ ? splice_down_out() : splice_down_in();
     }
+  }
+
+  // A splice blocks in io_uring's worker pool; a cancellation (which then
+  // interrupts it) must name its output file: the pipes' ends.
+  std::vector<int> other_files() const override {
+    return {up_.read.get(), up_.write.get(), down_.read.get(), down_.write.get()};
   }
 
   // ---- plain -> TLS ------------------------------------------------------------

@@ -81,6 +81,10 @@ class Pump {
 
  protected:
   virtual void on_complete(unsigned op, int res) = 0;
+  // Extra files whose operations fail() must cancel besides the two sockets
+  // (io_uring matches a cancellation by an operation's own file: for a
+  // splice, its output). Up to four.
+  virtual std::vector<int> other_files() const { return {}; }
 
   // An SQE for operation `op`, counted as in flight.
   io_uring_sqe* sqe(unsigned op);
