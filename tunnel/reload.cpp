@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <set>
 #include <vector>
 
@@ -26,16 +27,24 @@ void reload(Tunnel::State& s, const std::string& why);
 
 namespace {
 
+// The settle timer, and whether a reload is waiting on it. Shared by the watch
+// loop and the reload it spawns, as either may end first (the watch loop ends
+// on shutdown while a reload may be waiting).
+struct Settle {
+  explicit Settle(asio::io_context& io) : timer(io) {}
+  asio::steady_timer timer;
+  bool pending = false;
+};
+
 // Waits until the files have been quiet for kSettle (each event pushes the
 // timer's expiry out), then reloads once.
-asio::awaitable<void> settle_then_reload(Tunnel::State& s, asio::steady_timer& settle,
-                                         bool& pending) {
+asio::awaitable<void> settle_then_reload(Tunnel::State& s, std::shared_ptr<Settle> settle) {
   while (true) {
     boost::system::error_code ec;
-    co_await settle.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await settle->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (!ec || s.stopping) break;
   }
-  pending = false;
+  settle->pending = false;
   if (!s.stopping) reload(s, "files changed");
 }
 
@@ -88,8 +97,7 @@ bool names_one_of(const char* buf, size_t n, const std::set<std::string>& names)
 // Reads inotify events; a change to one of `names` (re)arms the settle timer.
 asio::awaitable<void> watch_loop(Tunnel::State& s, int fd, std::set<std::string> names) {
   asio::posix::stream_descriptor watch(s.io, fd);
-  asio::steady_timer settle(s.io);
-  bool pending = false;
+  auto settle = std::make_shared<Settle>(s.io);
   // Coroutine frames do not honour alignas on locals (UBSan caught it):
   // events are copied out of the buffer before their fields are read.
   std::vector<char> buf(4096);
@@ -103,10 +111,10 @@ asio::awaitable<void> watch_loop(Tunnel::State& s, int fd, std::set<std::string>
     while ((n = ::read(fd, buf.data(), buf.size())) > 0)
       relevant = names_one_of(buf.data(), static_cast<size_t>(n), names) || relevant;
     if (!relevant) continue;
-    settle.expires_after(kSettle);
-    if (pending) continue;  // the running wait picks up the new expiry
-    pending = true;
-    asio::co_spawn(s.io, settle_then_reload(s, settle, pending), asio::detached);
+    settle->timer.expires_after(kSettle);
+    if (settle->pending) continue;  // the running wait picks up the new expiry
+    settle->pending = true;
+    asio::co_spawn(s.io, settle_then_reload(s, settle), asio::detached);
   }
 }
 
