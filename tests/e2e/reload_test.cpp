@@ -30,6 +30,7 @@
 #include <initializer_list>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -909,6 +910,60 @@ TEST_F(Reload, CrlChangeRefusesNewConnectionsOnly) {
       },
       10s))
       << logs();
+}
+
+// Setup: hv-a and hv-b running; one long connection through the pair carries
+// paced data both ways.
+// Action: hv-b's certificate and key are replaced and, before the watcher's
+// 300 ms settle has passed, hv-b gets SIGTERM, so it drains (stops accepting,
+// lets the connection run) with a reload still due; while it drains, its CA
+// file is renamed into place once more (the watcher wakes up and ends); a
+// second later the connection ends.
+// What must hold: the connection ends intact (equal hashes both ways) and
+// hv-b exits 0 once it has. The reload watcher stops while a reload is
+// pending: built with -DXMIG_SANITIZE=ON, a use of its freed state shows up
+// here as a non-zero exit (or a crash).
+TEST_F(Reload, FileChangeWhileDrainingIsHarmless) {
+  pair_ = std::make_unique<TunnelPair>();
+  TunnelPair& pair = *pair_;
+  auto sink = Listener::unix_socket(pair.delivery("qemu").string());
+  std::atomic<bool> stop{false};
+  LongStream running;
+  struct StopOnExit {
+    std::atomic<bool>& stop;
+    ~StopOnExit() { stop = true; }
+  } stop_on_exit{stop};
+  ASSERT_EQ(running.start(pair, sink, "qemu", 41, 16 * kMiB, 4 * kMiB, stop), "") << logs();
+  std::this_thread::sleep_for(300ms);
+
+  // A change the watcher is still settling (its reload is due in 300 ms) ...
+  make_node_pki(pair.b.pki, pair.ca, "hv-b");
+  pair.b.process->signal(SIGTERM);
+  ASSERT_TRUE(
+      wait_until([&] { return count_in_log(pair.b.log, "SIGTERM: no longer accepting") == 1; }, 5s))
+      << logs();
+  // ... and one more while hv-b drains: the watcher ends on it.
+  const fs::path staged = pair.b.dir / "ca-cert.pem.staged";
+  write_file(staged, read_file(pair.b.pki / "ca-cert.pem"));
+  fs::rename(staged, pair.b.pki / "ca-cert.pem");
+  std::this_thread::sleep_for(1s);
+  EXPECT_TRUE(pair.b.process->running()) << "hv-b did not wait for the running connection\n"
+                                         << logs();
+
+  stop = true;
+  Hashed s = running.sent.get(), sb = running.sent_back.get();
+  Hashed r = running.received.get(), rb = running.received_back.get();
+  EXPECT_EQ(r.error, "") << logs();
+  EXPECT_EQ(rb.error, "") << logs();
+  EXPECT_EQ(r.bytes, s.bytes);
+  EXPECT_EQ(r.sha256, s.sha256);
+  EXPECT_EQ(rb.bytes, sb.bytes);
+  EXPECT_EQ(rb.sha256, sb.sha256);
+  running.client.reset();
+  running.target.reset();
+  std::optional<int> code = pair.b.process->wait(15s);
+  ASSERT_TRUE(code.has_value()) << "hv-b did not exit after its last connection\n" << logs();
+  EXPECT_EQ(*code, 0) << logs();
 }
 
 }  // namespace
