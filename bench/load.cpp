@@ -274,7 +274,7 @@ uint64_t share_of(const StreamOptions& opts, unsigned stream) {
 // Sends the stream's bytes, half-closes, then waits for the far end to close
 // (so the connection is fully torn down before the run counts as done).
 void send_stream(const StreamOptions& opts, const Pattern& pattern, unsigned stream,
-                 Failure& failure, double& connect_seconds) {
+                 Failure& failure, double& connect_seconds, std::atomic<uint64_t>& sent) {
   const auto t0 = Clock::now();
   int fd = -1;
   try {
@@ -297,6 +297,7 @@ void send_stream(const StreamOptions& opts, const Pattern& pattern, unsigned str
     ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
     if (n > 0) {
       pos += static_cast<uint64_t>(n);
+      sent += static_cast<uint64_t>(n);
     } else if (n < 0 && errno != EINTR && errno != EAGAIN) {
       failure.set(errno_text("stream " + std::to_string(stream) + ": send"));
     }
@@ -365,22 +366,31 @@ void receive_stream(int fd, const StreamOptions& opts, const Pattern& pattern,
 
 }  // namespace
 
-StreamResult run_streams(const StreamOptions& opts, Listener& sink, const Pattern& pattern) {
+StreamResult run_streams(const StreamOptions& opts, Listener* sink, const Pattern& pattern) {
+  const bool sending = opts.role != StreamOptions::Role::SinkOnly;
+  const bool receiving = opts.role != StreamOptions::Role::SourceOnly;
+  if (receiving && !sink) throw std::invalid_argument("run_streams: a sink needs a listener");
   StreamResult result;
   Failure failure;
-  std::atomic<uint64_t> verified{0};
+  std::atomic<uint64_t> verified{0}, sent{0};
   std::vector<std::atomic<bool>> seen(opts.streams);
   std::vector<double> connect_seconds(opts.streams, 0);
   std::vector<Clock::time_point> finished(opts.streams);
   std::vector<std::thread> receivers, senders;
+  std::atomic<unsigned> senders_done{0};
   const auto deadline = Clock::now() + opts.timeout;
 
-  const auto t0 = Clock::now();
-  for (unsigned s = 0; s < opts.streams; ++s)
-    senders.emplace_back(send_stream, std::cref(opts), std::cref(pattern), s, std::ref(failure),
-                         std::ref(connect_seconds[s]));
+  auto t0 = Clock::now();
+  if (sending)
+    for (unsigned s = 0; s < opts.streams; ++s)
+      senders.emplace_back([&, s] {
+        send_stream(opts, pattern, s, failure, connect_seconds[s], sent);
+        if (!receiving) finished[s] = Clock::now();
+        ++senders_done;
+      });
 
-  // Accept every stream, and report progress while waiting.
+  // Accept every stream (a sink alone starts its clock at the first one), and
+  // report progress while waiting.
   auto next_progress = Clock::now();
   unsigned accepted = 0;
   while (!failure.failed()) {
@@ -389,34 +399,36 @@ StreamResult run_streams(const StreamOptions& opts, Listener& sink, const Patter
       break;
     }
     if (opts.progress && Clock::now() >= next_progress) {
-      opts.progress(verified.load());
+      opts.progress(receiving ? verified.load() : sent.load());
       next_progress += std::chrono::milliseconds(200);
     }
-    if (accepted < opts.streams) {
-      int fd = sink.accept(std::chrono::milliseconds(100));
+    if (receiving && accepted < opts.streams) {
+      int fd = sink->accept(std::chrono::milliseconds(100));
       if (fd < 0) continue;
+      if (!sending && accepted == 0) t0 = Clock::now();
       receivers.emplace_back(receive_stream, fd, std::cref(opts), std::cref(pattern),
                              std::ref(seen), std::ref(verified), std::ref(failure),
                              std::ref(finished[accepted]));
       ++accepted;
       continue;
     }
-    if (verified.load() >= opts.bytes) break;
+    if (receiving ? verified.load() >= opts.bytes : senders_done.load() == opts.streams) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   for (auto& t : receivers) t.join();
   for (auto& t : senders) t.join();
-  if (opts.progress) opts.progress(verified.load());
+  if (opts.progress) opts.progress(receiving ? verified.load() : sent.load());
 
   auto end = t0;
-  for (unsigned s = 0; s < accepted; ++s) end = std::max(end, finished[s]);
+  for (unsigned s = 0; s < (receiving ? accepted : opts.streams); ++s)
+    end = std::max(end, finished[s]);
   result.seconds = std::chrono::duration<double>(end - t0).count();
-  result.bytes = verified.load();
+  result.bytes = receiving ? verified.load() : sent.load();
   result.connect_seconds = *std::max_element(connect_seconds.begin(), connect_seconds.end());
   result.error = failure.text();
   if (result.error.empty() && result.bytes != opts.bytes)
-    result.error = "sink verified " + std::to_string(result.bytes) + " of " +
-                   std::to_string(opts.bytes) + " bytes";
+    result.error = std::string(receiving ? "sink verified " : "source sent ") +
+                   std::to_string(result.bytes) + " of " + std::to_string(opts.bytes) + " bytes";
   return result;
 }
 

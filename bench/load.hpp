@@ -94,6 +94,10 @@ class Pattern {
 // ---- Throughput --------------------------------------------------------------
 
 struct StreamOptions {
+  // Both ends here (one host), or one of them, for a path between two hosts:
+  // the sink runs where the path's exit is, the source where its entry is.
+  enum class Role { Both, SourceOnly, SinkOnly };
+  Role role = Role::Both;
   Endpoint connect;  // the entry of the path under test
   unsigned streams = 1;
   uint64_t bytes = 1ull << 30;  // total over all streams
@@ -112,7 +116,11 @@ struct StreamResult {
 
 // Sends opts.bytes over opts.streams connections to opts.connect while `sink`
 // accepts them and verifies every byte; returns when all streams have ended.
-StreamResult run_streams(const StreamOptions& opts, Listener& sink, const Pattern& pattern);
+// SourceOnly: no sink here (nullptr); the time runs until the far end has
+// closed every stream, i.e. after the remote sink read the last byte.
+// SinkOnly: accepts and verifies opts.streams streams of opts.bytes in all;
+// the time runs from the first connection accepted to the last byte.
+StreamResult run_streams(const StreamOptions& opts, Listener* sink, const Pattern& pattern);
 
 // ---- Handshakes --------------------------------------------------------------
 

@@ -133,6 +133,7 @@ struct RunOptions {
   std::string bytes = "1G";
   unsigned handshakes = 200, handshake_concurrency = 4;
   bool json = false;
+  StreamOptions::Role role = StreamOptions::Role::Both;
   std::string label, group;
   int round = 0;
   fs::path tunnel = default_tunnel();
@@ -169,10 +170,14 @@ void add_costs(Record& r, const std::vector<Measured>& procs, double gigabytes) 
 
 void print_text(const Record& r, const std::vector<Measured>& procs) {
   if (r.text("suite") == "stream") {
-    std::printf("%s: %.3f GB in %.3f s = %.3f GB/s at the sink, %u stream(s), verified%s\n",
-                r.text("config")->c_str(), *r.number("bytes") / 1e9, *r.number("seconds"),
-                *r.number("value"), static_cast<unsigned>(*r.number("streams")),
-                r.flag("ok").value() ? "" : " — FAILED");
+    const bool at_source = r.text("measured_at") == "source";
+    std::printf("%s: %.3f GB in %.3f s = %.3f GB/s %s, %u stream(s)%s\n", r.text("config")->c_str(),
+                *r.number("bytes") / 1e9, *r.number("seconds"), *r.number("value"),
+                at_source ? "sent (until the remote sink closed)" : "at the sink",
+                static_cast<unsigned>(*r.number("streams")),
+                !r.flag("ok").value() ? " — FAILED"
+                : at_source           ? ""
+                                      : ", every byte verified");
   } else {
     std::printf(
         "%s: %u connections in %.3f s = %.1f connections/s; latency p50 %.2f ms, "
@@ -193,13 +198,19 @@ void print_text(const Record& r, const std::vector<Measured>& procs) {
 int run(const RunOptions& o) {
   const uint64_t bytes = parse_size(o.bytes);
   std::vector<Measured> procs = parse_pids(o.pids);
-  const bool self_start = o.connect.empty();
-  if (!self_start && o.sink_listen.empty())
+  using Role = StreamOptions::Role;
+  const bool self_start = o.connect.empty() && o.role == Role::Both;
+  if (!self_start && o.role == Role::Both && o.sink_listen.empty())
     throw CLI::ValidationError("--sink-listen",
-                               "required with --connect: where the path under test delivers");
+                               "required with --connect: where the path under test delivers "
+                               "(or --remote-sink when `xmig-bench sink` runs on the far host)");
+  if (o.role == Role::SourceOnly && o.connect.empty())
+    throw CLI::ValidationError("--remote-sink", "needs --connect: the entry of the path");
 
   // The sink listens first, so the path's exit can connect to it.
-  Listener sink(parse_endpoint(o.sink_listen.empty() ? "127.0.0.1:0" : o.sink_listen));
+  std::optional<Listener> sink;
+  if (o.role != Role::SourceOnly)
+    sink.emplace(parse_endpoint(o.sink_listen.empty() ? "127.0.0.1:0" : o.sink_listen));
   std::optional<TunnelPair> pair;
   fs::path dir;
   if (self_start) {
@@ -207,7 +218,7 @@ int run(const RunOptions& o) {
     PairOptions po;
     po.dir = dir;
     po.tunnel = o.tunnel;
-    po.target = sink.endpoint().str();
+    po.target = sink->endpoint().str();
     if (o.entry == "tcp") po.entry = "127.0.0.1:" + std::to_string(free_port());
     po.workers = o.workers;
     po.extra_toml = o.extra_toml;
@@ -218,7 +229,9 @@ int run(const RunOptions& o) {
     procs.insert(procs.begin(),
                  {{"entry", pair->entry_pid(), {}, {}}, {"exit", pair->exit_pid(), {}, {}}});
   }
-  const Endpoint entry = parse_endpoint(self_start ? pair->entry() : o.connect);
+  const Endpoint entry = o.role == Role::SinkOnly
+                             ? Endpoint{}
+                             : parse_endpoint(self_start ? pair->entry() : o.connect);
   const Pattern pattern;
 
   // Throughput: CPU and RSS are read right before and after the transfer.
@@ -226,12 +239,13 @@ int run(const RunOptions& o) {
   const double self_before = self_cpu_seconds();
   ProgressBar bar(bytes, !o.json && ::isatty(STDOUT_FILENO));
   StreamOptions so;
+  so.role = o.role;
   so.connect = entry;
   so.streams = o.streams;
   so.bytes = bytes;
   so.timeout = std::chrono::seconds(o.timeout);
   so.progress = [&](uint64_t done) { bar.update(done); };
-  const StreamResult sr = run_streams(so, sink, pattern);
+  const StreamResult sr = run_streams(so, sink ? &*sink : nullptr, pattern);
   bar.finish();
   for (auto& p : procs) p.after = sample(p.pid);
   const double self_cpu = self_cpu_seconds() - self_before;
@@ -240,14 +254,14 @@ int run(const RunOptions& o) {
   // Handshakes: connections/s through the entry, each carrying 16 bytes.
   std::optional<HandshakeResult> hr;
   std::vector<Measured> hs_procs = procs;
-  if (o.handshakes > 0 && sr.error.empty()) {
+  if (o.handshakes > 0 && sr.error.empty() && o.role == Role::Both) {
     for (auto& p : hs_procs) p.before = sample(p.pid);
     HandshakeOptions ho;
     ho.connect = entry;
     ho.connections = o.handshakes;
     ho.concurrency = o.handshake_concurrency;
     ho.timeout = std::chrono::seconds(o.timeout);
-    hr = run_handshakes(ho, sink);
+    hr = run_handshakes(ho, *sink);
     for (auto& p : hs_procs) p.after = sample(p.pid);
   }
 
@@ -278,6 +292,7 @@ int run(const RunOptions& o) {
       .set("seconds", sr.seconds)
       .set("connect_ms", sr.connect_seconds * 1e3)
       .set("load_cpu_s", self_cpu);
+  if (o.role != Role::Both) r.set("measured_at", o.role == Role::SinkOnly ? "sink" : "source");
   if (!mode.empty()) r.set("mode", mode);
   if (!cipher.empty()) r.set("cipher", cipher);
   add_costs(r, stream_procs, static_cast<double>(sr.bytes) / 1e9);
@@ -355,6 +370,10 @@ int main(int argc, char** argv) {
   app.add_option("--sink-listen", o.sink_listen,
                  "Where the sink listens, i.e. where the path delivers (required with --connect; "
                  "default 127.0.0.1 on a free port)");
+  bool remote_sink = false;
+  app.add_flag("--remote-sink", remote_sink,
+               "Send only: the sink is `xmig-bench sink` on the far host (between two hosts); "
+               "the time runs until the far end closed every stream");
   app.add_option("--pid", o.pids,
                  "NAME=PID of a process to measure (repeatable), e.g. entry=1234 exit=1240; the "
                  "ends it starts itself are measured as entry and exit");
@@ -393,6 +412,26 @@ int main(int argc, char** argv) {
                   "TOML lines added to both [tls] tables, e.g. 'ktls = \"off\"' to force the "
                   "userspace data path");
   own->add_flag("--keep", o.keep, "Keep the tunnels' directory (configs, certificates, logs)");
+
+  // sink
+  auto* sink_cmd = app.add_subcommand(
+      "sink",
+      "The far end of a measurement between two hosts: accept --streams streams of --bytes in "
+      "all, verify every byte, report GB/s at the sink (first connection to last byte) and the "
+      "cost of local --pid processes (e.g. the exit tunnel). Start it before the source:\n"
+      "  host B: xmig-bench sink --listen 10.0.0.2:7003 --streams 4 --bytes 8G --pid exit=PID\n"
+      "  host A: xmig-bench --connect 127.0.0.1:7001 --remote-sink --streams 4 --bytes 8G "
+      "--pid entry=PID");
+  std::string sink_listen;
+  sink_cmd->add_option("--listen", sink_listen, "HOST:PORT or unix:PATH")->required();
+  sink_cmd->add_option("-n,--streams", o.streams, "Streams to expect")->capture_default_str();
+  sink_cmd->add_option("-b,--bytes", o.bytes, "Bytes over all streams (as the source's --bytes)")
+      ->capture_default_str();
+  sink_cmd->add_option("--pid", o.pids, "NAME=PID of a local process to measure (repeatable)");
+  sink_cmd->add_flag("--json", o.json, "Print one flat JSON object");
+  sink_cmd->add_option("--label", o.label, "Name of the path in the output");
+  sink_cmd->add_option("--timeout", o.timeout, "Seconds before the run is abandoned")
+      ->capture_default_str();
 
   // relay
   auto* relay = app.add_subcommand(
@@ -492,6 +531,12 @@ int main(int argc, char** argv) {
       return 0;
     }
     install_signals(true);
+    if (*sink_cmd) {
+      o.role = StreamOptions::Role::SinkOnly;
+      o.sink_listen = sink_listen;
+    } else if (remote_sink) {
+      o.role = StreamOptions::Role::SourceOnly;
+    }
     return run(o);
   } catch (const CLI::Error& e) {
     return app.exit(e);
