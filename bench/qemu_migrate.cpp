@@ -147,6 +147,8 @@ int run(const Options& o) {
     }
     if (sent.completed() && !received.finished())
       received = dest.wait_for_migration(std::chrono::seconds(60));
+    else if (!sent.completed() && received.status.empty())
+      received = dest.query_migration();
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (auto& p : procs) p.after = xmig::bench::sample(p.pid);

@@ -327,7 +327,7 @@ void report(const std::vector<Record>& records, const std::vector<std::string>& 
 
     out << "\n### " << g.suite << ": " << g.name << "\n\n| config | " << unit
         << " median (min–max) |";
-    if (any_cpu) out << " relay CPU-s/GB |";
+    if (any_cpu) out << " CPU-s/GB, both ends |";
     if (any_latency) out << " latency p50 / p99 ms |";
     for (const auto& ref : refs) out << " vs " << ref << " [per round] |";
     for (const auto& ref : cpu_refs) out << " CPU vs " << ref << " |";
