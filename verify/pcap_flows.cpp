@@ -185,15 +185,24 @@ void FlowTable::on_segment(const Segment& seg) {
   int di = flow->a == seg.src ? 0 : 1;
   StreamDirection& dir = flow->dir[di];
   if (seg.flags & kRst) flow->rst = true;
-  if (seg.flags & kFin) flow->fin = true;
+  if (seg.flags & kFin) flow->fin = dir.fin = true;
+  place(*flow, dir, seg);
+  // A connection that has ended sends no more bytes worth waiting for: what
+  // still waits out of order is delivered now (with gaps), freeing it.
+  if (flow->rst || (flow->dir[0].fin && flow->dir[1].fin))
+    for (auto& d : flow->dir)
+      if (!d.pending.empty()) flush_pending(d);
+}
 
+// Puts one segment's payload in its place in the direction's stream.
+void FlowTable::place(Flow& flow, StreamDirection& dir, const Segment& seg) {
   uint32_t seq = seg.seq;
   if (seg.flags & kSyn) {
     if (!dir.started) {
       dir.started = dir.syn = true;
       dir.isn = seg.seq;
       dir.next_seq = seg.seq + 1;
-      if (!(seg.flags & kAck)) flow->client = di;
+      if (!(seg.flags & kAck)) flow.client = &dir == &flow.dir[0] ? 0 : 1;
     }
     seq += 1;  // data on a SYN (fast open) starts after it
   }

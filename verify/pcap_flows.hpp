@@ -45,6 +45,7 @@ struct StreamDirection {
   uint64_t gap_bytes = 0;  // bytes never captured
   uint64_t retransmitted = 0;
   uint64_t segments = 0;  // segments with payload
+  bool fin = false;       // this side sent FIN
   struct Pending {
     std::string bytes;  // what was captured
     uint32_t len = 0;   // what the segment carried
@@ -102,6 +103,7 @@ class FlowTable {
  private:
   struct Segment;
   void on_segment(const Segment& seg);
+  void place(Flow& flow, StreamDirection& dir, const Segment& seg);
   void deliver(StreamDirection& d, const uint8_t* p, size_t captured, size_t len);
   void gap(StreamDirection& d, uint64_t missing);
   void drain(StreamDirection& d);

@@ -179,7 +179,7 @@ void send_canary(LiveContext& c, const std::string& canary, CanaryRun& run) {
 // Judges the captured frames: canary absent, TLS framing, entropy.
 void judge_capture(LiveContext& c, const LiveCapture& cap, const std::string& iface,
                    const std::string& canary) {
-  FlowTable table(FlowOptions{.keep_streams = true});
+  FlowTable table(FlowOptions{.keep_streams = true, .keep_limit = 32u << 20});
   for (const auto& f : cap.frames())
     table.add_frame(cap.linktype(), reinterpret_cast<const uint8_t*>(f.data()), f.size());
   table.finish();
