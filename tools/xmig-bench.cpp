@@ -360,7 +360,8 @@ int main(int argc, char** argv) {
       "  xmig-bench --connect 127.0.0.1:7001 --sink-listen 127.0.0.1:7003 \\\n"
       "             --pid entry=$(pidof ...) --pid exit=... --streams 4 --bytes 4G\n\n"
       "Subcommands serve the side-by-side comparison (bench/compare): `relay` (a plain TCP\n"
-      "relay, the floor), `pair` (keep an xmig pair running for another tool), `report`."};
+      "relay, the floor), `pair` (keep an xmig pair running for another tool), `report`; and\n"
+      "`sink`, the far end of a measurement between two hosts."};
   app.require_subcommand(0, 1);
 
   RunOptions o;
