@@ -59,16 +59,20 @@ int main(int argc, char** argv) {
   bool json = false;
   int timeout_ms = 5000;
   auto* config = app.add_option("--config", live.config, "the local tunnel's TOML config file")
-                     ->check(CLI::ExistingFile);
-  auto* peer = app.add_option("--peer", live.peer, "the [[peer]] to check (live check)");
+                     ->check(CLI::Validator(CLI::ExistingFile).description(""))
+                     ->type_name("FILE");
+  auto* peer =
+      app.add_option("--peer", live.peer, "the [[peer]] to check (live check)")->type_name("NAME");
   auto* file = app.add_option("--pcap", pcap, "a capture file to check (offline check)")
-                   ->check(CLI::ExistingFile);
+                   ->check(CLI::Validator(CLI::ExistingFile).description(""))
+                   ->type_name("FILE");
   app.add_flag("--json", json, "print the findings as one JSON object");
   app.add_option("--canary-bytes", live.canary_bytes, "size of the canary stream")
       ->check(CLI::Range(uint64_t{64 * 1024}, uint64_t{8} << 20))
       ->capture_default_str();
   app.add_option("--interface", live.interface,
-                 "capture interface (default: found from the peer's address; lo for loopback)");
+                 "capture interface (default: found from the peer's address; lo for loopback)")
+      ->type_name("NAME");
   app.add_option("--timeout-ms", timeout_ms, "bound for each probe's connect, handshake, read")
       ->check(CLI::Range(100, 120000))
       ->capture_default_str();
