@@ -105,7 +105,13 @@ void check_handshake(LiveContext& c) {
           "issue the peer's certificate from the CA in " + c.config.tls.ca + " with DNS:" + o.peer);
     return;
   }
-  if (!s.verdict || *s.verdict != 'A') {
+  if (s.verdict_timed_out) {
+    c.report.add("handshake", "mutual TLS", Status::Fail,
+                 "the handshake completed but the peer sent no verdict within " +
+                     std::to_string(o.timeout.count()) + " ms: it is not an xmig-tunnel",
+                 "run xmig-tunnel on " + o.peer + " at " + c.address.str() +
+                     " (not a plain TLS terminator)");
+  } else if (!s.verdict || *s.verdict != 'A') {
     std::string why = s.verdict
                           ? "verdict '" + std::string(1, *s.verdict) +
                                 "': " + tunnel::describe(static_cast<tunnel::Verdict>(*s.verdict))

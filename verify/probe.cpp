@@ -139,10 +139,15 @@ TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl,
   ERR_clear_error();
   errno = 0;
   ret = SSL_read(ssl_, &verdict, 1);
-  if (ret == 1)
+  int saved = errno;
+  if (ret == 1) {
     s.verdict = verdict;
-  else
-    s.error = "reading the verdict: " + ssl_failure(ssl_, ret, errno);
+  } else {
+    int err = SSL_get_error(ssl_, ret);
+    s.verdict_timed_out = (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_WANT_READ) &&
+                          (saved == EAGAIN || saved == EWOULDBLOCK);
+    s.error = "reading the verdict: " + ssl_failure(ssl_, ret, saved);
+  }
   return s;
 }
 

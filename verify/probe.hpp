@@ -41,12 +41,13 @@ io::Fd connect_with_timeout(const PeerAddress& peer, std::chrono::milliseconds t
 struct TlsSession {
   io::Fd fd;
   tls::SslPtr ssl;
-  bool connected = false;       // TCP connect worked
-  bool handshake_ok = false;    // the client side of the handshake completed
-  std::optional<char> verdict;  // the first byte the server sent
-  std::string error;            // why the connect, handshake or verdict failed
-  std::string version, cipher;  // negotiated (when the handshake completed)
-  bool aead = false;            // the negotiated suite is an AEAD
+  bool connected = false;          // TCP connect worked
+  bool handshake_ok = false;       // the client side of the handshake completed
+  std::optional<char> verdict;     // the first byte the server sent
+  std::string error;               // why the connect, handshake or verdict failed
+  bool verdict_timed_out = false;  // handshake done, then neither a byte nor a close
+  std::string version, cipher;     // negotiated (when the handshake completed)
+  bool aead = false;               // the negotiated suite is an AEAD
 
   // After an accepted verdict: send all bytes / read up to n (0 at EOF or error).
   bool write_all(std::string_view bytes);

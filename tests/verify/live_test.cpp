@@ -167,6 +167,33 @@ TEST_F(VerifyLive, LenientTlsPeerFailsEveryClientIdentityCheck) {
   EXPECT_EQ(status_of(r, "TLS 1.2"), "pass") << r.output;
 }
 
+TEST_F(VerifyLive, SilentTlsTerminatorFailsInsteadOfLookingLikeRefusals) {
+  // Setup: a TLS server with hv-b's certificate that verifies no client and,
+  // like a plain TLS terminator forwarding to QEMU, never sends a verdict:
+  // it reads what the client sends and echoes it.
+  // Action: xmig-verify (probe timeout 1.5 s).
+  // Must hold: exit 1; "mutual TLS" FAILs as "sent no verdict"; the client
+  // identity probes FAIL as "kept the connection open", not WARN or PASS as
+  // if they had been refused.
+  pair_ = std::make_unique<TunnelPair>(unstarted());
+  FakePeerOptions o = fake_with_b_identity();
+  o.verify_clients = false;
+  o.accept_any_channel = true;
+  o.silent = true;
+  FakeTlsPeer fake(o);
+  VerifyRun r = run_verify({"--config", config_pointing_at(fake.port()).string(), "--peer", "hv-b",
+                            "--json", "--timeout-ms", "1500", "--canary-bytes", "65536"},
+                           pair_->temp.path());
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(status_of(r, "mutual TLS"), "fail") << r.output;
+  EXPECT_TRUE(contains(reason_of(r, "mutual TLS"), "sent no verdict"));
+  for (const char* check :
+       {"no client certificate", "self-signed certificate", "certificate of another CA"}) {
+    EXPECT_EQ(status_of(r, check), "fail") << check << "\n" << r.output;
+    EXPECT_TRUE(contains(reason_of(r, check), "kept the connection open")) << check;
+  }
+}
+
 TEST_F(VerifyLive, PeerAllowingTls12FailsOnlyTheTls12Check) {
   // Setup: a TLS server with hv-b's certificate that checks clients against
   // the cluster CA like the tunnel does, but allows TLS 1.2.
