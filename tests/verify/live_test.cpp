@@ -99,7 +99,17 @@ TEST_F(VerifyLive, LiveCheckPassesAgainstTunnelPair) {
         "no canary bytes on the wire", "TLS records", "entropy", "mode"})
     EXPECT_EQ(status_of(r, check), "pass") << check << "\n" << r.output;
   EXPECT_TRUE(contains(reason_of(r, "canary round trip"), "through the local tunnel"));
-  EXPECT_TRUE(contains(reason_of(r, "mode"), "mode userspace"));
+  // The mode reported is the one hv-a logged when the canary connection closed.
+  std::string mode;
+  {
+    std::string log = read_file(pair_->a.log);
+    size_t at = log.find("close: dir=out peer=hv-b channel=verify ");
+    ASSERT_NE(at, std::string::npos) << log;
+    size_t m = log.find(" mode=", at);
+    ASSERT_NE(m, std::string::npos) << log;
+    mode = log.substr(m + 6, log.find(' ', m + 6) - (m + 6));
+  }
+  EXPECT_TRUE(contains(reason_of(r, "mode"), "carried the canary in mode " + mode + " "));
   EXPECT_TRUE(contains(reason_of(r, "TLS records"), "TLS 1.3"));
   EXPECT_TRUE(contains(reason_of(r, "TLS version"), "TLSv1.3"));
   // hv-b refused each enforcement probe itself (its log says so).
