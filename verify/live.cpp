@@ -46,12 +46,13 @@ bool check_config(LiveContext& c) {
   }
   c.report.title =
       "live check " + c.config.name + " -> " + o.peer + " (" + c.peer->address.str() + ")";
-  tls::Settings s{c.config.tls.ca,
-                  c.config.tls.cert,
-                  c.config.tls.key,
-                  c.config.tls.crl,
-                  c.config.tls.min_version == "1.2",
-                  c.config.name};
+  tls::Settings s;
+  s.ca = c.config.tls.ca;
+  s.cert = c.config.tls.cert;
+  s.key = c.config.tls.key;
+  s.crl = c.config.tls.crl;
+  s.allow_tls12 = c.config.tls.min_version == "1.2";
+  s.own_name = c.config.name;
   try {
     c.tls = tls::Context::load(s);
   } catch (const std::exception& e) {
