@@ -143,6 +143,35 @@ void PcapWriter::segment(uint32_t src_ip, uint16_t sport, uint32_t dst_ip, uint1
   frame(f + payload);
 }
 
+void PcapWriter::segment6(const std::string& src_ip, uint16_t sport, const std::string& dst_ip,
+                          uint16_t dport, uint32_t seq, uint8_t flags, const std::string& payload,
+                          bool hop_by_hop, bool vlan) {
+  std::string f(12, '\0');
+  f[5] = 1;
+  f[11] = 2;
+  if (vlan) {
+    put16(f, 0x8100);
+    put16(f, 42);
+  }
+  put16(f, 0x86dd);
+  put32(f, 0x60000000);
+  put16(f, static_cast<uint16_t>(20 + payload.size() + (hop_by_hop ? 8 : 0)));
+  f += static_cast<char>(hop_by_hop ? 0 : 6);
+  f += static_cast<char>(64);
+  f += src_ip;
+  f += dst_ip;
+  if (hop_by_hop) f += std::string("\x06\0\x01\x04\0\0\0\0", 8);  // next TCP, PadN
+  put16(f, sport);
+  put16(f, dport);
+  put32(f, seq);
+  put32(f, 0);
+  f += static_cast<char>(5 << 4);
+  f += static_cast<char>(flags);
+  put16(f, 65535);
+  put32(f, 0);
+  frame(f + payload);
+}
+
 TcpConversation::TcpConversation(PcapWriter& w, uint16_t cport, uint16_t sport)
     : w_(w), cport_(cport), sport_(sport) {}
 

@@ -48,6 +48,11 @@ class PcapWriter {
   // One TCP segment from (src_ip, sport) to (dst_ip, dport); ips in host order.
   void segment(uint32_t src_ip, uint16_t sport, uint32_t dst_ip, uint16_t dport, uint32_t seq,
                uint8_t flags, const std::string& payload);
+  // The same over IPv6 (16-byte addresses), optionally behind a hop-by-hop
+  // options header and an 802.1Q VLAN tag.
+  void segment6(const std::string& src_ip, uint16_t sport, const std::string& dst_ip,
+                uint16_t dport, uint32_t seq, uint8_t flags, const std::string& payload,
+                bool hop_by_hop = false, bool vlan = false);
   // Raw frame bytes as they are (for hostile input).
   void frame(const std::string& bytes, uint32_t orig_len = 0);
 

@@ -238,6 +238,44 @@ TEST_F(VerifyPcap, JudgesTlsVersionsSuitesFramingAndEntropy) {
   expect(43003, "fail", "TLS framing broke at stream byte");
 }
 
+TEST_F(VerifyPcap, JudgesIpv6FlowsBehindVlanTagsAndExtensionHeaders) {
+  // Setup: IPv6 flows in VLAN-tagged Ethernet frames, some segments behind a
+  // hop-by-hop options header: a plaintext QEMU stream fd00::1 -> fd00::2
+  // port 4444 and a TLS 1.3 flow to port 7443.
+  // Must hold: the QEMU flow FAILs named "[fd00::1]:46000 -> [fd00::2]:4444";
+  // the TLS flow PASSes with its suite.
+  std::string a(16, '\0'), b(16, '\0');
+  a[0] = b[0] = '\xfd';
+  a[15] = 1;
+  b[15] = 2;
+  {
+    PcapWriter w(file("v6.pcap"));
+    std::string q = "QEVM\0\0\0\3"s + random_bytes(3000, 21);
+    w.segment6(a, 46000, b, 4444, 100, 0x02, "", false, true);
+    for (size_t at = 0; at < q.size(); at += 1000)
+      w.segment6(a, 46000, b, 4444, 101 + static_cast<uint32_t>(at), 0x18, q.substr(at, 1000),
+                 at % 2000 == 0, true);
+    std::string c = tls_client_hello("xmig/nbd");
+    std::string srv = tls_server_hello(0x0304, 0x1301) + tls_record(23, random_bytes(9000, 22));
+    w.segment6(a, 46001, b, 7443, 500, 0x02, "", true, true);
+    w.segment6(b, 7443, a, 46001, 9000, 0x12, "", false, true);
+    w.segment6(a, 46001, b, 7443, 501, 0x18, c, true, true);
+    for (size_t at = 0; at < srv.size(); at += 1400)
+      w.segment6(b, 7443, a, 46001, 9001 + static_cast<uint32_t>(at), 0x18, srv.substr(at, 1400),
+                 at % 2800 == 0, true);
+  }
+  VerifyRun r = check(file("v6.pcap"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  auto q = find_check(r.output, "[fd00::1]:46000 -> [fd00::2]:4444");
+  ASSERT_TRUE(q) << r.output;
+  EXPECT_EQ(q->status, "fail");
+  EXPECT_TRUE(contains(q->reason, "QEMU migration stream in plaintext"));
+  auto t = find_check(r.output, "[fd00::1]:46001 -> [fd00::2]:7443");
+  ASSERT_TRUE(t) << r.output;
+  EXPECT_EQ(t->status, "pass") << t->reason;
+  EXPECT_TRUE(contains(t->reason, "TLS 1.3 TLS_AES_128_GCM_SHA256, ALPN xmig/nbd"));
+}
+
 TEST_F(VerifyPcap, TruncatedCaptureIsReportedNotCrashed) {
   // Setup: a valid capture (a plaintext QEMU flow) cut in the middle of its
   // last frame, and one cut inside the 24-byte file header.
