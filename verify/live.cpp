@@ -194,9 +194,15 @@ void check_data_path(LiveContext& c, const CanaryRun& run) {
                  "/proc/net/tls_stat absent: the kernel TLS module is not loaded, so the tunnel "
                  "encrypts in user space (modprobe tls to allow kTLS)");
   } else {
+    // Non-zero counters, with how much each moved while the canary ran.
     std::string list;
-    for (const auto& [k, v] : counters)
-      if (v) list += (list.empty() ? "" : ", ") + k + "=" + std::to_string(v);
+    for (const auto& [k, v] : counters) {
+      if (!v) continue;
+      auto before = run.ktls_before.find(k);
+      uint64_t was = before == run.ktls_before.end() ? 0 : before->second;
+      list += (list.empty() ? "" : ", ") + k + "=" + std::to_string(v);
+      if (v > was) list += " (+" + std::to_string(v - was) + " during the canary)";
+    }
     c.report.add("data path", "kTLS counters", Status::Pass,
                  "/proc/net/tls_stat: " + (list.empty() ? std::string("all zero") : list));
   }

@@ -2,6 +2,8 @@
 // them in order; enforcement.cpp and wire.cpp hold the longer ones).
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,6 +32,7 @@ struct CanaryRun {
   std::string entry;         // the route's listen endpoint
   bool intact = false;       // the canary came back byte for byte
   int64_t started_unix = 0;  // wall clock before the canary was sent
+  std::map<std::string, uint64_t> ktls_before;  // /proc/net/tls_stat before the canary
 };
 
 // Enforcement: each probe must be refused by the peer (enforcement.cpp).

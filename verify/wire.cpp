@@ -20,6 +20,7 @@
 #include "verify/classify.hpp"
 #include "verify/live_detail.hpp"
 #include "verify/pcap_flows.hpp"
+#include "verify/status_client.hpp"
 
 namespace xmig::verify::detail {
 
@@ -314,6 +315,7 @@ CanaryRun check_wire(LiveContext& c) {
     }
   }
 
+  run.ktls_before = read_ktls_counters();
   run.started_unix = std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch())
                          .count();

@@ -22,6 +22,7 @@
 #include "verify/capture.hpp"
 #include "verify/pcap_flows.hpp"
 #include "verify/signatures.hpp"
+#include "verify/status_client.hpp"
 #include "verify/tls_records.hpp"
 #include "verify/verify.hpp"
 
@@ -490,6 +491,39 @@ TEST(VerifyParts, CaptureInterfaceFollowsThePeerAddress) {
   if (out.empty()) GTEST_SKIP() << "no route: " << why;
   EXPECT_NE(out, "lo");
   EXPECT_EQ(if_nametoindex(out.c_str()) != 0, true) << out;
+}
+
+TEST(VerifyParts, ReadsTunnelStatusAndKtlsCounters) {
+  // Must hold: the "recent" entries of a /status body (as tunnel/status.cpp
+  // writes it, with braces and quotes inside strings) are read field by
+  // field; /proc/net/tls_stat lines become name -> value; a missing file
+  // gives no counters.
+  std::string json =
+      R"({"name":"hv-a","certificate":{"serial":"AB","not_after_unix":1,"seconds_left":2},)"
+      R"("connections":{"active":0},"modes":{"userspace":2},"recent":[)"
+      R"({"direction":"in","peer":"hv-b","channel":"qemu","tls":"TLSv1.3","cipher":"X",)"
+      R"("mode":"userspace","to_peer":5,"from_peer":6,"seconds":0.1,"closed_unix":100,)"
+      R"("error":"odd \"}{\" text"},)"
+      R"({"direction":"out","peer":"hv-b","channel":"verify","tls":"TLSv1.3",)"
+      R"("cipher":"TLS_AES_128_GCM_SHA256","mode":"ktls-splice","to_peer":1048576,)"
+      R"("from_peer":1048576,"seconds":0.2,"closed_unix":200,"error":""}]})";
+  verify::TunnelStatus st = verify::parse_status(json);
+  EXPECT_EQ(st.name, "hv-a");
+  ASSERT_EQ(st.recent.size(), 2u);
+  EXPECT_EQ(st.recent[0].error, "odd \"}{\" text");
+  EXPECT_EQ(st.recent[1].direction, "out");
+  EXPECT_EQ(st.recent[1].channel, "verify");
+  EXPECT_EQ(st.recent[1].mode, "ktls-splice");
+  EXPECT_EQ(st.recent[1].to_peer, 1048576u);
+  EXPECT_EQ(st.recent[1].closed_unix, 200);
+
+  TempDir dir("xmig-verify-ktls");
+  write_file(dir / "tls_stat", "TlsCurrTxSw                     \t1\nTlsTxSw 7\nTlsRxSw 0\n");
+  auto counters = verify::read_ktls_counters((dir / "tls_stat").string());
+  EXPECT_EQ(counters.size(), 3u);
+  EXPECT_EQ(counters["TlsTxSw"], 7u);
+  EXPECT_EQ(counters["TlsCurrTxSw"], 1u);
+  EXPECT_TRUE(verify::read_ktls_counters((dir / "absent").string()).empty());
 }
 
 TEST(VerifyParts, CanaryWindowIsFoundAcrossAnyOffsetAndCanaryIsLowEntropy) {
