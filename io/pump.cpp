@@ -64,6 +64,12 @@ void Pump::fail(const std::string& reason) {
   stats_.error = reason;
   set_reset_on_close(plain());
   set_reset_on_close(tls());
+  // Nothing more is read: a splice blocked on either socket (or one that a
+  // hard-linked chain starts after a cancellation) returns at once. SHUT_RD
+  // sends nothing on TCP, so the reset on close is still the first thing the
+  // far end learns.
+  ::shutdown(plain(), SHUT_RD);
+  ::shutdown(tls(), SHUT_RD);
   // Cancel what is in flight on either socket; their completions then come
   // back (with -ECANCELED or whatever they had done) and close_if_idle() runs.
   std::vector<int> files = other_files();

@@ -50,7 +50,7 @@ std::string socket_failure(const char* what, int res) {
 }
 
 class SplicePump final : public Pump {
-  enum Op : unsigned { UpIn, UpOut, DownIn, DownOut, CloseNotify };
+  enum Op : unsigned { UpIn, UpOut, DownIn, DownOut, CloseNotify, DownRest };
 
  public:
   SplicePump(Workers::Worker& w, Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done,
@@ -94,19 +94,23 @@ class SplicePump final : public Pump {
         if (down_done_) succeed();
         return;
       case DownIn:
-        if (res > 0) {
-          down_pending_ = static_cast<size_t>(res);
-          return splice_down_out();
+        --chain_left_;
+        if (res > 0)
+          down_pending_ += static_cast<size_t>(res);
+        else if (!chain_stopped_) {
+          chain_stopped_ = true;  // later splices of the chain fail the same way
+          chain_stop_ = res;
         }
-        if (res == 0) return fail("TLS read: connection closed without close_notify");
-        if (res == -EINVAL || res == -EIO) return control_record();
-        if (res == -EBADMSG) return fail("TLS read: a record failed authentication (bad MAC)");
-        return fail(socket_failure("TLS socket read", res));
+        return after_down_op();
       case DownOut:
+      case DownRest:
+        if (op == DownOut) --chain_left_;
+        if (res == -EAGAIN && op == DownOut) return after_down_op();  // the pipe was empty
         if (res <= 0) return fail(socket_failure("local socket write", res ? res : -EPIPE));
         down_pending_ -= static_cast<size_t>(res);
         stats_.tls_to_plain += static_cast<uint64_t>(res);
-        return down_pending_ ? splice_down_out() : splice_down_in();
+        if (op == DownRest) rest_busy_ = false;
+        return after_down_op();
     }
   }
 
@@ -147,14 +151,50 @@ class SplicePump final : public Pump {
 
   // ---- TLS -> plain ------------------------------------------------------------
 
+  // Linux 6.1 splices one record (at most 16 KiB) per call out of a kTLS
+  // socket. To spend one ring entry on several records, a chain of kChain
+  // (socket -> pipe, pipe -> plain) pairs is submitted at once, hard-linked
+  // so it runs in order even when a splice is short. The pipe -> plain half
+  // does not wait on the pipe (SPLICE_F_NONBLOCK: -EAGAIN when a socket ->
+  // pipe splice before it brought nothing); the plain socket stays blocking.
+  // The first socket -> pipe that brings no data (EOF, a non-data record, an
+  // error) ends the chain's meaning: the rest fail the same way and are
+  // ignored, and the stop is handled once the chain has completed and the
+  // pipe is empty.
+  static constexpr int kChain = 8;
+
   void splice_down_in() {
-    io_uring_prep_splice(sqe(DownIn), tls(), -1, down_.write.get(), -1,
-                         static_cast<unsigned>(down_.capacity), 0);
+    chain_left_ = 2 * kChain;
+    chain_stopped_ = false;
+    worker_.ring().reserve(2 * kChain);
+    for (int i = 0; i < kChain; ++i) {
+      io_uring_sqe* in = sqe(DownIn);
+      io_uring_prep_splice(in, tls(), -1, down_.write.get(), -1,
+                           static_cast<unsigned>(down_.capacity), 0);
+      in->flags |= IOSQE_IO_HARDLINK;
+      io_uring_sqe* out = sqe(DownOut);
+      io_uring_prep_splice(out, down_.read.get(), -1, plain(), -1,
+                           static_cast<unsigned>(down_.capacity), SPLICE_F_NONBLOCK);
+      if (i + 1 < kChain) out->flags |= IOSQE_IO_HARDLINK;
+    }
   }
 
-  void splice_down_out() {
-    io_uring_prep_splice(sqe(DownOut), down_.read.get(), -1, plain(), -1,
-                         static_cast<unsigned>(down_pending_), 0);
+  // After each completion of the down direction: once the chain is done,
+  // deliver what is left in the pipe, then handle a stop or start a new chain.
+  void after_down_op() {
+    if (chain_left_ > 0 || rest_busy_) return;
+    if (down_pending_ > 0) {
+      rest_busy_ = true;
+      io_uring_prep_splice(sqe(DownRest), down_.read.get(), -1, plain(), -1,
+                           static_cast<unsigned>(down_pending_), 0);
+      return;
+    }
+    if (!chain_stopped_) return splice_down_in();
+    int res = chain_stop_;
+    if (res == 0) return fail("TLS read: connection closed without close_notify");
+    if (res == -EINVAL || res == -EIO) return control_record();
+    if (res == -EBADMSG) return fail("TLS read: a record failed authentication (bad MAC)");
+    return fail(socket_failure("TLS socket read", res));
   }
 
   // The next record is not application data: read it and decide.
@@ -186,6 +226,9 @@ class SplicePump final : public Pump {
   uint64_t up_records_ = 0;
   Pipe up_, down_;
   size_t up_pending_ = 0, down_pending_ = 0;
+  int chain_left_ = 0;  // operations of the current down chain not yet completed
+  bool chain_stopped_ = false, rest_busy_ = false;
+  int chain_stop_ = 0;  // result of the chain's first socket -> pipe that brought nothing
   bool up_done_ = false, down_done_ = false;
   tls::AlertMessage close_notify_{1, 0};
 };
