@@ -4,9 +4,10 @@
 //   plain --splice--> up pipe --splice--> kTLS socket (the kernel encrypts)
 //   kTLS socket --splice--> down pipe --splice--> plain (the kernel decrypts)
 //
-// Each direction is strictly sequential (fill the pipe, drain it, repeat), so
-// a pipe is empty whenever a socket is spliced into it: no operation can wait
-// on a full pipe, and bytes never reorder.
+// Each direction is sequential (fill the pipe, drain it, repeat; the receive
+// side in hard-linked chains, see splice_down_in), so a pipe holds at most one
+// splice's worth when a socket is spliced into it: no operation waits on a
+// full pipe, and bytes never reorder.
 //
 // Records that are not application data make the kTLS splice fail (EINVAL or
 // EIO); the record is then read with recvmsg + TLS_GET_RECORD_TYPE:
