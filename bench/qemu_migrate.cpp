@@ -155,8 +155,11 @@ int run(const Options& o) {
 
     if (!sent.completed() || !received.completed())
       error = "source " + sent.status + (sent.error.empty() ? "" : " (" + sent.error + ")") +
-              ", destination " + received.status +
-              (received.error.empty() ? "" : " (" + received.error + ")");
+              // An incoming migration that failed may report no status at all.
+              (received.status.empty()
+                   ? ""
+                   : ", destination " + received.status +
+                         (received.error.empty() ? "" : " (" + received.error + ")"));
     const double multifd_bytes = json_number(sent.reply, "multifd-bytes").value_or(0);
     if (error.empty() && o.multifd > 0 && multifd_bytes < static_cast<double>(bytes) / 2)
       error = "multifd carried only " + std::to_string(multifd_bytes) + " bytes";
