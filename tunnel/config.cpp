@@ -242,13 +242,12 @@ Config parse_config(const std::string& text, const std::string& path) {
     else
       tls.problem("ktls", "\"" + ktls + "\"; fix: \"auto\" (default), \"required\" or \"off\"");
     if (c.tls.ktls == tls::KtlsPolicy::Required && !tls::ktls_unavailable_reason().empty())
-      tls.problem("ktls", "\"required\" but this kernel has no kTLS: " +
-                              tls::ktls_unavailable_reason() +
-                              "; fix: load the module (modprobe tls) or set ktls = \"auto\"");
+      tls.problem("ktls",
+                  "\"required\" but this kernel has no kTLS: " + tls::ktls_unavailable_reason() +
+                      "; fix: load the module (modprobe tls) or set ktls = \"auto\"");
     // RFC 8446 5.5: at most 2^24.5 full records under one AES-GCM key.
-    c.tls.key_limit_records =
-        tls.number("key_limit_records", static_cast<unsigned>(tls::kDefaultKeyLimitRecords), 1,
-                   23'726'566);
+    c.tls.key_limit_records = tls.number(
+        "key_limit_records", static_cast<unsigned>(tls::kDefaultKeyLimitRecords), 1, 23'726'566);
     tls.reject_unknown_keys();
   } else {
     problems.push_back(
