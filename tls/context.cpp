@@ -15,36 +15,19 @@ namespace xmig::tls {
 
 namespace {
 
-struct BioFree {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct X509Free {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct PkeyFree {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-struct StoreCtxFree {
-  void operator()(X509_STORE_CTX* c) const { X509_STORE_CTX_free(c); }
-};
-struct CrlFree {
-  void operator()(X509_CRL* c) const { X509_CRL_free(c); }
-};
-using X509Ptr = std::unique_ptr<X509, X509Free>;
-
 // "FILE: what; fix: how".
 [[noreturn]] void fail(const std::string& file, const std::string& what, const std::string& fix) {
   std::string detail = openssl_errors();
   throw Error(file + ": " + what + (detail.empty() ? "" : " (" + detail + ")") + "; fix: " + fix);
 }
 
-std::unique_ptr<BIO, BioFree> open_pem(const std::string& path, const std::string& role) {
+BioPtr open_pem(const std::string& path, const std::string& role) {
   if (path.empty()) throw Error("[tls] " + role + " is not set; fix: give the PEM file's path");
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0)
     throw Error(path + ": " + role + " file " + strerror(errno) +
                 "; fix: check the path in [tls] or create it (xmig-certs issue)");
-  std::unique_ptr<BIO, BioFree> bio(BIO_new_file(path.c_str(), "r"));
+  BioPtr bio(BIO_new_file(path.c_str(), "r"));
   if (!bio) fail(path, "cannot open the " + role + " file", "check its permissions");
   return bio;
 }
@@ -77,7 +60,7 @@ int no_password(char*, int, int, void*) {
   return -1;
 }
 
-std::unique_ptr<EVP_PKEY, PkeyFree> read_key(const std::string& path) {
+PkeyPtr read_key(const std::string& path) {
   auto bio = open_pem(path, "key");
   struct stat st {};
   ::stat(path.c_str(), &st);
@@ -85,8 +68,7 @@ std::unique_ptr<EVP_PKEY, PkeyFree> read_key(const std::string& path) {
     throw Error(path + ": the private key is accessible to all users (mode " +
                 std::to_string((st.st_mode >> 6) & 7) + std::to_string((st.st_mode >> 3) & 7) +
                 std::to_string(st.st_mode & 7) + "); fix: chmod 600 " + path);
-  std::unique_ptr<EVP_PKEY, PkeyFree> key(
-      PEM_read_bio_PrivateKey(bio.get(), nullptr, no_password, nullptr));
+  PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_password, nullptr));
   if (!key)
     fail(path, "holds no readable private key (encrypted keys are not supported)",
          "give an unencrypted PEM key, e.g. the server-key.pem written by xmig-certs");
@@ -201,7 +183,7 @@ std::shared_ptr<const Context> Context::load(const Settings& settings) {
     int n = 0;
     ERR_clear_error();
     while (X509_CRL* crl = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr)) {
-      std::unique_ptr<X509_CRL, CrlFree> owned(crl);
+      X509CrlPtr owned(crl);
       X509_STORE_add_crl(store, crl);
       ++n;
     }
@@ -218,7 +200,7 @@ std::shared_ptr<const Context> Context::load(const Settings& settings) {
          "give the key that was issued with that certificate");
 
   // The host's own certificate must pass the same checks its peers will make.
-  std::unique_ptr<X509_STORE_CTX, StoreCtxFree> vctx(X509_STORE_CTX_new());
+  X509StoreCtxPtr vctx(X509_STORE_CTX_new());
   STACK_OF(X509)* untrusted = sk_X509_new_null();
   for (size_t i = 1; i < chain.size(); ++i) sk_X509_push(untrusted, chain[i].get());
   X509_STORE_CTX_init(vctx.get(), store, chain[0].get(), untrusted);

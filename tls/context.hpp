@@ -20,16 +20,13 @@
 #include <string>
 #include <vector>
 
+#include "tls/owned.hpp"
+
 namespace xmig::tls {
 
 struct Error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
-
-struct SslFree {
-  void operator()(SSL* s) const { SSL_free(s); }
-};
-using SslPtr = std::unique_ptr<SSL, SslFree>;
 
 struct Settings {
   std::string ca;            // PEM bundle of trusted CAs (several during a CA rollover)

@@ -15,22 +15,16 @@
 #include <ctime>
 #include <stdexcept>
 
+#include "tls/owned.hpp"
+
 namespace xmig::verify {
 
 namespace {
 
-struct CtxFree {
-  void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
-};
-struct BioFree {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct X509Free {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct PkeyFree {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
+using tls::BioPtr;
+using tls::PkeyPtr;
+using tls::SslCtxPtr;
+using tls::X509Ptr;
 
 void set_timeouts(int fd, std::chrono::milliseconds timeout) {
   timeval tv{};
@@ -176,19 +170,16 @@ size_t TlsSession::read_some(char* buf, size_t n) {
 }
 
 tls::SslPtr probe_session(const ProbeSpec& spec) {
-  std::unique_ptr<SSL_CTX, CtxFree> ctx(SSL_CTX_new(TLS_client_method()));
+  SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
   if (!ctx) throw tls::Error("SSL_CTX_new: " + tls::openssl_errors());
   if (spec.min_version) SSL_CTX_set_min_proto_version(ctx.get(), spec.min_version);
   if (spec.max_version) SSL_CTX_set_max_proto_version(ctx.get(), spec.max_version);
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
   if (!spec.cert_pem.empty()) {
-    std::unique_ptr<BIO, BioFree> cb(
-        BIO_new_mem_buf(spec.cert_pem.data(), static_cast<int>(spec.cert_pem.size())));
-    std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr));
-    std::unique_ptr<BIO, BioFree> kb(
-        BIO_new_mem_buf(spec.key_pem.data(), static_cast<int>(spec.key_pem.size())));
-    std::unique_ptr<EVP_PKEY, PkeyFree> key(
-        PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr));
+    BioPtr cb(BIO_new_mem_buf(spec.cert_pem.data(), static_cast<int>(spec.cert_pem.size())));
+    X509Ptr cert(PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr));
+    BioPtr kb(BIO_new_mem_buf(spec.key_pem.data(), static_cast<int>(spec.key_pem.size())));
+    PkeyPtr key(PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr));
     if (!cert || !key || SSL_CTX_use_certificate(ctx.get(), cert.get()) != 1 ||
         SSL_CTX_use_PrivateKey(ctx.get(), key.get()) != 1)
       throw tls::Error("probe identity unusable: " + tls::openssl_errors());
