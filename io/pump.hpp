@@ -67,8 +67,10 @@ using PumpDone = std::function<void(const PumpStats&)>;
 
 class Workers {
  public:
-  // Starts `count` worker threads (0 = one per core).
-  explicit Workers(unsigned count);
+  // Starts `count` worker threads (0 = one per core), each lending
+  // `receive_buffers` buffers of 256 KiB (a power of two) to its pumps'
+  // receives (io/buffer_ring.hpp).
+  explicit Workers(unsigned count, unsigned receive_buffers = 16);
   // Aborts what is still running and joins the threads.
   ~Workers();
   Workers(const Workers&) = delete;
@@ -84,6 +86,9 @@ class Workers {
 
   // Pumps started and not yet done.
   size_t active() const;
+  // Receives that found every receive buffer lent out and had to wait (a
+  // sign that receive_buffers is small for the load).
+  uint64_t buffer_waits() const;
   unsigned size() const { return static_cast<unsigned>(workers_.size()); }
 
   struct Worker;

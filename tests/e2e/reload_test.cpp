@@ -71,20 +71,7 @@ long json_number_after(const std::string& json, const std::string& key) {
 // GET /status from side's status socket (<run_dir>/status.sock).
 Status status_of(const TunnelSide& side) {
   Status s;
-  try {
-    Fd fd = connect_unix((side.run_dir / "status.sock").string());
-    set_socket_timeouts(fd.get(), 5000ms);
-    std::string request = "GET /status HTTP/1.0\r\n\r\n";
-    if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) < 0) return s;
-    std::string reply;
-    char buf[4096];
-    for (ssize_t n; (n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0;) reply.append(buf, n);
-    size_t body = reply.find("\r\n\r\n");
-    s.json = body == std::string::npos ? reply : reply.substr(body + 4);
-  } catch (const std::exception& e) {
-    s.json = e.what();
-    return s;
-  }
+  s.json = status_request(side, "/status");
   s.json = s.json.substr(0, s.json.find(",\"recent\":"));  // enough for messages
   size_t at = s.json.find("\"certificate\":{\"serial\":\"");
   if (at != std::string::npos) {

@@ -63,17 +63,7 @@ struct Status {
 // GET /status from side's status socket (<run_dir>/status.sock).
 Status status_of(const TunnelSide& side) {
   Status s;
-  try {
-    Fd fd = connect_unix((side.run_dir / "status.sock").string());
-    set_socket_timeouts(fd.get(), std::chrono::milliseconds(5000));
-    const std::string request = "GET /status HTTP/1.0\r\n\r\n";
-    if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) < 0) return s;
-    char buf[4096];
-    for (ssize_t n; (n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0;) s.json.append(buf, n);
-  } catch (const std::exception& e) {
-    s.json = e.what();
-    return s;
-  }
+  s.json = status_request(side, "/status");
   const std::string serial_key = "\"certificate\":{\"serial\":\"";
   if (size_t at = s.json.find(serial_key); at != std::string::npos) {
     at += serial_key.size();

@@ -6,9 +6,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+
+#include "tests/support/streams.hpp"
+#include "tests/support/tls_probe.hpp"
 
 namespace xmig::test {
 
@@ -130,6 +135,23 @@ std::string TunnelPair::logs() const {
     }
   }
   return out;
+}
+
+std::string status_request(const TunnelSide& side, const std::string& path) {
+  std::string reply;
+  try {
+    Fd fd = connect_unix((side.run_dir / "status.sock").string());
+    set_socket_timeouts(fd.get(), std::chrono::milliseconds(5000));
+    const std::string request = "GET " + path + " HTTP/1.0\r\n\r\n";
+    if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) < 0)
+      return std::string("send: ") + strerror(errno);
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0;) reply.append(buf, n);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  size_t body = reply.find("\r\n\r\n");
+  return body == std::string::npos ? reply : reply.substr(body + 4);
 }
 
 }  // namespace xmig::test

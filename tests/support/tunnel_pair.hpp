@@ -68,6 +68,10 @@ uint16_t free_port();
 void make_node_pki(const fs::path& dir, const certs::Pem& ca, const std::string& name,
                    int days = 30, long start_offset_seconds = -300);
 
+// GET `path` (/status or /metrics) from side's status socket
+// (<run_dir>/status.sock): the body, or what went wrong (for messages).
+std::string status_request(const TunnelSide& side, const std::string& path);
+
 // Counts lines of `log` that contain `needle`.
 int count_in_log(const fs::path& log, const std::string& needle);
 
