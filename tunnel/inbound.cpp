@@ -37,7 +37,7 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot s
   auto context = s.tls;
   tls::SslPtr ssl = context->new_server();
   tls::prepare_session(ssl.get(), s.config.tls.ktls);
-  ConnectionInfo info{"in", "", "", "", source, "", ""};
+  ConnectionInfo info{"in", "", "", "", source, "", "", source};
   io::Fd target;
   try {
     {

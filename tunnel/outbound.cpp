@@ -69,7 +69,8 @@ asio::awaitable<void> dial(Tunnel::State& s, io::Fd local, Slot slot, const Peer
                       local_name,
                       peer.address.str(),
                       tls::protocol_version(d.ssl.get()),
-                      tls::cipher_name(d.ssl.get())};
+                      tls::cipher_name(d.ssl.get()),
+                      describe_client(local.get())};
   spdlog::debug("open: {} -> {} ({}) channel {}", local_name, peer.name, info.remote, channel);
   auto held = std::make_shared<Slot>(std::move(slot));
   // The verdict was one record read here: the kernel's RX sequence starts at 1.

@@ -29,6 +29,10 @@ asio::ip::tcp::acceptor open_tcp_listener(asio::io_context& io, const Endpoint& 
 // mkdir -p with a mode (and group, when not -1) on the last component.
 void make_directory(const std::string& path, unsigned mode, gid_t group);
 
+// Who is at the other end of an accepted local socket: "ip:port" (TCP),
+// "pid N" (UNIX, from SO_PEERCRED), or "" when unknown.
+std::string describe_client(int fd);
+
 // Connects to a TCP or UNIX endpoint within `timeout`; returns the connected
 // fd. Throws std::runtime_error saying why not.
 asio::awaitable<io::Fd> connect_to(asio::io_context& io, const Endpoint& ep,

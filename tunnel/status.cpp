@@ -93,6 +93,7 @@ std::string status_json(const StatusFacts& f, const Stats::Snapshot& s) {
          ",\"peer\":" + json_string(c.info.peer) + ",\"channel\":" + json_string(c.info.channel) +
          ",\"tls\":" + json_string(c.info.tls_version) +
          ",\"cipher\":" + json_string(c.info.cipher) + ",\"mode\":" + json_string(c.stats.mode) +
+         ",\"client\":" + json_string(c.info.client) +
          ",\"to_peer\":" + std::to_string(c.stats.plain_to_tls) +
          ",\"from_peer\":" + std::to_string(c.stats.tls_to_plain) +
          ",\"seconds\":" + std::to_string(std::chrono::duration<double>(c.stats.duration).count()) +

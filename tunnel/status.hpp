@@ -35,6 +35,10 @@ struct ConnectionInfo {
   std::string remote;  // peer address
   std::string tls_version;
   std::string cipher;
+  // Who connected: for "out" the local client of the entry ("ip:port" on TCP,
+  // "pid N" on a UNIX socket, so a tool can find its own connection in
+  // /status); for "in" the peer's address.
+  std::string client;
 };
 
 class Stats {

@@ -168,6 +168,7 @@ void check_data_path(LiveContext& c, const CanaryRun& run) {
         for (auto it = st.recent.rbegin(); it != st.recent.rend(); ++it)
           if (it->direction == "out" && it->channel == tunnel::kVerifyChannel &&
               it->peer == o.peer && it->to_peer == o.canary_bytes &&
+              (it->client.empty() || it->client == run.client) &&
               it->closed_unix + 1 >= run.started_unix) {
             found = *it;
             break;

@@ -30,6 +30,7 @@ struct LiveContext {
 struct CanaryRun {
   bool via_route = false;    // through the local tunnel (a [[route]] with channel verify)
   std::string entry;         // the route's listen endpoint
+  std::string client;        // how the tunnel names our connection to the route (/status)
   bool intact = false;       // the canary came back byte for byte
   int64_t started_unix = 0;  // wall clock before the canary was sent
   std::map<std::string, uint64_t> ktls_before;  // /proc/net/tls_stat before the canary

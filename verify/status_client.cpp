@@ -106,6 +106,7 @@ TunnelStatus parse_status(const std::string& json) {
       r.cipher = field(obj, "cipher");
       r.mode = field(obj, "mode");
       r.error = field(obj, "error");
+      r.client = field(obj, "client");
       r.to_peer = number(field(obj, "to_peer"));
       r.from_peer = number(field(obj, "from_peer"));
       r.closed_unix = static_cast<int64_t>(number(field(obj, "closed_unix")));

@@ -15,6 +15,7 @@ namespace xmig::verify {
 // One entry of the status JSON's "recent" list (connections that ended).
 struct RecentConnection {
   std::string direction, peer, channel, tls, cipher, mode, error;
+  std::string client;  // "out": who connected to the entry ("ip:port" or "pid N")
   uint64_t to_peer = 0, from_peer = 0;
   int64_t closed_unix = 0;
 };

@@ -2,6 +2,8 @@
 // echo channel and back, while libpcap captures the traffic to the peer's
 // port. Then the capture is searched for the canary, parsed as TLS records,
 // and its application data measured for entropy.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -105,6 +107,27 @@ io::Fd connect_entry(const tunnel::Endpoint& ep, std::chrono::milliseconds timeo
   return fd;
 }
 
+// How the tunnel names our end of a connection to its entry in /status
+// (tunnel::describe_client): our address on TCP, our pid on a UNIX socket.
+std::string own_name(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "";
+  if (ss.ss_family == AF_UNIX) return "pid " + std::to_string(::getpid());
+  char ip[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    ::inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+    return std::string(ip) + ":" + std::to_string(ntohs(a->sin_port));
+  }
+  if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    ::inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+    return "[" + std::string(ip) + "]:" + std::to_string(ntohs(a->sin6_port));
+  }
+  return "";
+}
+
 // Sends the canary through the route (or directly) and judges the echo.
 void send_canary(LiveContext& c, const std::string& canary, CanaryRun& run) {
   std::string error, back;
@@ -115,6 +138,7 @@ void send_canary(LiveContext& c, const std::string& canary, CanaryRun& run) {
     io::Fd fd = connect_entry(route->listen, c.opts.timeout, &error);
     if (fd) {
       int raw = fd.get();
+      run.client = own_name(raw);
       Stream s{[&](std::string_view b) {
                  while (!b.empty()) {
                    ssize_t n = ::send(raw, b.data(), b.size(), MSG_NOSIGNAL);

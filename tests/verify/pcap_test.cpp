@@ -506,7 +506,8 @@ TEST(VerifyParts, ReadsTunnelStatusAndKtlsCounters) {
       R"("error":"odd \"}{\" text"},)"
       R"({"direction":"out","peer":"hv-b","channel":"verify","tls":"TLSv1.3",)"
       R"("cipher":"TLS_AES_128_GCM_SHA256","mode":"ktls-splice","to_peer":1048576,)"
-      R"("from_peer":1048576,"seconds":0.2,"closed_unix":200,"error":""}]})";
+      R"("client":"127.0.0.1:40123","from_peer":1048576,"seconds":0.2,"closed_unix":200,)"
+      R"("error":""}]})";
   verify::TunnelStatus st = verify::parse_status(json);
   EXPECT_EQ(st.name, "hv-a");
   ASSERT_EQ(st.recent.size(), 2u);
@@ -516,6 +517,8 @@ TEST(VerifyParts, ReadsTunnelStatusAndKtlsCounters) {
   EXPECT_EQ(st.recent[1].mode, "ktls-splice");
   EXPECT_EQ(st.recent[1].to_peer, 1048576u);
   EXPECT_EQ(st.recent[1].closed_unix, 200);
+  EXPECT_EQ(st.recent[1].client, "127.0.0.1:40123");
+  EXPECT_EQ(st.recent[0].client, "");
 
   TempDir dir("xmig-verify-ktls");
   write_file(dir / "tls_stat", "TlsCurrTxSw                     \t1\nTlsTxSw 7\nTlsRxSw 0\n");
