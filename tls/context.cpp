@@ -81,7 +81,9 @@ std::chrono::system_clock::time_point to_time_point(const ASN1_TIME* t) {
   return std::chrono::system_clock::from_time_t(timegm(&tm));
 }
 
-CertInfo info_of(X509* x) {
+}  // namespace
+
+CertInfo describe_certificate(X509* x) {
   CertInfo info;
   char buf[512];
   X509_NAME_oneline(X509_get_subject_name(x), buf, sizeof buf);
@@ -105,6 +107,35 @@ CertInfo info_of(X509* x) {
   }
   GENERAL_NAMES_free(sans);
   return info;
+}
+
+namespace {
+
+// Where a client session keeps the DNS names of a server certificate that
+// failed the host check: OpenSSL 3.0 drops the certificate when verification
+// fails, and the refusal should say whom the server claimed to be.
+void free_names(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+  delete static_cast<std::string*>(ptr);
+}
+
+int presented_names_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, free_names);
+  return index;
+}
+
+int note_wrong_host(int ok, X509_STORE_CTX* ctx) {
+  if (ok || X509_STORE_CTX_get_error(ctx) != X509_V_ERR_HOSTNAME_MISMATCH) return ok;
+  auto* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(ctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  X509* cert = X509_STORE_CTX_get_current_cert(ctx);
+  if (!ssl || !cert) return ok;
+  std::string names;
+  for (const auto& n : describe_certificate(cert).dns_names)
+    names += (names.empty() ? "" : ", ") + n;
+  delete static_cast<std::string*>(SSL_get_ex_data(ssl, presented_names_index()));
+  SSL_set_ex_data(ssl, presented_names_index(),
+                  new std::string(names.empty() ? "no DNS name" : names));
+  return ok;
 }
 
 // ALPN on the server: pick the first "xmig/<channel>" the client offers. Which
@@ -231,7 +262,7 @@ std::shared_ptr<const Context> Context::load(const Settings& settings) {
   }
   ERR_clear_error();
 
-  self->cert_ = info_of(chain[0].get());
+  self->cert_ = describe_certificate(chain[0].get());
   if (!settings.own_name.empty() &&
       X509_check_host(chain[0].get(), settings.own_name.c_str(), settings.own_name.size(),
                       X509_CHECK_FLAG_NO_WILDCARDS, nullptr) != 1) {
@@ -250,6 +281,7 @@ SslPtr Context::new_client(const std::string& peer, const std::string& channel) 
   if (!ssl) throw Error("SSL_new failed: " + openssl_errors());
   SSL_set_connect_state(ssl.get());
   SSL_set_hostflags(ssl.get(), X509_CHECK_FLAG_NO_WILDCARDS);
+  SSL_set_verify(ssl.get(), SSL_VERIFY_PEER, note_wrong_host);
   if (SSL_set1_host(ssl.get(), peer.c_str()) != 1)
     throw Error("SSL_set1_host: " + openssl_errors());
   std::string alpn = alpn_for(channel);
@@ -292,7 +324,12 @@ std::string cipher_name(SSL* ssl) {
 
 CertInfo describe_certificate(const std::string& pem_path) {
   auto certs = read_certificates(pem_path, "cert");
-  return info_of(certs[0].get());
+  return describe_certificate(certs[0].get());
+}
+
+std::string presented_names(SSL* ssl) {
+  auto* names = static_cast<std::string*>(SSL_get_ex_data(ssl, presented_names_index()));
+  return names ? *names : "";
 }
 
 }  // namespace xmig::tls

@@ -83,6 +83,12 @@ std::string cipher_name(SSL* ssl);
 
 // Reads everything a certificate file says about its first certificate.
 CertInfo describe_certificate(const std::string& pem_path);
+// The same for a certificate in memory (e.g. the peer's).
+CertInfo describe_certificate(X509* cert);
+
+// After a client handshake failed the host check: the DNS names the server's
+// certificate carried ("no DNS name" when none), else "".
+std::string presented_names(SSL* ssl);
 
 // The pending OpenSSL error queue as one line (and clears it); "" when empty.
 std::string openssl_errors();

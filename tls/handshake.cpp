@@ -12,13 +12,25 @@ namespace xmig::tls {
 
 namespace {
 
+// The server chained to our CA but is not the peer we dialled: say whom it
+// names, since the usual cause is a [[peer]] address that reaches another host.
+std::string wrong_host(SSL* ssl) {
+  const char* wanted = X509_VERIFY_PARAM_get0_host(SSL_get0_param(ssl), 0);
+  std::string names = presented_names(ssl);
+  return "certificate verify failed: hostname mismatch: the server's certificate names " +
+         (names.empty() ? std::string("another host") : names) + ", not " +
+         (wanted ? wanted : "the peer") + " (is the [[peer]] address right?)";
+}
+
 // Why an SSL call failed, in words. Verification failures name the
 // certificate problem; a peer that just hangs up is said so.
 std::string failure(SSL* ssl, int err, int saved_errno) {
   std::string queue = openssl_errors();
   long verify = SSL_get_verify_result(ssl);
   std::string why;
-  if (verify != X509_V_OK)
+  if (verify == X509_V_ERR_HOSTNAME_MISMATCH)
+    why = wrong_host(ssl);
+  else if (verify != X509_V_OK)
     why = std::string("certificate verify failed: ") + X509_verify_cert_error_string(verify);
   else if (!queue.empty())
     why = queue;

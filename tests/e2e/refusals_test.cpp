@@ -315,7 +315,8 @@ TEST_F(Tunnel, AcceptsValidPeerAndDeliversToTarget) {
 // Action: a local client connects to hv-a's entry <run_dir>/hv-b/qemu.sock and
 // writes the start of a migration stream.
 // Must hold: the client sees EOF or a reset well before any timeout; hv-a logs
-// `refused: entry ... -> peer hv-b channel qemu:` with a hostname mismatch;
+// `refused: entry ... -> peer hv-b channel qemu:` with a hostname mismatch
+// that names what the server presented (hv-c) and what was expected (hv-b);
 // hv-c opens nothing and its target never gets a connection.
 TEST_F(Tunnel, ClientRefusesServerNamingAnotherPeer) {
   TunnelPairOptions opts;
@@ -340,7 +341,8 @@ TEST_F(Tunnel, ClientRefusesServerNamingAnotherPeer) {
   std::string line = wait_for_line(pair_->a.log, "refused: entry ");
   EXPECT_TRUE(contains(line,
                        " -> peer hv-b channel qemu: TLS handshake: certificate verify "
-                       "failed: hostname mismatch"))
+                       "failed: hostname mismatch: the server's certificate names hv-c, not "
+                       "hv-b (is the [[peer]] address right?)"))
       << pair_->logs();
   expect_target_untouched();
 }
