@@ -69,9 +69,23 @@ PkeyPtr read_key(const std::string& path) {
                 std::to_string((st.st_mode >> 6) & 7) + std::to_string((st.st_mode >> 3) & 7) +
                 std::to_string(st.st_mode & 7) + "); fix: chmod 600 " + path);
   PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_password, nullptr));
-  if (!key)
-    fail(path, "holds no readable private key (encrypted keys are not supported)",
+  if (!key) {
+    // Say which of the usual causes it is: the three need different fixes.
+    std::string text;
+    char buf[4096];
+    auto again = BioPtr(BIO_new_file(path.c_str(), "r"));
+    for (int n; again && (n = BIO_read(again.get(), buf, sizeof buf)) > 0;) text.append(buf, n);
+    if (text.find("ENCRYPTED") != std::string::npos)
+      fail(path, "holds an encrypted private key, which the tunnel cannot unlock unattended",
+           "give an unencrypted PEM key (mode 0600), e.g. the server-key.pem written by "
+           "xmig-certs");
+    if (text.find("-----BEGIN") != std::string::npos)
+      fail(path, "private key is cut short or damaged",
+           "write the whole file again (to a temporary name, then rename it into place), or "
+           "restore server-key.pem.prev");
+    fail(path, "holds no PEM private key",
          "give an unencrypted PEM key, e.g. the server-key.pem written by xmig-certs");
+  }
   return key;
 }
 

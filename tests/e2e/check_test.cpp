@@ -1,6 +1,8 @@
 // `xmig-tunnel --check`: exit 0 with a summary for a usable config, exit 1
 // with errors naming the file and the fix for each kind of broken TLS material.
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <sys/stat.h>
 
 #include "tests/support/tunnel_pair.hpp"
@@ -64,6 +66,46 @@ TEST(TunnelCheck, RefusesWorldReadableKey) {
   auto r = run_check(pair, pair.a.config);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("fix: chmod 600"), std::string::npos) << r.output;
+}
+
+// The key file encrypted with a passphrase, in PEM.
+std::string encrypted_pem(const std::string& key_pem) {
+  BIO* in = BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size()));
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(in, nullptr, nullptr, nullptr);
+  BIO_free(in);
+  BIO* out = BIO_new(BIO_s_mem());
+  std::string pass = "secret";
+  PEM_write_bio_PrivateKey(out, key, EVP_aes_256_cbc(),
+                           reinterpret_cast<unsigned char*>(pass.data()),
+                           static_cast<int>(pass.size()), nullptr, nullptr);
+  char* data = nullptr;
+  long n = BIO_get_mem_data(out, &data);
+  std::string pem(data, static_cast<size_t>(n));
+  BIO_free(out);
+  EVP_PKEY_free(key);
+  return pem;
+}
+
+// Pass: an unreadable key is refused with the cause it has, each with its own
+// fix: cut short ("cut short or damaged"), encrypted ("encrypted private
+// key"), or no key at all ("holds no PEM private key"); exit 1 each time.
+TEST(TunnelCheck, SaysWhyAKeyCannotBeRead) {
+  TunnelPair pair(unstarted());
+  fs::path key = pair.a.pki / "server-key.pem";
+  const std::string good = read_file(key);
+  const std::pair<std::string, std::string> cases[] = {
+      {good.substr(0, good.size() / 2), "server-key.pem: private key is cut short or damaged"},
+      {encrypted_pem(good), "server-key.pem: holds an encrypted private key"},
+      {"not a key\n", "server-key.pem: holds no PEM private key"},
+  };
+  for (const auto& [text, expected] : cases) {
+    write_file(key, text);
+    ::chmod(key.c_str(), 0600);
+    auto r = run_check(pair, pair.a.config);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find(expected), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("fix:"), std::string::npos) << r.output;
+  }
 }
 
 // Pass: a key that belongs to another certificate is refused.

@@ -604,7 +604,7 @@ TEST_F(Reload, RefusesBrokenMaterialAndKeepsServing) {
        "server-cert.pem: certificate 1 is cut short or damaged"},
       {"key file cut in half",
        [&] { write_in_place(key_file, good_key.substr(0, good_key.size() / 2)); },
-       "holds no readable private key"},
+       "server-key.pem: private key is cut short or damaged"},
       {"world-readable key", [&] { certs::write_file_atomic(key_file, good_key, 0644); },
        "accessible to all users"},
       {"CA bundle with its second certificate cut in half",
