@@ -14,28 +14,33 @@
 
 namespace xmig::tunnel {
 
-std::string describe_client(int fd) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "";
+std::string address_text(const sockaddr_storage& ss) {
   char ip[INET6_ADDRSTRLEN] = {};
   if (ss.ss_family == AF_INET) {
-    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
     ::inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
     return std::string(ip) + ":" + std::to_string(ntohs(a->sin_port));
   }
   if (ss.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
     ::inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
     return "[" + std::string(ip) + "]:" + std::to_string(ntohs(a->sin6_port));
   }
+  return "";
+}
+
+std::string describe_client(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "";
   if (ss.ss_family == AF_UNIX) {
     ucred cred{};
     socklen_t clen = sizeof cred;
     if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0)
       return "pid " + std::to_string(cred.pid);
+    return "";
   }
-  return "";
+  return address_text(ss);
 }
 
 namespace {

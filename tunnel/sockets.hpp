@@ -2,6 +2,7 @@
 // to a target, and deadlines on asynchronous steps.
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -32,6 +33,9 @@ void make_directory(const std::string& path, unsigned mode, gid_t group);
 // Who is at the other end of an accepted local socket: "ip:port" (TCP),
 // "pid N" (UNIX, from SO_PEERCRED), or "" when unknown.
 std::string describe_client(int fd);
+
+// "ip:port" or "[ipv6]:port" of an IPv4/IPv6 address, else "".
+std::string address_text(const sockaddr_storage& address);
 
 // Connects to a TCP or UNIX endpoint within `timeout`; returns the connected
 // fd. Throws std::runtime_error saying why not.

@@ -2,8 +2,6 @@
 // echo channel and back, while libpcap captures the traffic to the peer's
 // port. Then the capture is searched for the canary, parsed as TLS records,
 // and its application data measured for entropy.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -17,6 +15,7 @@
 #include <thread>
 
 #include "tunnel/protocol.hpp"
+#include "tunnel/sockets.hpp"
 #include "verify/canary.hpp"
 #include "verify/capture.hpp"
 #include "verify/classify.hpp"
@@ -114,18 +113,7 @@ std::string own_name(int fd) {
   socklen_t len = sizeof ss;
   if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "";
   if (ss.ss_family == AF_UNIX) return "pid " + std::to_string(::getpid());
-  char ip[INET6_ADDRSTRLEN] = {};
-  if (ss.ss_family == AF_INET) {
-    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    ::inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
-    return std::string(ip) + ":" + std::to_string(ntohs(a->sin_port));
-  }
-  if (ss.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    ::inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
-    return "[" + std::string(ip) + "]:" + std::to_string(ntohs(a->sin6_port));
-  }
-  return "";
+  return tunnel::address_text(ss);
 }
 
 // Sends the canary through the route (or directly) and judges the echo.
