@@ -170,18 +170,6 @@ Presented present_serial(uint16_t port, const fs::path& client_dir,
   return p;
 }
 
-// Lines of `log` that contain every one of needles.
-int count_lines_with_all(const fs::path& log, std::initializer_list<std::string> needles) {
-  std::ifstream in(log);
-  int n = 0;
-  for (std::string line; std::getline(in, line);) {
-    bool all = true;
-    for (const std::string& needle : needles) all = all && line.find(needle) != std::string::npos;
-    if (all) ++n;
-  }
-  return n;
-}
-
 // ---------------------------------------------------------------------------
 // Streams
 

@@ -30,26 +30,6 @@
 namespace xmig::test {
 namespace {
 
-uint64_t ram_mib_from_env() {
-  if (const char* env = std::getenv("XMIG_QEMU_RAM_MIB"); env && *env) {
-    const uint64_t v = std::strtoull(env, nullptr, 10);
-    if (v > 0) return v;
-  }
-  return 256;
-}
-
-// Lines of log that contain every one of needles.
-int count_lines_with_all(const fs::path& log, std::initializer_list<std::string> needles) {
-  std::ifstream in(log);
-  int n = 0;
-  for (std::string line; std::getline(in, line);) {
-    bool all = true;
-    for (const std::string& needle : needles) all = all && line.find(needle) != std::string::npos;
-    if (all) ++n;
-  }
-  return n;
-}
-
 class QemuMigration : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -24,6 +25,15 @@ namespace xmig::test {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
+
+// Guest RAM for the migration tests: $XMIG_QEMU_RAM_MIB, else 256 MiB.
+inline uint64_t ram_mib_from_env() {
+  if (const char* env = std::getenv("XMIG_QEMU_RAM_MIB"); env && *env) {
+    const uint64_t v = std::strtoull(env, nullptr, 10);
+    if (v > 0) return v;
+  }
+  return 256;
+}
 
 // --- Tiny JSON helpers ------------------------------------------------------
 // QMP replies are small, one object per line; the tests need a handful of

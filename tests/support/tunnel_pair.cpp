@@ -47,6 +47,17 @@ int count_in_log(const fs::path& log, const std::string& needle) {
   return n;
 }
 
+int count_lines_with_all(const fs::path& log, std::initializer_list<std::string> needles) {
+  std::ifstream in(log);
+  int n = 0;
+  for (std::string line; std::getline(in, line);) {
+    bool all = true;
+    for (const std::string& needle : needles) all = all && line.find(needle) != std::string::npos;
+    if (all) ++n;
+  }
+  return n;
+}
+
 namespace {
 
 std::string config_text(const TunnelSide& self, const TunnelSide& other,

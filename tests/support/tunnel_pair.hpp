@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <string>
@@ -74,5 +75,7 @@ std::string status_request(const TunnelSide& side, const std::string& path);
 
 // Counts lines of `log` that contain `needle`.
 int count_in_log(const fs::path& log, const std::string& needle);
+// Counts lines of `log` that contain every one of `needles`.
+int count_lines_with_all(const fs::path& log, std::initializer_list<std::string> needles);
 
 }  // namespace xmig::test
