@@ -19,7 +19,7 @@
 //   Plain socket -> pipe -> TLS socket with io_uring splice (no copy); back
 //   with recvmsg into a buffer and send (one copy), because Linux 6.1 splices
 //   only one 16 KiB record per call out of a kTLS socket, which cost ~73,000
-//   ring entries per GiB (io/splice_pump.cpp, docs/perf-datapath.md).
+//   io_uring_enter calls per GiB (io/splice_pump.cpp, docs/perf-datapath.md).
 // - "userspace": OpenSSL en/decrypts on the worker over memory BIOs, and the
 //   ring moves ciphertext with recv/send (io/userspace_pump.cpp).
 // Falling back from one to the other happens only before the hand-off.
