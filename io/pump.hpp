@@ -15,8 +15,11 @@
 // the control plane only; no thread per connection.
 //
 // Data paths ("mode"), decided once per connection at the hand-off:
-// - "ktls-splice": the kernel holds both TLS keys; bytes move plain socket ->
-//   pipe -> TLS socket and back with io_uring splice (io/splice_pump.cpp).
+// - "ktls-splice": the kernel holds both TLS keys and does all the crypto.
+//   Plain socket -> pipe -> TLS socket with io_uring splice (no copy); back
+//   with recvmsg into a buffer and send (one copy), because Linux 6.1 splices
+//   only one 16 KiB record per call out of a kTLS socket, which cost ~73,000
+//   io_uring_enter calls per GiB (io/splice_pump.cpp, docs/perf-datapath.md).
 // - "userspace": OpenSSL en/decrypts on the worker over memory BIOs, and the
 //   ring moves ciphertext with recv/send (io/userspace_pump.cpp).
 // Falling back from one to the other happens only before the hand-off.

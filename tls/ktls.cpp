@@ -254,26 +254,27 @@ uint64_t record_limit(SSL* ssl, uint64_t configured) {
   return configured;
 }
 
-ControlRecord read_control_record(int fd) {
-  ControlRecord r;
-  iovec iov{r.data, sizeof r.data};
-  alignas(cmsghdr) char control[CMSG_SPACE(1)] = {};
-  msghdr msg{};
+RecordReceive::RecordReceive(void* data, size_t size) {
+  iov.iov_base = data;
+  iov.iov_len = size;
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
+  reset();
+}
+
+void RecordReceive::reset() {
+  std::memset(control, 0, sizeof control);  // no type left over from the last receive
   msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t n = ::recvmsg(fd, &msg, MSG_DONTWAIT);
-  if (n < 0) {
-    r.error = errno;
-    return r;
-  }
-  r.size = static_cast<size_t>(n);
-  r.type = 23;  // application data unless the kernel says otherwise
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+  msg.msg_controllen = sizeof control;  // the kernel leaves what it used here
+  msg.msg_flags = 0;
+}
+
+int RecordReceive::record_type() const {
+  // CMSG_FIRSTHDR reads msg_controllen, which the receive set to what it used.
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(const_cast<msghdr*>(&msg), c))
     if (c->cmsg_level == SOL_TLS && c->cmsg_type == TLS_GET_RECORD_TYPE)
-      r.type = *reinterpret_cast<unsigned char*>(CMSG_DATA(c));
-  return r;
+      return *reinterpret_cast<const unsigned char*>(CMSG_DATA(c));
+  return 0;
 }
 
 AlertMessage::AlertMessage(uint8_t level, uint8_t description) : body{level, description} {

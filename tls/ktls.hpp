@@ -1,6 +1,6 @@
 // tls/ktls: handing an established TLS session's record protection to the
-// Linux kernel (kTLS), so that io/ can move bytes with splice and never copy
-// or encrypt them in user space.
+// Linux kernel (kTLS), so that io/ never encrypts or decrypts in user space
+// (it sends with splice, without a copy, and receives decrypted records).
 //
 // How the offload comes about (OpenSSL 3.0, Debian 12):
 // - prepare_session() sets SSL_OP_ENABLE_KTLS before the handshake; OpenSSL
@@ -78,15 +78,26 @@ Offload complete_offload(SSL* ssl, int fd, uint64_t records_read);
 // [tls] key_limit_records value.
 uint64_t record_limit(SSL* ssl, uint64_t configured);
 
-// One record of a kTLS RX socket that is not application data, read with
-// recvmsg + TLS_GET_RECORD_TYPE. type 21 = alert, 22 = handshake.
-struct ControlRecord {
-  int type = 0;
-  uint8_t data[64] = {};
-  size_t size = 0;
-  int error = 0;  // errno of recvmsg, or 0
+// A recvmsg() message for a kTLS RX socket that asks the kernel for the type
+// of the records it returns (a TLS_GET_RECORD_TYPE cmsg) instead of failing
+// on one that is not application data. Linux returns records of one type per
+// call: a record of another type (an alert, a handshake message) comes on its
+// own in the next call, after the data before it. Made for io_uring, which
+// reads the message when the receive starts and writes msg_controllen back
+// when it completes: not movable (it points into itself); reset() before
+// each receive.
+struct RecordReceive {
+  RecordReceive(void* data, size_t size);
+  RecordReceive(const RecordReceive&) = delete;
+  RecordReceive& operator=(const RecordReceive&) = delete;
+  void reset();
+  // The type of the records the last receive returned: 23 application data,
+  // 21 alert, 22 handshake; 0 when the kernel reported none (end of stream).
+  int record_type() const;
+  msghdr msg{};
+  iovec iov{};
+  alignas(cmsghdr) char control[CMSG_SPACE(1)] = {};
 };
-ControlRecord read_control_record(int fd);
 
 // A TLS alert ready for sendmsg() on a kTLS TX socket (the record type goes
 // in a TLS_SET_RECORD_TYPE cmsg). close_notify is (1, 0). Not movable: the
