@@ -14,9 +14,6 @@ namespace xmig::io {
 namespace {
 
 constexpr unsigned kRingEntries = 256;
-// One receive buffer: 16 full TLS records, decrypted or encrypted in one go.
-constexpr size_t kReceiveBufferSize = 256 * 1024;
-constexpr uint16_t kBufferGroup = 0;
 constexpr uint64_t kWakeTag = 1;    // user_data of the worker's eventfd read
 constexpr uint64_t kIgnoreTag = 0;  // user_data of cancellations
 
@@ -47,15 +44,12 @@ io_uring_sqe* Pump::sqe(unsigned op) {
   return worker_.ring().get(reinterpret_cast<uint64_t>(this) | op);
 }
 
-void Pump::complete(unsigned op, int res, uint32_t flags) {
+void Pump::complete(unsigned op, int res) {
   --inflight_;
-  if (ending_) {
-    // A receive that completed while ending may carry a buffer: give it back.
-    worker_.buffers().take(res, flags).reset();
+  if (ending_)
     close_if_idle();
-  } else {
-    on_complete(op, res, flags);
-  }
+  else
+    on_complete(op, res);
 }
 
 void Pump::succeed() {
@@ -101,24 +95,20 @@ void Pump::close_if_idle() {
 
 // ---- Worker -------------------------------------------------------------------
 
-Workers::Worker::Worker(unsigned receive_buffers) : wake_(::eventfd(0, EFD_CLOEXEC)) {
+Workers::Worker::Worker() : wake_(::eventfd(0, EFD_CLOEXEC)) {
   if (!wake_) throw std::runtime_error(std::string("eventfd: ") + strerror(errno));
   // The ring must be created by the thread that submits to it.
   std::promise<std::string> created;
   auto result = created.get_future();
-  thread_ = std::thread([this, &created, receive_buffers] {
+  thread_ = std::thread([this, &created] {
     try {
       ring_ = std::make_unique<Ring>(kRingEntries);
-      buffers_ = std::make_unique<BufferRing>(*ring_->raw(), kBufferGroup, receive_buffers,
-                                              kReceiveBufferSize);
       created.set_value({});
     } catch (const std::exception& e) {
       created.set_value(e.what());
       return;
     }
     run();
-    buffers_.reset();  // unregistered by the thread that owns the ring
-    ring_.reset();
   });
   std::string error = result.get();
   if (!error.empty()) {
@@ -161,23 +151,7 @@ void Workers::Worker::run_tasks() {
   for (auto& t : tasks) t();
 }
 
-void Workers::Worker::wait_for_buffer(Pump* pump) {
-  ++buffer_waits;
-  starved_.push_back(pump);
-}
-
-// After a round in which buffers came back, every waiting pump tries again
-// (in the order they started waiting); one that still finds none waits again.
-void Workers::Worker::wake_starved() {
-  if (!buffers_->take_recycled() || starved_.empty()) return;
-  std::vector<Pump*> waiting;
-  waiting.swap(starved_);
-  for (Pump* p : waiting)
-    if (!p->finished()) p->on_buffers_returned();
-}
-
 void Workers::Worker::reap() {
-  std::erase_if(starved_, [](Pump* p) { return p->finished(); });
   for (auto it = pumps_.begin(); it != pumps_.end();)
     it = it->second->finished() ? pumps_.erase(it) : std::next(it);
 }
@@ -205,12 +179,10 @@ void Workers::Worker::run() {
       }
       if (data == kIgnoreTag) continue;
       auto* pump = reinterpret_cast<Pump*>(data & ~uint64_t{(1u << Pump::kOpBits) - 1});
-      pump->complete(static_cast<unsigned>(data & ((1u << Pump::kOpBits) - 1)), cqe->res,
-                     cqe->flags);
+      pump->complete(static_cast<unsigned>(data & ((1u << Pump::kOpBits) - 1)), cqe->res);
       reap_needed |= pump->finished();
     }
     io_uring_cq_advance(ring, seen);
-    wake_starved();
     if (woken) {
       run_tasks();
       if (!stopping_) arm_wake();
@@ -222,10 +194,9 @@ void Workers::Worker::run() {
 
 // ---- Workers ------------------------------------------------------------------
 
-Workers::Workers(unsigned count, unsigned receive_buffers) {
+Workers::Workers(unsigned count) {
   if (count == 0) count = std::max(1u, std::thread::hardware_concurrency());
-  for (unsigned i = 0; i < count; ++i)
-    workers_.push_back(std::make_unique<Worker>(receive_buffers));
+  for (unsigned i = 0; i < count; ++i) workers_.push_back(std::make_unique<Worker>());
 }
 
 Workers::~Workers() {
@@ -306,12 +277,6 @@ void Workers::abort_all(const std::string& reason) {
 size_t Workers::active() const {
   size_t n = 0;
   for (auto& w : workers_) n += w->active;
-  return n;
-}
-
-uint64_t Workers::buffer_waits() const {
-  uint64_t n = 0;
-  for (auto& w : workers_) n += w->buffer_waits;
   return n;
 }
 

@@ -15,11 +15,8 @@
 // the control plane only; no thread per connection.
 //
 // Data paths ("mode"), decided once per connection at the hand-off:
-// - "ktls-splice": the kernel holds both TLS keys and does all the crypto.
-//   Plain socket -> pipe -> TLS socket with io_uring splice (no copy); back
-//   with recvmsg into a buffer and send (one copy), because Linux 6.1 splices
-//   only one 16 KiB record per call out of a kTLS socket, which cost ~73,000
-//   io_uring_enter calls per GiB (io/splice_pump.cpp, docs/perf-datapath.md).
+// - "ktls-splice": the kernel holds both TLS keys; bytes move plain socket ->
+//   pipe -> TLS socket and back with io_uring splice (io/splice_pump.cpp).
 // - "userspace": OpenSSL en/decrypts on the worker over memory BIOs, and the
 //   ring moves ciphertext with recv/send (io/userspace_pump.cpp).
 // Falling back from one to the other happens only before the hand-off.
@@ -70,10 +67,8 @@ using PumpDone = std::function<void(const PumpStats&)>;
 
 class Workers {
  public:
-  // Starts `count` worker threads (0 = one per core), each lending
-  // `receive_buffers` buffers of 256 KiB (a power of two) to its pumps'
-  // receives (io/buffer_ring.hpp).
-  explicit Workers(unsigned count, unsigned receive_buffers = 16);
+  // Starts `count` worker threads (0 = one per core).
+  explicit Workers(unsigned count);
   // Aborts what is still running and joins the threads.
   ~Workers();
   Workers(const Workers&) = delete;
@@ -89,9 +84,6 @@ class Workers {
 
   // Pumps started and not yet done.
   size_t active() const;
-  // Receives that found every receive buffer lent out and had to wait (a
-  // sign that receive_buffers is small for the load).
-  uint64_t buffer_waits() const;
   unsigned size() const { return static_cast<unsigned>(workers_.size()); }
 
   struct Worker;

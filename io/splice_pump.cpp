@@ -103,7 +103,7 @@ class SplicePump final : public Pump {
   }
 
  private:
-  void on_complete(unsigned op, int res, uint32_t) override {
+  void on_complete(unsigned op, int res) override {
     switch (op) {
       case UpIn:
         if (res < 0) return fail(socket_failure("local socket read", res));

@@ -6,16 +6,10 @@
 // ring sends, and whose read side hands OpenSSL the ciphertext the ring
 // received. Each direction keeps at most one receive and one send in flight,
 // so bytes never reorder, and a receive of up to 256 KiB (16 records) is
-// en/decrypted in one go.
+// decrypted in one go.
 //
-//   plain --recv--> lent buffer --SSL_write--> wire_.out --send--> TLS socket
-//   TLS socket --recv--> lent buffer --SSL_read--> down_out_ --send--> plain
-//
-// Receives take their buffer from the worker's buffer ring (io/buffer_ring.hpp)
-// only when data arrives, and a direction receives only when it can consume a
-// whole buffer at once (room in the send queue, an empty plaintext buffer), so
-// a lent buffer goes back within the completion that brought it: a peer that
-// stops reading never ties up the worker's receive buffers.
+//   plain --recv--> up_in_ --SSL_write--> wire_.out --send--> TLS socket
+//   TLS socket --recv--> down_in_ --SSL_read--> down_out_ --send--> plain
 //
 // Stream ends: plain EOF -> close_notify, then shutdown(SHUT_WR) of the TLS
 // socket; close_notify -> shutdown(SHUT_WR) of the plain socket; anything
@@ -24,9 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
-#include <memory>
 
 #include "io/worker.hpp"
 
@@ -34,8 +26,11 @@ namespace xmig::io {
 
 namespace {
 
-constexpr size_t kChunk = 256 * 1024;  // ciphertext queued before receiving more plaintext
+constexpr size_t kChunk = 256 * 1024;  // one receive; 16 full records
 constexpr size_t kRecord = 16384;      // TLS maximum plaintext per record
+// Plaintext that one round of SSL_read may produce from kChunk of ciphertext
+// plus the partial record OpenSSL kept from the last round.
+constexpr size_t kDownCapacity = kChunk + 2 * kRecord;
 
 // Ciphertext between OpenSSL and the ring.
 struct Wire {
@@ -114,15 +109,6 @@ std::string socket_failure(const char* what, int res) {
   return std::string(what) + ": " + strerror(-res);
 }
 
-// Plaintext waiting for, or in, a send to the plain socket. Allocated without
-// being written, so an idle connection's buffers cost no resident memory.
-struct Plaintext {
-  explicit Plaintext(size_t capacity)
-      : data(std::make_unique_for_overwrite<uint8_t[]>(capacity)), capacity(capacity) {}
-  std::unique_ptr<uint8_t[]> data;
-  size_t capacity, len = 0;
-};
-
 class UserspacePump final : public Pump {
   enum Op : unsigned { RecvPlain, SendTls, RecvTls, SendPlain };
 
@@ -131,12 +117,12 @@ class UserspacePump final : public Pump {
                 uint64_t key_limit)
       : Pump(w, std::move(plain), std::move(tls_fd), std::move(ssl), std::move(done), "userspace"),
         limit_(tls::record_limit(ssl_.get(), key_limit)),
-        // One lent buffer of ciphertext plus the partial record OpenSSL kept
-        // from the last one decrypt into this at once.
-        down_out_(w.buffers().size() + 2 * kRecord),
-        plain_sending_(down_out_.capacity) {
-    wire_.out.reserve(kChunk + w.buffers().size() + 2 * kRecord);
-    tls_sending_.reserve(wire_.out.capacity());
+        up_in_(kChunk),
+        down_in_(kChunk),
+        down_out_(kDownCapacity),
+        plain_sending_(kDownCapacity) {
+    wire_.out.reserve(2 * kChunk);
+    tls_sending_.reserve(2 * kChunk);
   }
 
   void start() override {
@@ -152,18 +138,15 @@ class UserspacePump final : public Pump {
   }
 
  private:
-  void on_complete(unsigned op, int res, uint32_t flags) override {
+  void on_complete(unsigned op, int res) override {
     switch (op) {
-      case RecvPlain: {
+      case RecvPlain:
         recv_plain_busy_ = false;
-        if (res == -ENOBUFS) return worker_.wait_for_buffer(this);
-        LentBuffer got = worker_.buffers().take(res, flags);
         if (res < 0) return fail(socket_failure("local socket read", res));
         if (res == 0) up_eof_ = true;
-        up_in_ = std::move(got);
+        up_len_ = static_cast<size_t>(std::max(res, 0));
         up_off_ = 0;
         return pump_up();
-      }
       case SendTls:
         if (res < 0) return fail(socket_failure("TLS socket write", res));
         tls_sent_ += static_cast<size_t>(res);
@@ -171,55 +154,41 @@ class UserspacePump final : public Pump {
         tls_sending_.clear();
         send_tls_busy_ = false;
         return pump_up();
-      case RecvTls: {
+      case RecvTls:
         recv_tls_busy_ = false;
-        if (res == -ENOBUFS) return worker_.wait_for_buffer(this);
-        LentBuffer got = worker_.buffers().take(res, flags);
         if (res < 0) return fail(socket_failure("TLS socket read", res));
         if (res == 0) wire_.in_eof = true;
-        down_in_ = std::move(got);
-        wire_.in = down_in_ ? down_in_.data() : nullptr;
-        wire_.in_len = down_in_.bytes();
+        wire_.in = down_in_.data();
+        wire_.in_len = static_cast<size_t>(std::max(res, 0));
         return pump_down();
-      }
       case SendPlain:
         if (res < 0) return fail(socket_failure("local socket write", res));
         plain_sent_ += static_cast<size_t>(res);
         stats_.tls_to_plain += static_cast<uint64_t>(res);
-        if (plain_sent_ < plain_sending_.len) return send_plain_rest();
+        if (plain_sent_ < plain_len_) return send_plain_rest();
         send_plain_busy_ = false;
         return pump_down();
     }
   }
 
-  void on_buffers_returned() override {
-    pump_up();
-    pump_down();
-  }
-
   // ---- plain -> TLS ------------------------------------------------------------
 
-  size_t up_left() const { return up_in_ ? up_in_.bytes() - up_off_ : 0; }
-
-  // Encrypts what was received, keeps one receive in flight while the send
-  // queue has room for a whole buffer, and ends the direction after EOF.
+  // Encrypts what was received once the send queue has room, keeps one
+  // receive in flight, and ends the direction after EOF.
   void pump_up() {
     if (ending()) return;
-    if (up_left() > 0 && !encrypt()) return;
-    up_in_.reset();
-    if (up_eof_ && !close_notify_queued_) {
+    if (up_off_ < up_len_ && wire_.out.size() < kChunk && !encrypt()) return;
+    if (up_off_ == up_len_ && !up_eof_ && !recv_plain_busy_) {
+      recv_plain_busy_ = true;
+      io_uring_prep_recv(sqe(RecvPlain), plain(), up_in_.data(), kChunk, 0);
+    }
+    if (up_eof_ && up_off_ == up_len_ && !close_notify_queued_) {
       ERR_clear_error();
       int r = SSL_shutdown(ssl_.get());
       if (r < 0) return fail(ssl_failure(ssl_.get(), r, "TLS close_notify"));
       close_notify_queued_ = true;
     }
     flush_tls();
-    if (!up_eof_ && !recv_plain_busy_ && wire_.out.size() < kChunk) {
-      recv_plain_busy_ = true;
-      io_uring_sqe* s = sqe(RecvPlain);
-      io_uring_prep_recv(s, plain(), nullptr, worker_.buffers().size(), 0);
-      worker_.buffers().select(s);
-    }
     if (close_notify_queued_ && !send_tls_busy_ && !up_done_) {
       ::shutdown(tls(), SHUT_WR);
       up_done_ = true;
@@ -227,11 +196,11 @@ class UserspacePump final : public Pump {
     }
   }
 
-  // SSL_write of what is left of up_in_, rotating the key before the
+  // SSL_write of up_in_[up_off_, up_len_), rotating the key before the
   // configured record limit (RFC 8446 5.5). False when the pump failed.
   bool encrypt() {
-    while (up_left() > 0) {
-      size_t n = up_left();
+    while (up_off_ < up_len_) {
+      size_t n = up_len_ - up_off_;
       if (limit_) {
         if (up_records_ >= limit_ && !rotate_key()) return false;
         n = std::min<uint64_t>(n, (limit_ - up_records_) * kRecord);
@@ -282,17 +251,16 @@ class UserspacePump final : public Pump {
 
   // ---- TLS -> plain ------------------------------------------------------------
 
-  // Decrypts what was received, keeps one send and (while the plaintext
-  // buffer is empty) one receive in flight, and ends the direction after
-  // close_notify.
+  // Decrypts what was received while the plaintext buffer has room, keeps one
+  // send and one receive in flight, and ends the direction after close_notify.
   void pump_down() {
     if (ending()) return;
-    while (!down_eof_ && down_out_.len < down_out_.capacity) {
+    while (!down_eof_ && down_len_ < kChunk) {
       ERR_clear_error();
-      int r = SSL_read(ssl_.get(), down_out_.data.get() + down_out_.len,
-                       static_cast<int>(down_out_.capacity - down_out_.len));
+      int r = SSL_read(ssl_.get(), down_out_.data() + down_len_,
+                       static_cast<int>(down_out_.size() - down_len_));
       if (r > 0) {
-        down_out_.len += static_cast<size_t>(r);
+        down_len_ += static_cast<size_t>(r);
         continue;
       }
       int err = SSL_get_error(ssl_.get(), r);
@@ -303,22 +271,20 @@ class UserspacePump final : public Pump {
       }
       return fail(ssl_failure(ssl_.get(), r, "TLS read"));
     }
-    if (wire_.in_len == 0) down_in_.reset();
     flush_tls();  // reading may produce records (alerts)
-    if (!send_plain_busy_ && down_out_.len > 0) {
+    if (!send_plain_busy_ && down_len_ > 0) {
       std::swap(down_out_, plain_sending_);
-      down_out_.len = 0;
+      plain_len_ = down_len_;
       plain_sent_ = 0;
+      down_len_ = 0;
       send_plain_busy_ = true;
       send_plain_rest();
     }
-    if (!down_eof_ && !down_in_ && !wire_.in_eof && !recv_tls_busy_ && down_out_.len == 0) {
+    if (!down_eof_ && wire_.in_len == 0 && !wire_.in_eof && !recv_tls_busy_) {
       recv_tls_busy_ = true;
-      io_uring_sqe* s = sqe(RecvTls);
-      io_uring_prep_recv(s, tls(), nullptr, worker_.buffers().size(), 0);
-      worker_.buffers().select(s);
+      io_uring_prep_recv(sqe(RecvTls), tls(), down_in_.data(), kChunk, 0);
     }
-    if (down_eof_ && !send_plain_busy_ && down_out_.len == 0 && !down_done_) {
+    if (down_eof_ && !send_plain_busy_ && down_len_ == 0 && !down_done_) {
       ::shutdown(plain(), SHUT_WR);
       down_done_ = true;
       if (up_done_) succeed();
@@ -326,26 +292,27 @@ class UserspacePump final : public Pump {
   }
 
   void send_plain_rest() {
-    io_uring_prep_send(sqe(SendPlain), plain(), plain_sending_.data.get() + plain_sent_,
-                       plain_sending_.len - plain_sent_, MSG_NOSIGNAL);
+    io_uring_prep_send(sqe(SendPlain), plain(), plain_sending_.data() + plain_sent_,
+                       plain_len_ - plain_sent_, MSG_NOSIGNAL);
   }
 
   Wire wire_;
   uint64_t limit_;  // records per key, 0 = none
   uint64_t up_records_ = 0;
 
-  LentBuffer up_in_;
-  size_t up_off_ = 0;
+  std::vector<uint8_t> up_in_;
+  size_t up_len_ = 0, up_off_ = 0;
   bool up_eof_ = false, recv_plain_busy_ = false, close_notify_queued_ = false;
   std::vector<uint8_t> tls_sending_;
   size_t tls_sent_ = 0;
   bool send_tls_busy_ = false, up_done_ = false;
 
-  LentBuffer down_in_;  // what wire_.in points into
+  std::vector<uint8_t> down_in_;
   bool recv_tls_busy_ = false, down_eof_ = false;
-  Plaintext down_out_;
-  Plaintext plain_sending_;
-  size_t plain_sent_ = 0;
+  std::vector<uint8_t> down_out_;
+  size_t down_len_ = 0;
+  std::vector<uint8_t> plain_sending_;
+  size_t plain_len_ = 0, plain_sent_ = 0;
   bool send_plain_busy_ = false, down_done_ = false;
 };
 

@@ -19,7 +19,6 @@
 #include <unordered_map>
 #include <vector>
 
-#include "io/buffer_ring.hpp"
 #include "io/fd.hpp"
 #include "io/pump.hpp"
 #include "io/ring.hpp"
@@ -29,7 +28,7 @@ namespace xmig::io {
 class Pump;
 
 struct Workers::Worker {
-  explicit Worker(unsigned receive_buffers);
+  Worker();
   ~Worker();
 
   // Runs `task` on the worker thread, soon (any thread).
@@ -38,26 +37,17 @@ struct Workers::Worker {
   // Worker thread only.
   void adopt(std::unique_ptr<Pump> pump);
   Ring& ring() { return *ring_; }
-  // Receive buffers shared by this worker's pumps (see io/buffer_ring.hpp).
-  BufferRing& buffers() { return *buffers_; }
-  // `pump` found no free receive buffer: it is called back (on_buffers_returned)
-  // after a round in which a buffer came back.
-  void wait_for_buffer(Pump* pump);
 
   std::atomic<size_t> active{0};
-  std::atomic<uint64_t> buffer_waits{0};
 
  private:
   void run();
   void arm_wake();
   void run_tasks();
   void reap();
-  void wake_starved();
 
-  std::unique_ptr<Ring> ring_;           // created on the worker thread
-  std::unique_ptr<BufferRing> buffers_;  // likewise, registered with ring_
-  std::vector<Pump*> starved_;           // waiting for a receive buffer
-  Fd wake_;                              // eventfd: post() writes, the ring reads
+  std::unique_ptr<Ring> ring_;  // created on the worker thread
+  Fd wake_;                     // eventfd: post() writes, the ring reads
   uint64_t wake_value_ = 0;
   std::mutex mutex_;
   std::vector<std::function<void()>> tasks_;
@@ -78,11 +68,8 @@ class Pump {
 
   virtual void start() = 0;
 
-  // A completion of operation `op` (worker thread); `flags` are the CQE's.
-  void complete(unsigned op, int res, uint32_t flags);
-
-  // A receive buffer came back after this pump had found none (worker thread).
-  virtual void on_buffers_returned() {}
+  // A completion of operation `op` (worker thread).
+  void complete(unsigned op, int res);
 
   // Ends the pump with `reason`: both sockets are reset (any state).
   void abort(const std::string& reason) { fail(reason); }
@@ -93,7 +80,7 @@ class Pump {
   static constexpr unsigned kOpBits = 3;  // up to 8 operation numbers
 
  protected:
-  virtual void on_complete(unsigned op, int res, uint32_t flags) = 0;
+  virtual void on_complete(unsigned op, int res) = 0;
   // Extra files whose operations fail() must cancel besides the two sockets
   // (io_uring matches a cancellation by an operation's own file: for a
   // splice, its output). Up to four.

@@ -211,10 +211,6 @@ Config parse_config(const std::string& text, const std::string& path) {
     top.problem("log_level",
                 "\"" + c.log_level + "\"; fix: one of trace, debug, info, warn, error");
   c.workers = top.number("workers", 0, 0, 256);
-  c.receive_buffers = top.number("receive_buffers", 16, 1, 4096);
-  if (c.receive_buffers & (c.receive_buffers - 1))
-    top.problem("receive_buffers", std::to_string(c.receive_buffers) +
-                                       " is not a power of two; fix: e.g. 16 (256 KiB each)");
   std::string mode = top.string("socket_mode", false, "", "0660");
   try {
     size_t used = 0;

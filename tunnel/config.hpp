@@ -67,7 +67,6 @@ struct Config {
   Limits limits;
   Endpoint status;       // the /status and /metrics endpoint; default unix:<run_dir>/status.sock
   unsigned workers = 0;  // data-path threads; 0 = one per core
-  unsigned receive_buffers = 16;  // per worker, 256 KiB each (a power of two)
   std::string log_level = "info";
   unsigned socket_mode = 0660;  // entry sockets under run_dir
   std::string socket_group;     // optional group owning run_dir's sockets

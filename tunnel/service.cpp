@@ -13,12 +13,9 @@ namespace {
 StatusFacts facts_of(const Tunnel::State& s) {
   const auto& cert = s.tls->cert();
   return StatusFacts{
-      s.config.name,
-      s.connections.load(),
-      cert.serial,
+      s.config.name, s.connections.load(), cert.serial,
       std::chrono::duration_cast<std::chrono::seconds>(cert.not_after.time_since_epoch()).count(),
-      s.config.tls.min_version,
-      s.workers.buffer_waits()};
+      s.config.tls.min_version};
 }
 
 // One HTTP/1.0 exchange: GET /status or GET /metrics, then close.

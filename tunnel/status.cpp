@@ -120,10 +120,6 @@ std::string metrics_text(const StatusFacts& f, const Stats::Snapshot& s) {
   metric("xmig_connections_by_mode_total", "counter", "Connections that ended, by data path.");
   for (const auto& [k, v] : s.modes)
     m += "xmig_connections_by_mode_total{mode=\"" + k + "\"} " + std::to_string(v) + "\n";
-  metric("xmig_receive_buffer_waits_total", "counter",
-         "Receives that found every receive buffer of their worker lent out and waited "
-         "(often: raise receive_buffers).");
-  m += "xmig_receive_buffer_waits_total " + std::to_string(f.buffer_waits) + "\n";
   metric("xmig_bytes_total", "counter", "Payload bytes carried by ended connections.");
   m += "xmig_bytes_total{direction=\"to_peer\"} " + std::to_string(s.to_peer) + "\n";
   m += "xmig_bytes_total{direction=\"from_peer\"} " + std::to_string(s.from_peer) + "\n";

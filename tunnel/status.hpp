@@ -75,7 +75,6 @@ struct StatusFacts {
   std::string cert_serial;
   int64_t cert_not_after_unix = 0;
   std::string tls_min_version;
-  uint64_t buffer_waits = 0;  // io::Workers::buffer_waits()
 };
 
 std::string status_json(const StatusFacts& facts, const Stats::Snapshot& s);

@@ -124,7 +124,7 @@ asio::awaitable<void> handle_signals(Tunnel::State& s) {
 }  // namespace
 
 Tunnel::State::State(Config c)
-    : config(std::move(c)), tls(tls::Context::load(tls_settings(config))), workers(config.workers, config.receive_buffers) {
+    : config(std::move(c)), tls(tls::Context::load(tls_settings(config))), workers(config.workers) {
   for (const auto& p : config.peers) peer_names.push_back(p.name);
 }
 

@@ -2,10 +2,7 @@
 // limit in user space, and ktls = "required" on a kernel without kTLS.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <future>
-#include <set>
-#include <vector>
 
 #include "tests/ktls/ktls_test.hpp"
 #include "tests/support/process.hpp"
@@ -63,88 +60,6 @@ TEST(DataPath, KeyUpdatesBeforeTheRecordLimitKeepDataIntact) {
   EXPECT_GE(count_in_log(pair.a.log, "key update: KeyUpdate #"), 4096 / 16 - 1);
   EXPECT_GE(count_in_log(pair.b.log, "key update: KeyUpdate #"), 1024 / 16 - 1);
   EXPECT_EQ(count_in_log(pair.a.log, "mode=userspace"), 1) << pair.logs();
-}
-
-// The value of an unlabelled counter in a /metrics body, or -1.
-long metric(const std::string& body, const std::string& name) {
-  size_t at = body.find("\n" + name + " ");
-  return at == std::string::npos ? -1
-                                 : std::strtol(body.c_str() + at + name.size() + 2, nullptr, 10);
-}
-
-// Pass: with one worker per tunnel lending a single receive buffer
-// (receive_buffers = 1), four connections at once, each carrying 32 MiB to
-// the target and 8 MiB back at the same time, arrive intact (SHA-256) with
-// clean closes, and the tunnels' /metrics count receives that waited for the
-// buffer (xmig_receive_buffer_waits_total > 0): the wait path ran and lost
-// nothing.
-TEST(DataPath, ConnectionsSharingOneReceiveBufferWaitAndStayIntact) {
-  TunnelPairOptions opts;
-  opts.start = false;
-  TunnelPair pair(opts);
-  for (TunnelSide* side : {&pair.a, &pair.b}) {
-    set_tls_key(*side, "ktls", "\"off\"");
-    write_file(side->config, "workers = 1\nreceive_buffers = 1\n" + read_file(side->config));
-  }
-  pair.start(pair.a);
-  pair.start(pair.b);
-
-  constexpr int kStreams = 4;
-  auto sink = Listener::unix_socket(pair.delivery("qemu").string());
-  struct Ends {
-    std::string sent, got;
-  };
-  std::vector<std::future<Ends>> clients, servers;
-  for (int i = 0; i < kStreams; ++i)
-    clients.push_back(std::async(std::launch::async, [&, i] {
-      Fd fd = connect_unix(pair.entry("qemu").string());
-      auto sending = std::async(std::launch::async, [&] {
-        auto h = send_stream(fd.get(), 32 * kMiB, 200 + i);
-        shutdown_write(fd.get());
-        return h;
-      });
-      Hashed back = recv_stream(fd.get());
-      return Ends{sending.get().sha256, back.error.empty() ? back.sha256 : back.error};
-    }));
-  for (int i = 0; i < kStreams; ++i) {
-    Fd server = sink.accept(20s);
-    ASSERT_TRUE(server) << "connection " << i << " never arrived\n" << pair.logs();
-    servers.push_back(std::async(std::launch::async, [fd = std::move(server), i]() mutable {
-      auto sending = std::async(std::launch::async, [&] {
-        auto h = send_stream(fd.get(), 8 * kMiB, 300 + i);
-        shutdown_write(fd.get());
-        return h;
-      });
-      Hashed got = recv_stream(fd.get());
-      return Ends{sending.get().sha256, got.error.empty() ? got.sha256 : got.error};
-    }));
-  }
-  std::multiset<std::string> to_target_sent, to_target_got, back_sent, back_got;
-  for (auto& c : clients) {
-    Ends e = c.get();
-    to_target_sent.insert(e.sent);
-    back_got.insert(e.got);
-  }
-  for (auto& s : servers) {
-    Ends e = s.get();
-    back_sent.insert(e.sent);
-    to_target_got.insert(e.got);
-  }
-  EXPECT_EQ(to_target_sent, to_target_got);
-  EXPECT_EQ(back_sent, back_got);
-  EXPECT_TRUE(wait_until(
-      [&] {
-        return count_in_log(pair.a.log, "result=ok") >= kStreams &&
-               count_in_log(pair.b.log, "result=ok") >= kStreams;
-      },
-      10s))
-      << pair.logs();
-  long waits_a = metric(status_request(pair.a, "/metrics"), "xmig_receive_buffer_waits_total");
-  long waits_b = metric(status_request(pair.b, "/metrics"), "xmig_receive_buffer_waits_total");
-  EXPECT_GE(waits_a, 0);
-  EXPECT_GE(waits_b, 0);
-  EXPECT_GT(waits_a + waits_b, 0) << "no receive ever waited for a buffer (hv-a " << waits_a
-                                  << ", hv-b " << waits_b << ")";
 }
 
 // Pass: on a kernel without kTLS, ktls = "required" makes xmig-tunnel refuse

@@ -150,17 +150,6 @@ TEST(Config, BadLimitsAreRefused) {
   EXPECT_NE(p.find("[limits].max_connections"), std::string::npos) << p;
 }
 
-// Pass: receive_buffers must be a power of two from 1 to 4096; the refusal
-// names the key and the fix.
-TEST(Config, ReceiveBuffersMustBeAPowerOfTwo) {
-  std::string p = problems_of("receive_buffers = 12\n" + std::string(kGood));
-  EXPECT_NE(p.find("receive_buffers"), std::string::npos) << p;
-  EXPECT_NE(p.find("not a power of two; fix: e.g. 16"), std::string::npos) << p;
-  EXPECT_NE(problems_of("receive_buffers = 0\n" + std::string(kGood)).find("receive_buffers"),
-            std::string::npos);
-  EXPECT_EQ(problems_of("receive_buffers = 64\n" + std::string(kGood)), "");
-}
-
 // Pass: several problems are all reported at once, one per line.
 TEST(Config, ReportsEveryProblemAtOnce) {
   std::string s = with("name = \"hv-a\"\n", "");
