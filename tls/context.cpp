@@ -71,15 +71,20 @@ PkeyPtr read_key(const std::string& path) {
   PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_password, nullptr));
   if (!key) {
     // Say which of the usual causes it is: the three need different fixes.
+    // The file's text is (part of) a key: only two markers are kept from it.
     std::string text;
     char buf[4096];
     auto again = BioPtr(BIO_new_file(path.c_str(), "r"));
     for (int n; again && (n = BIO_read(again.get(), buf, sizeof buf)) > 0;) text.append(buf, n);
-    if (text.find("ENCRYPTED") != std::string::npos)
+    bool encrypted = text.find("ENCRYPTED") != std::string::npos;
+    bool pem = text.find("-----BEGIN") != std::string::npos;
+    OPENSSL_cleanse(buf, sizeof buf);
+    OPENSSL_cleanse(text.data(), text.size());
+    if (encrypted)
       fail(path, "holds an encrypted private key, which the tunnel cannot unlock unattended",
            "give an unencrypted PEM key (mode 0600), e.g. the server-key.pem written by "
            "xmig-certs");
-    if (text.find("-----BEGIN") != std::string::npos)
+    if (pem)
       fail(path, "private key is cut short or damaged",
            "write the whole file again (to a temporary name, then rename it into place), or "
            "restore server-key.pem.prev");
