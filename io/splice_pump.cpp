@@ -159,7 +159,7 @@ class SplicePump final : public Pump {
   }
 
   void send_close_notify() {
-    io_uring_prep_sendmsg(sqe(CloseNotify), tls(), &close_notify_.msg, MSG_NOSIGNAL);
+    io_uring_prep_sendmsg(sqe(CloseNotify), tls(), &close_notify_.record.msg, MSG_NOSIGNAL);
   }
 
   // ---- TLS -> plain ------------------------------------------------------------

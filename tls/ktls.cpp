@@ -277,9 +277,9 @@ int RecordReceive::record_type() const {
   return 0;
 }
 
-AlertMessage::AlertMessage(uint8_t level, uint8_t description) : body{level, description} {
-  iov.iov_base = body;
-  iov.iov_len = sizeof body;
+RecordMessage::RecordMessage(uint8_t type, const void* data, size_t size) {
+  iov.iov_base = const_cast<void*>(data);
+  iov.iov_len = size;
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   msg.msg_control = control;
@@ -288,7 +288,7 @@ AlertMessage::AlertMessage(uint8_t level, uint8_t description) : body{level, des
   c->cmsg_level = SOL_TLS;
   c->cmsg_type = TLS_SET_RECORD_TYPE;
   c->cmsg_len = CMSG_LEN(1);
-  *reinterpret_cast<unsigned char*>(CMSG_DATA(c)) = 21;  // alert
+  *reinterpret_cast<unsigned char*>(CMSG_DATA(c)) = type;
 }
 
 }  // namespace xmig::tls

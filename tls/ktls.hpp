@@ -99,17 +99,23 @@ struct RecordReceive {
   alignas(cmsghdr) char control[CMSG_SPACE(1)] = {};
 };
 
-// A TLS alert ready for sendmsg() on a kTLS TX socket (the record type goes
-// in a TLS_SET_RECORD_TYPE cmsg). close_notify is (1, 0). Not movable: the
-// message points into itself.
-struct AlertMessage {
-  AlertMessage(uint8_t level, uint8_t description);
-  AlertMessage(const AlertMessage&) = delete;
-  AlertMessage& operator=(const AlertMessage&) = delete;
+// One record of `type` (21 alert, 22 handshake, 23 data) ready for sendmsg()
+// on a kTLS TX socket: the type goes in a TLS_SET_RECORD_TYPE cmsg. Points at
+// `data`, which must outlive the send; not movable (it points into itself).
+struct RecordMessage {
+  RecordMessage(uint8_t type, const void* data, size_t size);
+  RecordMessage(const RecordMessage&) = delete;
+  RecordMessage& operator=(const RecordMessage&) = delete;
   msghdr msg{};
   iovec iov{};
-  uint8_t body[2];
   alignas(cmsghdr) char control[CMSG_SPACE(1)] = {};
+};
+
+// A TLS alert as a RecordMessage. close_notify is (1, 0).
+struct AlertMessage {
+  AlertMessage(uint8_t level, uint8_t description) : body{level, description} {}
+  uint8_t body[2];
+  RecordMessage record{21, body, sizeof body};
 };
 
 }  // namespace xmig::tls

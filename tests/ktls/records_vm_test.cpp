@@ -139,19 +139,9 @@ class KtlsRecords : public ::testing::Test {
 
   // One record of `type` from the peer's kTLS TX socket.
   void peer_record(uint8_t type, std::vector<uint8_t> body) {
-    iovec iov{body.data(), body.size()};
-    alignas(cmsghdr) char control[CMSG_SPACE(1)] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_TLS;
-    c->cmsg_type = TLS_SET_RECORD_TYPE;
-    c->cmsg_len = CMSG_LEN(1);
-    *CMSG_DATA(c) = type;
-    EXPECT_EQ(::sendmsg(peer_fd_.get(), &msg, MSG_NOSIGNAL), static_cast<ssize_t>(body.size()));
+    tls::RecordMessage record(type, body.data(), body.size());
+    EXPECT_EQ(::sendmsg(peer_fd_.get(), &record.msg, MSG_NOSIGNAL),
+              static_cast<ssize_t>(body.size()));
   }
 
   // The pump's result (it must end within 20 s).
