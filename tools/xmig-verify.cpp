@@ -2,6 +2,7 @@
 // verify/ (see verify/verify.hpp and verify/README.md).
 #include <CLI/CLI.hpp>
 
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 
@@ -53,6 +54,8 @@ Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed,
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A peer that closes while a probe writes is a finding, not a reason to die.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{kDescription, "xmig-verify"};
   xmig::verify::LiveOptions live;
   std::string pcap;

@@ -74,6 +74,9 @@ struct Config {
   const PeerConfig* find_peer(const std::string& peer_name) const;
   // <run_dir>/<dir>/<channel>.sock
   std::string socket_path(const std::string& dir, const std::string& channel) const;
+  // <run_dir>/control.sock: where xmig-migrate reserves per-migration socket
+  // sets (root only).
+  std::string control_path() const { return run_dir + "/control.sock"; }
 };
 
 class ConfigError : public std::runtime_error {

@@ -1,12 +1,15 @@
 // The TLS side: a peer connects to `listen`; the tunnel runs the handshake
 // (the client certificate must chain to the CA), finds which configured peer
-// the certificate names, looks up this host's target for the channel the peer
-// asked for, connects it, answers Accepted, then hands the pair to a pump.
+// the certificate names, reads the peer's Request (which migration, which
+// guest), looks up this host's target for the channel the peer asked for (in
+// the migration's own folder when it has one), connects it, answers Accepted,
+// then hands the pair to a pump.
 // Every refusal is logged with its reason, and not one byte reaches a target
 // before all of that has succeeded.
 #include <spdlog/spdlog.h>
 
 #include "tls/handshake.hpp"
+#include "tunnel/migrations.hpp"
 #include "tunnel/protocol.hpp"
 #include "tunnel/state.hpp"
 
@@ -26,6 +29,86 @@ void send_verdict_nowait(SSL* ssl, Verdict v) {
   tls::send_close_notify(ssl);
 }
 
+// Reads the dialling side's Request: exactly one record (see protocol.hpp).
+asio::awaitable<Request> read_request(asio::ip::tcp::socket& sock, SSL* ssl) {
+  std::array<char, kMaxRequestSize + 1> record;
+  size_t n = co_await tls::read_some(sock, ssl, record.data(), record.size());
+  if (n == 0) throw std::runtime_error("the peer closed the connection before its request");
+  auto request = decode_request({record.data(), n});
+  if (!request || SSL_has_pending(ssl))
+    throw Refusal(Verdict::BadRequest,
+                  "malformed request, or a migration id that is not "
+                  "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}");
+  co_return *request;
+}
+
+// The handshake and the request, within the handshake timeout.
+asio::awaitable<Request> start_admit(Tunnel::State& s, asio::ip::tcp::socket& sock, SSL* ssl,
+                                     ConnectionInfo& info) {
+  Deadline deadline(s.io, s.config.limits.handshake_timeout, [&] { sock.cancel(); });
+  try {
+    co_await tls::handshake(sock, ssl);
+    info.tls_version = tls::protocol_version(ssl);
+    info.cipher = tls::cipher_name(ssl);
+    auto peer = tls::identify_peer(ssl, s.peer_names);
+    if (!peer) {
+      std::string names;
+      if (X509* cert = SSL_get0_peer_certificate(ssl)) {
+        char subject[256];
+        X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject);
+        names = subject;
+      }
+      // A certificate of our own CA: its holder may be told why, so that an
+      // operator can fix the config on either side.
+      throw Refusal(Verdict::NotAPeer, "certificate " + names + " names no configured [[peer]]");
+    }
+    info.peer = *peer;
+    info.channel = tls::negotiated_channel(ssl);
+    if (info.channel.empty())
+      throw Refusal(Verdict::UnknownChannel, "the client named no channel (ALPN xmig/<channel>)");
+    if (info.channel != kVerifyChannel && !s.config.targets.count(info.channel))
+      throw Refusal(Verdict::UnknownChannel, "unknown channel \"" + info.channel + "\"");
+    Request request = co_await read_request(sock, ssl);
+    info.migration = request.migration;
+    co_return request;
+  } catch (const boost::system::system_error& e) {
+    throw std::runtime_error(deadline.expired() ? "TLS handshake timed out"
+                                                : "TLS handshake: " + e.code().message());
+  } catch (const tls::Error& e) {
+    throw std::runtime_error(std::string("TLS handshake: ") + e.what());
+  }
+}
+
+// Connects the channel's target for this request: in the migration's own
+// folder when it has one, and only to the QEMU of the guest the source named.
+asio::awaitable<io::Fd> connect_target(Tunnel::State& s, const Request& request,
+                                       ConnectionInfo& info) {
+  const Endpoint where =
+      migration_target(s.config, s.config.targets.at(info.channel), request.migration);
+  info.local = where.str();
+  io::Fd target;
+  try {
+    target = co_await connect_to(s.io, where, s.config.limits.connect_timeout);
+  } catch (const std::exception& e) {
+    throw Refusal(Verdict::TargetUnavailable, "target " + info.local + ": " + e.what());
+  }
+  if (!request.guest_uuid.empty() && where.is_unix()) {
+    // Two migrations on one socket set: the second destination QEMU replaced
+    // the first one's socket. Nothing may reach it from the other guest.
+    std::string listener = guest_uuid_of_peer(target.get());
+    if (!listener.empty() && listener != request.guest_uuid) {
+      reset_on_close(target.get());
+      throw Refusal(Verdict::OtherGuest,
+                    "target " + info.local + " belongs to guest " + listener +
+                        ", but this stream carries guest " + request.guest_uuid +
+                        ": another migration is using the same socket set; refusing so that "
+                        "neither guest receives the other's data (fix: one migration at a time "
+                        "on the fixed set, or per-migration sets with xmig-migrate)");
+    }
+  }
+  co_return target;
+}
+
 asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot slot) {
   std::string source;
   {
@@ -37,52 +120,25 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot s
   auto context = s.tls;
   tls::SslPtr ssl = context->new_server();
   tls::prepare_session(ssl.get(), s.config.tls.ktls);
-  ConnectionInfo info{"in", "", "", "", source, "", "", source};
+  ConnectionInfo info{.direction = "in", .remote = source, .client = source};
   io::Fd target;
+  std::shared_ptr<IncomingFolders::Use> folder;
   try {
-    {
-      Deadline deadline(s.io, s.config.limits.handshake_timeout, [&] { sock.cancel(); });
-      try {
-        co_await tls::handshake(sock, ssl.get());
-      } catch (const boost::system::system_error& e) {
-        throw std::runtime_error(deadline.expired() ? "TLS handshake timed out"
-                                                    : "TLS handshake: " + e.code().message());
-      } catch (const tls::Error& e) {
-        throw std::runtime_error(std::string("TLS handshake: ") + e.what());
-      }
-    }
-    info.tls_version = tls::protocol_version(ssl.get());
-    info.cipher = tls::cipher_name(ssl.get());
-    auto peer = tls::identify_peer(ssl.get(), s.peer_names);
-    if (!peer) {
-      std::string names;
-      if (X509* cert = SSL_get0_peer_certificate(ssl.get())) {
-        char subject[256];
-        X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject);
-        names = subject;
-      }
-      // A certificate of our own CA: its holder may be told why, so that an
-      // operator can fix the config on either side.
-      throw Refusal(Verdict::NotAPeer, "certificate " + names + " names no configured [[peer]]");
-    }
-    info.peer = *peer;
-    info.channel = tls::negotiated_channel(ssl.get());
-    if (info.channel.empty())
-      throw Refusal(Verdict::UnknownChannel, "the client named no channel (ALPN xmig/<channel>)");
-    auto it = s.config.targets.find(info.channel);
-    if (info.channel != kVerifyChannel && it == s.config.targets.end())
-      throw Refusal(Verdict::UnknownChannel, "unknown channel \"" + info.channel + "\"");
+    Request request = co_await start_admit(s, sock, ssl.get(), info);
     if (s.stopping) throw Refusal(Verdict::Busy, "shutting down");
+    if (!request.migration.empty()) {
+      try {
+        folder = s.incoming.acquire(request.migration);
+      } catch (const std::exception& e) {
+        throw Refusal(Verdict::TargetUnavailable,
+                      "migration " + request.migration + ": " + e.what());
+      }
+    }
     if (info.channel == kVerifyChannel) {
       info.local = "echo";
       target = start_echo(s);
     } else {
-      info.local = it->second.str();
-      try {
-        target = co_await connect_to(s.io, it->second, s.config.limits.connect_timeout);
-      } catch (const std::exception& e) {
-        throw Refusal(Verdict::TargetUnavailable, "target " + info.local + ": " + e.what());
-      }
+      target = co_await connect_target(s, request, info);
     }
     uint8_t accepted = static_cast<uint8_t>(Verdict::Accepted);
     co_await tls::write_all(sock, ssl.get(), &accepted, 1);
@@ -92,8 +148,8 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot s
     if (info.peer.empty())
       spdlog::warn("refused: from {}: {}", source, r.what());
     else
-      spdlog::warn("refused: from {} peer {} channel {}: {}", source, info.peer, info.channel,
-                   r.what());
+      spdlog::warn("refused: from {} peer {} channel {}{}: {}", source, info.peer, info.channel,
+                   info.migration.empty() ? "" : " migration " + info.migration, r.what());
     co_return;
   } catch (const std::exception& e) {
     s.stats.record_refusal();
@@ -103,10 +159,11 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot s
   }
   spdlog::debug("open: {} ({}) channel {} -> {}", info.peer, source, info.channel, info.local);
   auto held = std::make_shared<Slot>(std::move(slot));
+  // The request was one record read here: the kernel's RX sequence starts at 1.
   s.workers.start_pump(
       std::move(target), io::Fd(sock.release()), std::move(ssl),
-      [&s, info, held](const io::PumpStats& stats) { finish_connection(s, info, stats); },
-      io::PumpOptions{s.config.tls.ktls, s.config.tls.key_limit_records, 0});
+      [&s, info, held, folder](const io::PumpStats& stats) { finish_connection(s, info, stats); },
+      io::PumpOptions{s.config.tls.ktls, s.config.tls.key_limit_records, 1});
 }
 
 }  // namespace

@@ -1,12 +1,14 @@
-// The entry side: a local client connects to <run_dir>/<peer>/<channel>.sock
-// (or a [[route]]); the tunnel dials the peer, runs the TLS handshake naming
-// the channel in ALPN, waits for the peer's verdict, then hands the pair to a
-// pump. Connections of one entry are dialled one after another: the verdict
+// The entry side: a local client connects to <run_dir>/<peer>/<channel>.sock,
+// a per-migration <run_dir>/<peer>/<id>/<channel>.sock, or a [[route]]; the
+// tunnel dials the peer, runs the TLS handshake naming the channel in ALPN,
+// sends its Request (migration id, guest), waits for the peer's verdict, then
+// hands the pair to a pump. Connections of one entry are dialled one after another: the verdict
 // arrives only once the peer has connected its target, so targets see them in
 // the order this side accepted them.
 #include <spdlog/spdlog.h>
 
 #include "tls/handshake.hpp"
+#include "tunnel/migrations.hpp"
 #include "tunnel/protocol.hpp"
 #include "tunnel/state.hpp"
 
@@ -19,9 +21,9 @@ struct Dialled {
   tls::SslPtr ssl;
 };
 
-// Connect, handshake, verdict. Throws with the reason on any failure.
+// Connect, handshake, request, verdict. Throws with the reason on any failure.
 asio::awaitable<void> start_dial(Tunnel::State& s, const PeerConfig& peer,
-                                 const std::string& channel, Dialled& d) {
+                                 const std::string& channel, const Request& request, Dialled& d) {
   const auto& limits = s.config.limits;
   {
     Deadline deadline(s.io, limits.connect_timeout, [&] { d.sock.close(); });
@@ -38,6 +40,8 @@ asio::awaitable<void> start_dial(Tunnel::State& s, const PeerConfig& peer,
   Deadline deadline(s.io, limits.handshake_timeout, [&] { d.sock.cancel(); });
   try {
     co_await tls::handshake(d.sock, d.ssl.get());
+    std::string record = encode(request);  // one write: one record, as the peer expects
+    co_await tls::write_all(d.sock, d.ssl.get(), record.data(), record.size());
     uint8_t verdict = 0;
     size_t n = co_await tls::read_some(d.sock, d.ssl.get(), &verdict, 1);
     if (n == 0) throw std::runtime_error("peer closed the connection before its verdict");
@@ -52,25 +56,30 @@ asio::awaitable<void> start_dial(Tunnel::State& s, const PeerConfig& peer,
 }
 
 asio::awaitable<void> dial(Tunnel::State& s, io::Fd local, Slot slot, const PeerConfig& peer,
-                           const std::string& channel, const std::string& local_name) {
+                           const std::string& channel, const std::string& local_name,
+                           const std::string& migration) {
   Dialled d{asio::ip::tcp::socket(s.io), nullptr};
+  // The guest whose stream this is, so that the destination can refuse to
+  // deliver it into another guest's QEMU.
+  const Request request{.migration = migration, .guest_uuid = guest_uuid_of_peer(local.get())};
   try {
-    co_await start_dial(s, peer, channel, d);
+    co_await start_dial(s, peer, channel, request, d);
   } catch (const std::exception& e) {
     s.stats.record_refusal();
-    spdlog::warn("refused: entry {} -> peer {} channel {}: {}", local_name, peer.name, channel,
-                 e.what());
+    spdlog::warn("refused: entry {} -> peer {} channel {}{}: {}", local_name, peer.name, channel,
+                 migration.empty() ? "" : " migration " + migration, e.what());
     reset_on_close(local.get());  // the local client learns at once
     co_return;
   }
-  ConnectionInfo info{"out",
-                      peer.name,
-                      channel,
-                      local_name,
-                      peer.address.str(),
-                      tls::protocol_version(d.ssl.get()),
-                      tls::cipher_name(d.ssl.get()),
-                      describe_client(local.get())};
+  ConnectionInfo info{.direction = "out",
+                      .peer = peer.name,
+                      .channel = channel,
+                      .migration = migration,
+                      .local = local_name,
+                      .remote = peer.address.str(),
+                      .tls_version = tls::protocol_version(d.ssl.get()),
+                      .cipher = tls::cipher_name(d.ssl.get()),
+                      .client = describe_client(local.get())};
   spdlog::debug("open: {} -> {} ({}) channel {}", local_name, peer.name, info.remote, channel);
   auto held = std::make_shared<Slot>(std::move(slot));
   // The verdict was one record read here: the kernel's RX sequence starts at 1.
@@ -84,11 +93,12 @@ asio::awaitable<void> dial(Tunnel::State& s, io::Fd local, Slot slot, const Peer
 
 template <class Acceptor>
 asio::awaitable<void> serve_entry(Tunnel::State& s, Acceptor& acceptor, const PeerConfig& peer,
-                                  std::string channel, std::string local_name) {
+                                  std::string channel, std::string local_name,
+                                  std::string migration) {
   while (!s.stopping) {
     boost::system::error_code ec;
     auto sock = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
-    if (s.stopping) co_return;
+    if (s.stopping || !acceptor.is_open()) co_return;  // closed: stopping, or a set released
     if (ec) {
       spdlog::error("accept on {}: {}", local_name, ec.message());
       continue;
@@ -100,13 +110,16 @@ asio::awaitable<void> serve_entry(Tunnel::State& s, Acceptor& acceptor, const Pe
       reset_on_close(sock.native_handle());
       continue;
     }
-    co_await dial(s, io::Fd(sock.release()), Slot(s.connections), peer, channel, local_name);
+    co_await dial(s, io::Fd(sock.release()), Slot(s.connections), peer, channel, local_name,
+                  migration);
   }
 }
 
 template asio::awaitable<void> serve_entry(Tunnel::State&, UnixProtocol::acceptor&,
-                                           const PeerConfig&, std::string, std::string);
+                                           const PeerConfig&, std::string, std::string,
+                                           std::string);
 template asio::awaitable<void> serve_entry(Tunnel::State&, asio::ip::tcp::acceptor&,
-                                           const PeerConfig&, std::string, std::string);
+                                           const PeerConfig&, std::string, std::string,
+                                           std::string);
 
 }  // namespace xmig::tunnel

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <list>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -11,6 +12,7 @@
 #include "io/pump.hpp"
 #include "tls/context.hpp"
 #include "tunnel/config.hpp"
+#include "tunnel/migrations.hpp"
 #include "tunnel/sockets.hpp"
 #include "tunnel/status.hpp"
 #include "tunnel/tunnel.hpp"
@@ -34,6 +36,15 @@ class Slot {
   std::atomic<size_t>* count_;
 };
 
+// A per-migration socket set reserved over the control socket (source side).
+struct ReservedSet {
+  std::string peer, id, folder;
+  std::list<UnixProtocol::acceptor> entries;
+  std::vector<std::string> paths;
+  // Closes the entries and removes the sockets and the folder (idempotent).
+  void close();
+};
+
 struct Tunnel::State {
   explicit State(Config c);
 
@@ -41,6 +52,8 @@ struct Tunnel::State {
   asio::io_context io{1};
   // Swapped by reload; each connection takes its own copy when it starts.
   std::shared_ptr<const tls::Context> tls;
+  // Before workers: a pump that ends as the workers stop still releases its folder.
+  IncomingFolders incoming{config};
   io::Workers workers;
   std::atomic<size_t> connections{0};
   bool stopping = false;
@@ -50,6 +63,8 @@ struct Tunnel::State {
   std::list<UnixProtocol::acceptor> unix_listeners;
   std::list<asio::ip::tcp::acceptor> tcp_listeners;
   std::vector<std::string> created_sockets;  // removed at exit
+  // Per-migration sets by "<peer>/<id>", while their control connection lasts.
+  std::map<std::string, std::shared_ptr<ReservedSet>> reserved;
 };
 
 tls::Settings tls_settings(const Config& c);
@@ -75,10 +90,17 @@ asio::awaitable<void> serve_status(Tunnel::State& s, asio::ip::tcp::acceptor& ac
 io::Fd start_echo(Tunnel::State& s);
 
 // Entry side: accepts local clients on `acceptor` and carries each to
-// `peer`'s `channel`, one at a time so the far side sees them in order.
+// `peer`'s `channel` (of per-migration set `migration`, "" for the fixed
+// set), one at a time so the far side sees them in order. Returns when the
+// acceptor is closed.
 template <class Acceptor>
 asio::awaitable<void> serve_entry(Tunnel::State& s, Acceptor& acceptor, const PeerConfig& peer,
-                                  std::string channel, std::string local_name);
+                                  std::string channel, std::string local_name,
+                                  std::string migration = "");
+
+// The control socket: reservations of per-migration socket sets (see
+// tunnel/migrations.hpp), each held while its connection stays open.
+asio::awaitable<void> serve_control(Tunnel::State& s, UnixProtocol::acceptor& acceptor);
 
 // TLS side: accepts peers and admits each one (concurrently).
 asio::awaitable<void> serve_peers(Tunnel::State& s, asio::ip::tcp::acceptor& acceptor);

@@ -138,10 +138,11 @@ std::string metrics_text(const StatusFacts& f, const Stats::Snapshot& s) {
 void log_close(const ConnectionInfo& info, const io::PumpStats& st) {
   double seconds = std::chrono::duration<double>(st.duration).count();
   std::string line = fmt::format(
-      "close: dir={} peer={} channel={} local={} remote={} tls={} cipher={} mode={} "
+      "close: dir={} peer={} channel={}{} local={} remote={} tls={} cipher={} mode={} "
       "to_peer={} from_peer={} duration={:.3f}s throughput={} result={}",
-      info.direction, info.peer, info.channel, info.local, info.remote, info.tls_version,
-      info.cipher, st.mode, st.plain_to_tls, st.tls_to_plain, seconds,
+      info.direction, info.peer, info.channel,
+      info.migration.empty() ? "" : " migration=" + info.migration, info.local, info.remote,
+      info.tls_version, info.cipher, st.mode, st.plain_to_tls, st.tls_to_plain, seconds,
       human_rate(st.plain_to_tls + st.tls_to_plain, seconds),
       st.error.empty() ? "ok" : "\"" + st.error + "\"");
   if (st.error.empty())

@@ -27,18 +27,21 @@
 namespace xmig::tunnel {
 
 // What the close line of a connection reports besides the pump's figures.
+// (Every field has a default, so that designated initializers may name only
+// what is known when the connection starts.)
 struct ConnectionInfo {
-  std::string direction;  // "out": entry -> peer; "in": peer -> target
-  std::string peer;
-  std::string channel;
-  std::string local;   // entry socket or target
-  std::string remote;  // peer address
-  std::string tls_version;
-  std::string cipher;
+  std::string direction{};  // "out": entry -> peer; "in": peer -> target
+  std::string peer{};
+  std::string channel{};
+  std::string migration{};  // per-migration set id; "" for the fixed set
+  std::string local{};      // entry socket or target
+  std::string remote{};     // peer address
+  std::string tls_version{};
+  std::string cipher{};
   // Who connected: for "out" the local client of the entry ("ip:port" on TCP,
   // "pid N" on a UNIX socket, so a tool can find its own connection in
   // /status); for "in" the peer's address.
-  std::string client;
+  std::string client{};
 };
 
 class Stats {

@@ -53,6 +53,12 @@ void open_listeners(Tunnel::State& s) {
                      asio::detached);
     }
   }
+  // Root only: a reserved set includes a driver entry (libvirt RPC on the peer).
+  s.unix_listeners.push_back(
+      open_unix_listener(s.io, c.control_path(), 0600, static_cast<gid_t>(-1)));
+  s.created_sockets.push_back(c.control_path());
+  asio::co_spawn(s.io, serve_control(s, s.unix_listeners.back()), asio::detached);
+
   if (c.status.is_unix()) {
     s.unix_listeners.push_back(open_unix_listener(s.io, c.status.path, c.socket_mode, group));
     s.created_sockets.push_back(c.status.path);
@@ -82,6 +88,7 @@ void close_listeners(Tunnel::State& s) {
   for (auto& l : s.unix_listeners) l.close(ignored);
   for (auto& l : s.tcp_listeners) l.close(ignored);
   for (auto& path : s.created_sockets) ::unlink(path.c_str());
+  for (auto& [key, set] : s.reserved) set->close();
 }
 
 // Waits for running connections to end, up to the drain timeout, then aborts

@@ -35,6 +35,15 @@ void judge_refusal(LiveContext& c, const std::string& check, const TlsSession& s
     return;
   }
   bool accepted = s.handshake_ok && s.verdict && *s.verdict == 'A';
+  if (s.handshake_ok && s.not_a_verdict) {
+    c.report.add(kGroup, check, Status::Fail,
+                 accepted_means +
+                     ": it completed the handshake and kept the connection open, "
+                     "answering with data instead of a verdict (" +
+                     s.error + ")",
+                 fix);
+    return;
+  }
   if (s.handshake_ok && s.verdict_timed_out) {
     // Neither a verdict nor an alert: a TLS terminator that took the client
     // and is forwarding it somewhere, or waiting for it to speak.

@@ -106,7 +106,12 @@ void check_handshake(LiveContext& c) {
           "issue the peer's certificate from the CA in " + c.config.tls.ca + " with DNS:" + o.peer);
     return;
   }
-  if (s.verdict_timed_out) {
+  if (s.not_a_verdict) {
+    c.report.add("handshake", "mutual TLS", Status::Fail,
+                 "the handshake completed but " + s.error + ": it is not an xmig-tunnel",
+                 "run xmig-tunnel on " + o.peer + " at " + c.address.str() +
+                     " (not a plain TLS terminator)");
+  } else if (s.verdict_timed_out) {
     c.report.add("handshake", "mutual TLS", Status::Fail,
                  "the handshake completed but the peer sent no verdict within " +
                      std::to_string(o.timeout.count()) + " ms: it is not an xmig-tunnel",

@@ -11,11 +11,13 @@
 #include <poll.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <stdexcept>
 
 #include "tls/owned.hpp"
+#include "tunnel/protocol.hpp"
 
 namespace xmig::verify {
 
@@ -129,12 +131,24 @@ TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl,
   const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_);
   s.cipher = cipher ? SSL_CIPHER_get_name(cipher) : "";
   s.aead = cipher && SSL_CIPHER_is_aead(cipher);
+  // The tunnel answers only after the Request record (fixed set, no guest).
+  const std::string request = tunnel::encode(tunnel::Request{});
+  if (SSL_write(ssl_, request.data(), static_cast<int>(request.size())) <= 0) {
+    s.error = "sending the request: " + tls::openssl_errors();
+    return s;
+  }
   char verdict = 0;
   ERR_clear_error();
   errno = 0;
   ret = SSL_read(ssl_, &verdict, 1);
   int saved = errno;
-  if (ret == 1) {
+  if (ret == 1 && !tunnel::is_verdict(verdict)) {
+    s.not_a_verdict = true;
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "0x%02x", static_cast<unsigned char>(verdict));
+    s.error =
+        std::string("the peer answered with data (first byte ") + hex + ") instead of a verdict";
+  } else if (ret == 1) {
     s.verdict = verdict;
   } else {
     int err = SSL_get_error(ssl_, ret);

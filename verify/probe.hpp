@@ -46,8 +46,11 @@ struct TlsSession {
   std::optional<char> verdict;     // the first byte the server sent
   std::string error;               // why the connect, handshake or verdict failed
   bool verdict_timed_out = false;  // handshake done, then neither a byte nor a close
-  std::string version, cipher;     // negotiated (when the handshake completed)
-  bool aead = false;               // the negotiated suite is an AEAD
+  // Handshake done, then a byte that is no tunnel verdict: a TLS terminator
+  // that took the connection and forwards it (e.g. echoes the request).
+  bool not_a_verdict = false;
+  std::string version, cipher;  // negotiated (when the handshake completed)
+  bool aead = false;            // the negotiated suite is an AEAD
 
   // After an accepted verdict: send all bytes / read up to n (0 at EOF or error).
   bool write_all(std::string_view bytes);

@@ -41,6 +41,7 @@
 #include "tests/support/streams.hpp"
 #include "tests/support/tls_probe.hpp"
 #include "tests/support/tunnel_pair.hpp"
+#include "tunnel/protocol.hpp"
 
 namespace xmig::test {
 namespace {
@@ -147,6 +148,8 @@ Presented present_serial(uint16_t port, const fs::path& client_dir,
       BN_free(bn);
     }
   }
+  const std::string request = tunnel::encode(tunnel::Request{});
+  SSL_write(ssl.get(), request.data(), static_cast<int>(request.size()));
   char verdict = 0;
   if (SSL_read(ssl.get(), &verdict, 1) != 1 || verdict != 'A') {
     ERR_clear_error();

@@ -198,6 +198,15 @@ TlsProbeResult TlsProbe::connect(uint16_t port) {
   SSL_get0_alpn_selected(ssl, &proto, &proto_len);
   if (proto) r.alpn.assign(reinterpret_cast<const char*>(proto), proto_len);
 
+  if (!opts_.request.empty()) {
+    ERR_clear_error();
+    errno = 0;
+    ret = SSL_write(ssl, opts_.request.data(), static_cast<int>(opts_.request.size()));
+    if (ret <= 0) {
+      r.error = "sending the request: " + describe_failure(ssl, ret, errno);
+      return r;
+    }
+  }
   char verdict = 0;
   ERR_clear_error();
   errno = 0;

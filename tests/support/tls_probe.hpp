@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "io/fd.hpp"
+#include "tunnel/protocol.hpp"
 
 namespace xmig::test {
 
@@ -46,6 +47,10 @@ struct TlsProbeOptions {
   // OpenSSL version constants (TLS1_2_VERSION, TLS1_3_VERSION); 0 = OpenSSL's
   // default bound. {TLS1_2_VERSION, TLS1_2_VERSION} is a TLS 1.2-only client.
   int min_version = 0, max_version = 0;
+  // The record sent right after the handshake, before the verdict is read:
+  // the tunnel's Request (tunnel/protocol.hpp). Default: the fixed set, no
+  // guest. Tests of malformed requests put other bytes here.
+  std::string request = tunnel::encode(tunnel::Request{});
   // Bound for connect, each read and each write.
   std::chrono::milliseconds timeout{5000};
 };
@@ -66,8 +71,8 @@ class TlsProbe {
   TlsProbe(const TlsProbe&) = delete;
   TlsProbe& operator=(const TlsProbe&) = delete;
 
-  // Connects to 127.0.0.1:port, runs the handshake and reads one byte (the
-  // verdict). Never throws for what the server does; the result says what
+  // Connects to 127.0.0.1:port, runs the handshake, sends the request and
+  // reads one byte (the verdict). Never throws for what the server does; the result says what
   // happened. Throws std::runtime_error only when the options are unusable
   // (unreadable PEM, key not matching). One connection per probe.
   TlsProbeResult connect(uint16_t port);

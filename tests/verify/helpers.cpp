@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -416,6 +417,9 @@ int select_any(SSL*, const unsigned char** out, unsigned char* outlen, const uns
 }  // namespace
 
 FakeTlsPeer::FakeTlsPeer(FakePeerOptions opts) : opts_(std::move(opts)) {
+  // It writes to clients that may have gone (an echo after the verdict was
+  // read): a write error, not a signal that ends the test binary.
+  ::signal(SIGPIPE, SIG_IGN);
   ctx_ = SSL_CTX_new(TLS_server_method());
   SSL_CTX_set_min_proto_version(ctx_, opts_.allow_tls12 ? TLS1_2_VERSION : TLS1_3_VERSION);
   SSL_CTX_set_num_tickets(ctx_, 0);
@@ -460,9 +464,11 @@ void FakeTlsPeer::serve(int fd) {
     char verdict = accept ? 'A' : 'C';
     if (!opts_.silent) SSL_write(ssl, &verdict, 1);
     if (accept) {
+      // A silent terminator forwards into a sink; otherwise echo.
       char buf[16384];
       int n;
-      while ((n = SSL_read(ssl, buf, sizeof buf)) > 0) SSL_write(ssl, buf, n);
+      while ((n = SSL_read(ssl, buf, sizeof buf)) > 0)
+        if (!opts_.silent) SSL_write(ssl, buf, n);
     }
     SSL_shutdown(ssl);
   }

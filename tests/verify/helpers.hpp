@@ -121,7 +121,7 @@ struct FakePeerOptions {
   bool verify_clients = true;                // false: accepts any client (or none)
   bool allow_tls12 = false;
   bool accept_any_channel = false;  // answers 'A' to every channel, not only verify
-  bool silent = false;              // sends no verdict: a plain TLS terminator that just forwards
+  bool silent = false;              // sends nothing: a plain TLS terminator forwarding into a sink
 };
 
 // A TLS server thread that looks like a peer tunnel: after the handshake it

@@ -1,0 +1,106 @@
+#include "tunnel/migrations.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <stdexcept>
+#include <vector>
+
+#include "io/fd.hpp"
+#include "tunnel/protocol.hpp"
+#include "tunnel/sockets.hpp"
+
+namespace xmig::tunnel {
+
+namespace {
+
+// The value after "-uuid" in a NUL-separated command line, if valid.
+std::string uuid_in_cmdline(const std::string& cmdline) {
+  std::vector<std::string> args;
+  size_t start = 0;
+  while (start < cmdline.size()) {
+    size_t end = cmdline.find('\0', start);
+    if (end == std::string::npos) end = cmdline.size();
+    args.push_back(cmdline.substr(start, end - start));
+    start = end + 1;
+  }
+  for (size_t i = 0; i + 1 < args.size(); ++i)
+    if (args[i] == "-uuid" && is_valid_guest_uuid(args[i + 1])) return args[i + 1];
+  return "";
+}
+
+}  // namespace
+
+std::string guest_uuid_of_peer(int unix_fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(unix_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 0) return "";
+  std::ifstream in("/proc/" + std::to_string(cred.pid) + "/cmdline", std::ios::binary);
+  std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return uuid_in_cmdline(cmdline);
+}
+
+Endpoint migration_target(const Config& c, const Endpoint& target, const std::string& id) {
+  const std::string own = c.run_dir + "/" + c.name + "/";
+  if (id.empty() || !target.is_unix() || target.path.rfind(own, 0) != 0 ||
+      target.path.find('/', own.size()) != std::string::npos)
+    return target;
+  Endpoint moved = target;
+  moved.path = own + id + "/" + target.path.substr(own.size());
+  return moved;
+}
+
+std::string IncomingFolders::folder(const std::string& id) const {
+  return config_.run_dir + "/" + config_.name + "/" + id;
+}
+
+std::shared_ptr<IncomingFolders::Use> IncomingFolders::acquire(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  unsigned& count = uses_[id];
+  if (count == 0) {
+    try {
+      // QEMU (socket_group) creates its listening sockets here.
+      make_directory(folder(id), 0770, lookup_group(config_.socket_group));
+    } catch (...) {
+      uses_.erase(id);
+      throw;
+    }
+    spdlog::info("migration {}: created {}", id, folder(id));
+  }
+  ++count;
+  return std::make_shared<Use>(*this, id);
+}
+
+void IncomingFolders::release(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  auto it = uses_.find(id);
+  if (it == uses_.end() || --it->second > 0) return;
+  uses_.erase(it);
+  remove_migration_folder(folder(id));
+  spdlog::info("migration {}: its last connection ended; removed {}", id, folder(id));
+}
+
+void remove_migration_folder(const std::string& folder) {
+  io::Fd dir(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dir) return;
+  for (const auto& channel : kMigrationChannels) {
+    std::string name = channel + ".sock";
+    struct stat st {};
+    // Only sockets: a file someone else put there is not ours to delete.
+    if (::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISSOCK(st.st_mode))
+      ::unlinkat(dir.get(), name.c_str(), 0);
+  }
+  if (::rmdir(folder.c_str()) != 0 && errno != ENOENT)
+    spdlog::warn("could not remove {}: {} (it holds files xmig did not create)", folder,
+                 std::strerror(errno));
+}
+
+}  // namespace xmig::tunnel

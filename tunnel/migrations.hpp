@@ -1,0 +1,85 @@
+// Per-migration socket sets: two migrations to one host never share a socket,
+// so one VM's memory can never reach another VM's QEMU.
+//
+//   <run_dir>/<peer>/<id>/{driver,qemu,nbd}.sock
+//
+// The same path on both hosts, as libvirt requires:
+// - Source: `xmig-migrate` reserves a set over <run_dir>/control.sock (root
+//   only). The tunnel opens the three entry sockets and every connection made
+//   on them carries <id> in its Request. The set lives as long as that
+//   control connection: when it closes (the migration ended, or xmig-migrate
+//   was killed) the entries are closed and the folder removed; connections
+//   already running go on.
+// - Destination: the first connection that carries <id> (libvirt's driver
+//   connection, before libvirt starts the destination QEMU) creates
+//   <run_dir>/<name>/<id>/ for QEMU to listen in; qemu and nbd of that id are
+//   delivered there. The folder goes when the last connection of <id> ends.
+//
+// The fixed set <run_dir>/<peer>/{driver,qemu,nbd}.sock stays for one
+// migration at a time. What makes it safe when two use it anyway: the source
+// names the guest (QEMU's -uuid) whose stream a connection carries, and the
+// destination refuses to deliver it to a socket whose QEMU is another guest
+// (the second destination QEMU replaces the first one's socket file).
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "io/asio.hpp"
+#include "tunnel/config.hpp"
+#include "tunnel/endpoint.hpp"
+
+namespace xmig::tunnel {
+
+// The guest UUID (-uuid) on the command line of the process at the other end
+// of a UNIX socket (SO_PEERCRED; for a connecting socket, the listener's
+// creator), or "" when it is not a QEMU started with -uuid.
+std::string guest_uuid_of_peer(int unix_fd);
+
+// Where the destination delivers `channel` of migration `id`: a target in
+// <run_dir>/<name>/ moves into <run_dir>/<name>/<id>/; any other target (the
+// libvirt socket, TCP) is shared by all migrations. `id` "" = the target.
+Endpoint migration_target(const Config& c, const Endpoint& target, const std::string& id);
+
+// Destination side: the folders <run_dir>/<name>/<id>/, counted by the
+// connections that use them.
+class IncomingFolders {
+ public:
+  explicit IncomingFolders(const Config& c) : config_(c) {}
+
+  // Held by each connection of a migration; the last one removes the folder.
+  class Use {
+   public:
+    Use(IncomingFolders& owner, std::string id) : owner_(owner), id_(std::move(id)) {}
+    ~Use() { owner_.release(id_); }
+    Use(const Use&) = delete;
+    Use& operator=(const Use&) = delete;
+
+   private:
+    IncomingFolders& owner_;
+    std::string id_;
+  };
+
+  // Creates the folder when it is the first use (mode 0770, socket_group).
+  // Throws std::runtime_error saying why not (any thread).
+  std::shared_ptr<Use> acquire(const std::string& id);
+
+ private:
+  void release(const std::string& id);
+  std::string folder(const std::string& id) const;
+
+  const Config& config_;
+  std::mutex mutex_;
+  std::map<std::string, unsigned> uses_;
+};
+
+// Removes the sockets a migration folder may hold (driver/qemu/nbd.sock, by
+// name, never following a link) and then the folder; leaves a folder that
+// still holds anything else and says so in the log.
+void remove_migration_folder(const std::string& folder);
+
+}  // namespace xmig::tunnel
