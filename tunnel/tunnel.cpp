@@ -2,11 +2,14 @@
 // SIGTERM. The connection paths themselves are in outbound.cpp and inbound.cpp.
 #include "tunnel/tunnel.hpp"
 
+#include <grp.h>
+#include <pwd.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 
@@ -18,6 +21,9 @@
 namespace xmig::tunnel {
 
 namespace {
+
+// The user libvirt runs QEMU as on Debian.
+constexpr const char* kLibvirtQemuUser = "libvirt-qemu";
 
 // systemd readiness (Type=notify): one datagram to $NOTIFY_SOCKET. A no-op
 // when not started by systemd.
@@ -128,6 +134,39 @@ asio::awaitable<void> handle_signals(Tunnel::State& s) {
   }
 }
 
+// What would keep QEMU from creating or using the tunnel's sockets: QEMU
+// runs as its own user (libvirt: libvirt-qemu), not as the tunnel's.
+std::vector<std::string> socket_warnings(const Config& c) {
+  std::vector<std::string> out;
+  const std::string incoming = c.run_dir + "/" + c.name + "/";
+  const bool libvirt = ::getpwnam(kLibvirtQemuUser) != nullptr;
+  if (c.socket_group.empty()) {
+    out.push_back(std::string("socket_group is not set: ") + incoming +
+                  " and the entry sockets belong to the tunnel's group only, so a QEMU that "
+                  "does not run as root cannot create its incoming sockets there or connect to "
+                  "the entries (every incoming migration fails with \"Permission denied\")" +
+                  (libvirt ? "; libvirt runs QEMU as user " + std::string(kLibvirtQemuUser) : "") +
+                  "; fix: socket_group = \"libvirt-qemu\" in " + c.path);
+  } else if (::getgrnam(c.socket_group.c_str()) && libvirt) {
+    // Is libvirt's QEMU user in that group?
+    const passwd* pw = ::getpwnam(kLibvirtQemuUser);
+    int n = 64;
+    std::vector<gid_t> groups(n);
+    if (::getgrouplist(kLibvirtQemuUser, pw->pw_gid, groups.data(), &n) >= 0) {
+      const gid_t want = ::getgrnam(c.socket_group.c_str())->gr_gid;
+      if (std::find(groups.begin(), groups.begin() + n, want) == groups.begin() + n)
+        out.push_back("user " + std::string(kLibvirtQemuUser) + " (libvirt's QEMU) is not in " +
+                      "socket_group \"" + c.socket_group + "\": it cannot use " + incoming +
+                      "; fix: socket_group = \"libvirt-qemu\", or add the user to the group");
+    }
+  }
+  if ((c.socket_mode & 0060) != 0060)
+    out.push_back("socket_mode " + fmt::format("{:04o}", c.socket_mode) +
+                  " does not let socket_group read and write the sockets, so QEMU cannot "
+                  "connect to them; fix: socket_mode = \"0660\"");
+  return out;
+}
+
 }  // namespace
 
 Tunnel::State::State(Config c)
@@ -151,6 +190,7 @@ int Tunnel::run() {
       s.config.name, s.config.listen.str(), s.config.peers.size(), s.config.routes.size(),
       s.workers.size(), s.config.run_dir, s.config.status.str(), s.config.tls.min_version,
       cert.serial, days_left(cert));
+  for (const auto& w : socket_warnings(s.config)) spdlog::warn("{}", w);
   notify_systemd("READY=1");
   s.io.run();
   spdlog::info("stopped");
@@ -175,6 +215,9 @@ int check(const std::string& config_path) {
     for (const auto& r : c.routes)
       std::cout << "  route " << r.listen.str() << " -> " << r.peer << " channel " << r.channel
                 << "\n";
+    std::cout << "  per-migration sets: " << c.socket_path("<peer>/<id>", "{driver,qemu,nbd}")
+              << ", reserved by xmig-migrate over " << c.control_path() << "\n";
+    for (const auto& w : socket_warnings(c)) std::cout << "warning: " << w << "\n";
     return 0;
   } catch (const ConfigError& e) {
     for (const auto& p : e.problems()) std::cerr << p << "\n";

@@ -48,6 +48,31 @@ TEST(TunnelCheck, AcceptsGoodConfig) {
   EXPECT_NE(r.output.find("expires in"), std::string::npos) << r.output;
 }
 
+// Pass: without socket_group, --check still exits 0 but warns that QEMU (not
+// root) could not use the sockets, naming the fix; with socket_group =
+// "libvirt-qemu" (the group of libvirt's QEMU user, installed by tools/setup)
+// and the default mode there is no warning; socket_mode 0600 warns again.
+TEST(TunnelCheck, WarnsWhenQemuCouldNotUseTheSockets) {
+  TunnelPair pair(unstarted());
+  auto bare = run_check(pair, pair.a.config);
+  EXPECT_EQ(bare.exit_code, 0) << bare.output;
+  EXPECT_NE(bare.output.find("warning: socket_group is not set"), std::string::npos) << bare.output;
+  EXPECT_NE(bare.output.find("fix: socket_group = \"libvirt-qemu\""), std::string::npos)
+      << bare.output;
+
+  ASSERT_EQ(run({"/usr/bin/getent", "passwd", "libvirt-qemu"}), 0)
+      << "libvirt's QEMU user is missing: run tools/setup";
+  auto grouped =
+      run_check(pair, edited_config(pair, "\n[tls]", "\nsocket_group = \"libvirt-qemu\"\n[tls]"));
+  EXPECT_EQ(grouped.exit_code, 0) << grouped.output;
+  EXPECT_EQ(grouped.output.find("warning:"), std::string::npos) << grouped.output;
+
+  auto narrow = run_check(
+      pair, edited_config(pair, "\n[tls]",
+                          "\nsocket_group = \"libvirt-qemu\"\nsocket_mode = \"0600\"\n[tls]"));
+  EXPECT_NE(narrow.output.find("warning: socket_mode 0600"), std::string::npos) << narrow.output;
+}
+
 // Pass: a missing certificate file is named with a fix; exit 1.
 TEST(TunnelCheck, NamesMissingCertificateFile) {
   TunnelPair pair(unstarted());
