@@ -29,12 +29,13 @@ void set_reset_on_close(int fd) {
 // ---- Pump ---------------------------------------------------------------------
 
 Pump::Pump(Workers::Worker& worker, Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done,
-           const char* mode)
+           const char* mode, std::shared_ptr<LiveBytes> live)
     : worker_(worker),
       ssl_(std::move(ssl)),
       plain_(std::move(plain)),
       tls_fd_(std::move(tls_fd)),
       done_(std::move(done)),
+      live_(std::move(live)),
       started_(std::chrono::steady_clock::now()) {
   stats_.mode = mode;
 }
@@ -212,7 +213,7 @@ std::unique_ptr<Pump> make_pump(Workers::Worker& w, Fd& plain, Fd& tls_fd, tls::
   tls::Offload off = tls::complete_offload(ssl.get(), tls_fd.get(), options.records_read);
   if (off.tx && off.rx)
     return make_splice_pump(w, std::move(plain), std::move(tls_fd), std::move(ssl), std::move(done),
-                            options.key_limit_records);
+                            options.key_limit_records, options.live);
   if (options.ktls == tls::KtlsPolicy::Required) {
     refusal = "kTLS required but not in place (" + std::string(off.tx ? "TX only" : "no TX") +
               ": " + off.why + ")";
@@ -228,7 +229,7 @@ std::unique_ptr<Pump> make_pump(Workers::Worker& w, Fd& plain, Fd& tls_fd, tls::
   if (options.ktls != tls::KtlsPolicy::Off && !off.why.empty())
     spdlog::debug("kTLS not used: {}", off.why);
   return make_userspace_pump(w, std::move(plain), std::move(tls_fd), std::move(ssl),
-                             std::move(done), options.key_limit_records);
+                             std::move(done), options.key_limit_records, options.live);
 }
 
 }  // namespace

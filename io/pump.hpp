@@ -49,6 +49,15 @@ struct PumpStats {
   uint64_t key_updates = 0;  // KeyUpdates sent because of the AEAD key limit
 };
 
+// Bytes a pump has moved so far, readable from any thread while it runs, so
+// that the status endpoint can show a long migration's progress before its
+// connections end. The pump adds to it where it adds to its PumpStats (one
+// relaxed atomic add per completion, no system call); at the end the two
+// agree.
+struct LiveBytes {
+  std::atomic<uint64_t> plain_to_tls{0}, tls_to_plain{0};
+};
+
 // How a pump treats one connection.
 struct PumpOptions {
   // Off: user space. Auto: kTLS when the kernel took both keys, else user
@@ -60,6 +69,8 @@ struct PumpOptions {
   // Application records the control plane already read with SSL_read before
   // the hand-off (the kernel's RX rec_seq must start there).
   uint64_t records_read = 0;
+  // Where the pump counts its bytes as they move; null = not counted live.
+  std::shared_ptr<LiveBytes> live = nullptr;
 };
 
 // Called once, on the pump's worker thread, when the pump has closed both sockets.

@@ -81,9 +81,9 @@ class SplicePump final : public Pump {
 
  public:
   SplicePump(Workers::Worker& w, Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done,
-             uint64_t key_limit)
-      : Pump(w, std::move(plain), std::move(tls_fd), std::move(ssl), std::move(done),
-             "ktls-splice"),
+             uint64_t key_limit, std::shared_ptr<LiveBytes> live)
+      : Pump(w, std::move(plain), std::move(tls_fd), std::move(ssl), std::move(done), "ktls-splice",
+             std::move(live)),
         limit_(tls::record_limit(ssl_.get(), key_limit)),
         cipher_(SSL_get_cipher_name(ssl_.get())) {}
 
@@ -114,7 +114,7 @@ class SplicePump final : public Pump {
       case UpOut:
         if (res <= 0) return fail(socket_failure("TLS socket write", res ? res : -EPIPE));
         up_pending_ -= static_cast<size_t>(res);
-        stats_.plain_to_tls += static_cast<uint64_t>(res);
+        count_plain_to_tls(static_cast<uint64_t>(res));
         return up_pending_ ? splice_up_out() : splice_up_in();
       case CloseNotify:
         if (res < 0) return fail(socket_failure("TLS close_notify", res));
@@ -207,7 +207,7 @@ class SplicePump final : public Pump {
     if (res <= 0) return fail(socket_failure("local socket write", res ? res : -EPIPE));
     DownBuffer& b = down_[down_head_];
     b.sent += static_cast<size_t>(res);
-    stats_.tls_to_plain += static_cast<uint64_t>(res);
+    count_tls_to_plain(static_cast<uint64_t>(res));
     if (b.sent < b.size) return start_down_send();  // still short: the rest first
     down_head_ ^= 1;
     --down_full_;
@@ -261,9 +261,10 @@ class SplicePump final : public Pump {
 }  // namespace
 
 std::unique_ptr<Pump> make_splice_pump(Workers::Worker& worker, Fd plain, Fd tls_fd,
-                                       tls::SslPtr ssl, PumpDone done, uint64_t key_limit_records) {
+                                       tls::SslPtr ssl, PumpDone done, uint64_t key_limit_records,
+                                       std::shared_ptr<LiveBytes> live) {
   return std::make_unique<SplicePump>(worker, std::move(plain), std::move(tls_fd), std::move(ssl),
-                                      std::move(done), key_limit_records);
+                                      std::move(done), key_limit_records, std::move(live));
 }
 
 }  // namespace xmig::io

@@ -114,8 +114,9 @@ class UserspacePump final : public Pump {
 
  public:
   UserspacePump(Workers::Worker& w, Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done,
-                uint64_t key_limit)
-      : Pump(w, std::move(plain), std::move(tls_fd), std::move(ssl), std::move(done), "userspace"),
+                uint64_t key_limit, std::shared_ptr<LiveBytes> live)
+      : Pump(w, std::move(plain), std::move(tls_fd), std::move(ssl), std::move(done), "userspace",
+             std::move(live)),
         limit_(tls::record_limit(ssl_.get(), key_limit)),
         up_in_(kChunk),
         down_in_(kChunk),
@@ -164,7 +165,7 @@ class UserspacePump final : public Pump {
       case SendPlain:
         if (res < 0) return fail(socket_failure("local socket write", res));
         plain_sent_ += static_cast<size_t>(res);
-        stats_.tls_to_plain += static_cast<uint64_t>(res);
+        count_tls_to_plain(static_cast<uint64_t>(res));
         if (plain_sent_ < plain_len_) return send_plain_rest();
         send_plain_busy_ = false;
         return pump_down();
@@ -213,7 +214,7 @@ class UserspacePump final : public Pump {
       }
       up_off_ += static_cast<size_t>(r);
       up_records_ += (static_cast<uint64_t>(r) + kRecord - 1) / kRecord;
-      stats_.plain_to_tls += static_cast<uint64_t>(r);
+      count_plain_to_tls(static_cast<uint64_t>(r));
     }
     return true;
   }
@@ -320,9 +321,11 @@ class UserspacePump final : public Pump {
 
 std::unique_ptr<Pump> make_userspace_pump(Workers::Worker& worker, Fd plain, Fd tls_fd,
                                           tls::SslPtr ssl, PumpDone done,
-                                          uint64_t key_limit_records) {
+                                          uint64_t key_limit_records,
+                                          std::shared_ptr<LiveBytes> live) {
   return std::make_unique<UserspacePump>(worker, std::move(plain), std::move(tls_fd),
-                                         std::move(ssl), std::move(done), key_limit_records);
+                                         std::move(ssl), std::move(done), key_limit_records,
+                                         std::move(live));
 }
 
 }  // namespace xmig::io

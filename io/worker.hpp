@@ -61,7 +61,7 @@ struct Workers::Worker {
 class Pump {
  public:
   Pump(Workers::Worker& worker, Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done,
-       const char* mode);
+       const char* mode, std::shared_ptr<LiveBytes> live);
   virtual ~Pump() = default;
   Pump(const Pump&) = delete;
   Pump& operator=(const Pump&) = delete;
@@ -97,6 +97,17 @@ class Pump {
   int plain() const { return plain_.get(); }
   int tls() const { return tls_fd_.get(); }
 
+  // Bytes moved, counted once for the close line (stats_) and once for
+  // readers while the pump runs (live_): every pump counts through these.
+  void count_plain_to_tls(uint64_t n) {
+    stats_.plain_to_tls += n;
+    if (live_) live_->plain_to_tls.fetch_add(n, std::memory_order_relaxed);
+  }
+  void count_tls_to_plain(uint64_t n) {
+    stats_.tls_to_plain += n;
+    if (live_) live_->tls_to_plain.fetch_add(n, std::memory_order_relaxed);
+  }
+
   Workers::Worker& worker_;
   tls::SslPtr ssl_;
   PumpStats stats_;
@@ -106,6 +117,7 @@ class Pump {
 
   Fd plain_, tls_fd_;
   PumpDone done_;
+  std::shared_ptr<LiveBytes> live_;
   std::chrono::steady_clock::time_point started_;
   unsigned inflight_ = 0;
   bool ending_ = false, finished_ = false;
@@ -114,9 +126,11 @@ class Pump {
 // The data paths (io/userspace_pump.cpp, io/splice_pump.cpp).
 std::unique_ptr<Pump> make_userspace_pump(Workers::Worker& worker, Fd plain, Fd tls_fd,
                                           tls::SslPtr ssl, PumpDone done,
-                                          uint64_t key_limit_records);
+                                          uint64_t key_limit_records,
+                                          std::shared_ptr<LiveBytes> live);
 std::unique_ptr<Pump> make_splice_pump(Workers::Worker& worker, Fd plain, Fd tls_fd,
-                                       tls::SslPtr ssl, PumpDone done, uint64_t key_limit_records);
+                                       tls::SslPtr ssl, PumpDone done, uint64_t key_limit_records,
+                                       std::shared_ptr<LiveBytes> live);
 
 // Aborting: a zero linger makes close() send a reset, so the far end learns at
 // once instead of waiting for data that will not come.

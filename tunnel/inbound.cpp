@@ -159,11 +159,15 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot s
   }
   spdlog::debug("open: {} ({}) channel {} -> {}", info.peer, source, info.channel, info.local);
   auto held = std::make_shared<Slot>(std::move(slot));
+  start_connection(s, info);
   // The request was one record read here: the kernel's RX sequence starts at 1.
   s.workers.start_pump(
       std::move(target), io::Fd(sock.release()), std::move(ssl),
       [&s, info, held, folder](const io::PumpStats& stats) { finish_connection(s, info, stats); },
-      io::PumpOptions{s.config.tls.ktls, s.config.tls.key_limit_records, 1});
+      io::PumpOptions{.ktls = s.config.tls.ktls,
+                      .key_limit_records = s.config.tls.key_limit_records,
+                      .records_read = 1,
+                      .live = info.live});
 }
 
 }  // namespace

@@ -82,11 +82,15 @@ asio::awaitable<void> dial(Tunnel::State& s, io::Fd local, Slot slot, const Peer
                       .client = describe_client(local.get())};
   spdlog::debug("open: {} -> {} ({}) channel {}", local_name, peer.name, info.remote, channel);
   auto held = std::make_shared<Slot>(std::move(slot));
+  start_connection(s, info);
   // The verdict was one record read here: the kernel's RX sequence starts at 1.
   s.workers.start_pump(
       std::move(local), io::Fd(d.sock.release()), std::move(d.ssl),
       [&s, info, held](const io::PumpStats& stats) { finish_connection(s, info, stats); },
-      io::PumpOptions{s.config.tls.ktls, s.config.tls.key_limit_records, 1});
+      io::PumpOptions{.ktls = s.config.tls.ktls,
+                      .key_limit_records = s.config.tls.key_limit_records,
+                      .records_read = 1,
+                      .live = info.live});
 }
 
 }  // namespace

@@ -84,6 +84,12 @@ asio::awaitable<void> echo(UnixProtocol::socket sock) {
 
 }  // namespace
 
+void start_connection(Tunnel::State& s, ConnectionInfo& info) {
+  info.live = std::make_shared<io::LiveBytes>();
+  info.started = std::chrono::steady_clock::now();
+  s.stats.record_open(info);
+}
+
 void finish_connection(Tunnel::State& s, const ConnectionInfo& info, const io::PumpStats& stats) {
   log_close(info, stats);
   s.stats.record_close(info, stats);

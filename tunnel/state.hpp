@@ -78,6 +78,11 @@ void reload(Tunnel::State& s, const std::string& why);
 // on their directories, so files replaced by rename are seen too).
 void watch_tls_files(Tunnel::State& s);
 
+// Lists the connection as active in /status from now on, with the byte
+// counts its pump will add to (sets info.live and info.started). Call it just
+// before the pump is started, with info.live then in the pump's options.
+void start_connection(Tunnel::State& s, ConnectionInfo& info);
+
 // Logs the close line and counts the connection (any thread).
 void finish_connection(Tunnel::State& s, const ConnectionInfo& info, const io::PumpStats& stats);
 

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -41,19 +42,46 @@ std::string human_rate(uint64_t bytes, double seconds) {
 
 }  // namespace
 
+void Stats::record_open(const ConnectionInfo& info) {
+  if (!info.live) return;  // nothing to show, and record_close could not find it
+  std::lock_guard lock(mutex_);
+  totals_.active.push_back({.id = ++last_id_, .info = info});
+}
+
 void Stats::record_close(const ConnectionInfo& info, const io::PumpStats& stats) {
   std::lock_guard lock(mutex_);
+  uint64_t id = 0;
+  if (info.live) {
+    auto& active = totals_.active;
+    auto it = std::find_if(active.begin(), active.end(),
+                           [&](const Active& a) { return a.info.live == info.live; });
+    if (it != active.end()) {
+      id = it->id;
+      active.erase(it);
+    }
+  }
   ++totals_.connections[info.direction + (stats.error.empty() ? " ok" : " error")];
   ++totals_.modes[stats.mode];
   totals_.to_peer += stats.plain_to_tls;
   totals_.from_peer += stats.tls_to_plain;
-  totals_.recent.push_back({info, stats, now_unix()});
+  totals_.recent.push_back({.id = id, .info = info, .stats = stats, .closed_unix = now_unix()});
   if (totals_.recent.size() > kRecent) totals_.recent.pop_front();
 }
 
 Stats::Snapshot Stats::snapshot() const {
   std::lock_guard lock(mutex_);
   Snapshot s = totals_;
+  auto now = std::chrono::steady_clock::now();
+  // Read under the lock that record_close takes: a connection's bytes are
+  // either here (live, at most its final figures) or in the totals, never in
+  // both, so the sums only grow from one snapshot to the next.
+  for (Active& a : s.active) {
+    a.to_peer = a.info.live->plain_to_tls.load(std::memory_order_relaxed);
+    a.from_peer = a.info.live->tls_to_plain.load(std::memory_order_relaxed);
+    a.age = now - a.info.started;
+    s.to_peer += a.to_peer;
+    s.from_peer += a.from_peer;
+  }
   s.refusals = refusals_;
   s.reloads_ok = reloads_ok_;
   s.reloads_failed = reloads_failed_;
@@ -84,13 +112,30 @@ std::string status_json(const StatusFacts& f, const Stats::Snapshot& s) {
   j += ",\"refusals\":" + std::to_string(s.refusals);
   j += ",\"reloads\":{\"ok\":" + std::to_string(s.reloads_ok) +
        ",\"failed\":" + std::to_string(s.reloads_failed) + "}";
-  j += ",\"recent\":[";
+  j += ",\"active\":[";
+  first = true;
+  for (const auto& a : s.active) {
+    j += first ? "{" : ",{";
+    first = false;
+    double age = std::chrono::duration<double>(a.age).count();
+    double rate = age > 0 ? static_cast<double>(a.to_peer + a.from_peer) / age : 0;
+    j += "\"direction\":" + json_string(a.info.direction) +
+         ",\"peer\":" + json_string(a.info.peer) + ",\"channel\":" + json_string(a.info.channel) +
+         ",\"migration\":" + json_string(a.info.migration) +
+         ",\"client\":" + json_string(a.info.client) + ",\"local\":" + json_string(a.info.local) +
+         ",\"id\":" + std::to_string(a.id) + ",\"to_peer\":" + std::to_string(a.to_peer) +
+         ",\"from_peer\":" + std::to_string(a.from_peer) +
+         ",\"rate\":" + std::to_string(static_cast<uint64_t>(rate)) +
+         ",\"age_seconds\":" + std::to_string(age) + "}";
+  }
+  j += "],\"recent\":[";
   first = true;
   for (const auto& c : s.recent) {
     j += first ? "{" : ",{";
     first = false;
     j += "\"direction\":" + json_string(c.info.direction) +
          ",\"peer\":" + json_string(c.info.peer) + ",\"channel\":" + json_string(c.info.channel) +
+         ",\"migration\":" + json_string(c.info.migration) + ",\"id\":" + std::to_string(c.id) +
          ",\"tls\":" + json_string(c.info.tls_version) +
          ",\"cipher\":" + json_string(c.info.cipher) + ",\"mode\":" + json_string(c.stats.mode) +
          ",\"client\":" + json_string(c.info.client) +
@@ -120,7 +165,8 @@ std::string metrics_text(const StatusFacts& f, const Stats::Snapshot& s) {
   metric("xmig_connections_by_mode_total", "counter", "Connections that ended, by data path.");
   for (const auto& [k, v] : s.modes)
     m += "xmig_connections_by_mode_total{mode=\"" + k + "\"} " + std::to_string(v) + "\n";
-  metric("xmig_bytes_total", "counter", "Payload bytes carried by ended connections.");
+  metric("xmig_bytes_total", "counter",
+         "Payload bytes carried, by ended connections and so far by running ones.");
   m += "xmig_bytes_total{direction=\"to_peer\"} " + std::to_string(s.to_peer) + "\n";
   m += "xmig_bytes_total{direction=\"from_peer\"} " + std::to_string(s.from_peer) + "\n";
   metric("xmig_refusals_total", "counter", "Connections refused (each is logged with its reason).");

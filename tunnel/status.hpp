@@ -1,26 +1,49 @@
-// Status of a running tunnel: counters kept as connections end, and a small
-// HTTP endpoint that serves them as JSON (/status) and in Prometheus' text
-// format (/metrics). Metric names are a public interface: do not rename them.
+// Status of a running tunnel: the connections running now with the bytes
+// they have moved so far, counters kept as connections end, and a small HTTP
+// endpoint that serves them as JSON (/status) and in Prometheus' text format
+// (/metrics). Metric names and JSON fields are a public interface: add, never
+// rename.
 //
 //   xmig_connections_active                      gauge
 //   xmig_connections_total{direction,result}     counter (direction out|in, result ok|error)
 //   xmig_connections_by_mode_total{mode}         counter (data path: userspace, ...)
-//   xmig_bytes_total{direction}                  counter (to_peer|from_peer)
+//   xmig_bytes_total{direction}                  counter (to_peer|from_peer): bytes of
+//                                                ended connections plus what running ones
+//                                                moved so far, so it grows during a
+//                                                migration, not only when it ends
 //   xmig_refusals_total                          counter
 //   xmig_reloads_total{result}                   counter (ok|failed)
 //   xmig_certificate_expiry_seconds              gauge (seconds until the loaded
 //                                                certificate expires)
+//
+// GET /status (JSON), besides name, certificate, counters and modes:
+//   "bytes":{"to_peer","from_peer"}   the same sums as xmig_bytes_total
+//   "active":[...]   connections whose pump runs, oldest first: direction, peer,
+//                    channel, migration (the per-migration socket set's id, "" for
+//                    the fixed set and routes), client, local, id, to_peer and
+//                    from_peer (bytes so far), rate (bytes/s both ways together,
+//                    averaged over its age), age_seconds
+//   "recent":[...]   the last 32 that ended, newest last: direction, peer, channel,
+//                    migration, id, tls, cipher, mode, client, to_peer, from_peer,
+//                    seconds, closed_unix, error
+// `id` numbers the connections of one tunnel process from 1; a connection keeps
+// it from "active" to "recent", so a reader can follow one through both.
+// to_peer is what went from the local side into TLS, from_peer what came out
+// of TLS to the local side (for "in": the target), on either direction.
 //
 // The endpoint listens on `status` from the config: a UNIX socket by default
 // (<run_dir>/status.sock), so nothing is exposed on the network unless asked.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "io/pump.hpp"
 
@@ -42,16 +65,35 @@ struct ConnectionInfo {
   // "pid N" on a UNIX socket, so a tool can find its own connection in
   // /status); for "in" the peer's address.
   std::string client{};
+  // The pump's running byte counts; null for a connection not listed as active.
+  std::shared_ptr<io::LiveBytes> live = nullptr;
+  // When the pump was started (the age and rate in /status count from here).
+  std::chrono::steady_clock::time_point started{};
 };
 
 class Stats {
  public:
-  // Called once per connection when its pump is done (any thread).
+  // Lists a connection as active from now until record_close, with the bytes
+  // its pump counts in info.live (any thread; without info.live it does
+  // nothing). Call it before the pump is started, so that the close always
+  // finds the connection.
+  void record_open(const ConnectionInfo& info);
+  // Called once per connection when its pump is done (any thread). Removes
+  // the connection from the active list (found by its live pointer) and adds
+  // its final figures to the totals in the same critical section, so a
+  // snapshot counts its bytes exactly once, either live or closed.
   void record_close(const ConnectionInfo& info, const io::PumpStats& stats);
   void record_refusal() { ++refusals_; }
   void record_reload(bool ok) { ++(ok ? reloads_ok_ : reloads_failed_); }
 
+  struct Active {
+    uint64_t id = 0;  // numbers connections from 1, in the order they opened
+    ConnectionInfo info;
+    uint64_t to_peer = 0, from_peer = 0;  // bytes so far, when the snapshot was taken
+    std::chrono::steady_clock::duration age{};
+  };
   struct Closed {
+    uint64_t id = 0;  // the number it had while active; 0 if it never was
     ConnectionInfo info;
     io::PumpStats stats;
     int64_t closed_unix = 0;
@@ -59,15 +101,19 @@ class Stats {
   struct Snapshot {
     std::map<std::string, uint64_t> connections;  // "out ok", "in error", ...
     std::map<std::string, uint64_t> modes;
-    uint64_t to_peer = 0, from_peer = 0, refusals = 0, reloads_ok = 0, reloads_failed = 0;
-    std::deque<Closed> recent;  // newest last
+    // Bytes of ended connections, plus (in a snapshot) those of active ones so far.
+    uint64_t to_peer = 0, from_peer = 0;
+    uint64_t refusals = 0, reloads_ok = 0, reloads_failed = 0;
+    std::vector<Active> active;  // oldest first
+    std::deque<Closed> recent;   // newest last
   };
   Snapshot snapshot() const;
 
  private:
   static constexpr size_t kRecent = 32;
   mutable std::mutex mutex_;
-  Snapshot totals_;
+  Snapshot totals_;  // its `active` holds the registrations, their bytes read at snapshot
+  uint64_t last_id_ = 0;
   std::atomic<uint64_t> refusals_{0}, reloads_ok_{0}, reloads_failed_{0};
 };
 

@@ -73,17 +73,16 @@ io::Fd connect_endpoint(const tunnel::Endpoint& ep, std::string* why) {
   return ok ? std::move(fd) : io::Fd();
 }
 
-}  // namespace
-
-TunnelStatus parse_status(const std::string& json) {
-  TunnelStatus st;
-  st.name = field(json, "name");
-  size_t at = json.find("\"recent\":[");
-  if (at == std::string::npos) return st;
+// Calls `each` with every flat object of the top-level array "key":[...].
+template <class Each>
+void for_each_object(const std::string& json, const std::string& key, Each each) {
+  const std::string needle = "\"" + key + "\":[";
+  size_t at = json.find(needle);
+  if (at == std::string::npos) return;
   // Split the array into its flat objects, minding braces inside strings.
   bool in_string = false;
   size_t start = std::string::npos;
-  for (size_t i = at + 10; i < json.size(); ++i) {
+  for (size_t i = at + needle.size(); i < json.size(); ++i) {
     char c = json[i];
     if (in_string) {
       if (c == '\\')
@@ -97,25 +96,51 @@ TunnelStatus parse_status(const std::string& json) {
     } else if (c == '{') {
       start = i;
     } else if (c == '}' && start != std::string::npos) {
-      std::string obj = json.substr(start, i - start + 1);
-      RecentConnection r;
-      r.direction = field(obj, "direction");
-      r.peer = field(obj, "peer");
-      r.channel = field(obj, "channel");
-      r.tls = field(obj, "tls");
-      r.cipher = field(obj, "cipher");
-      r.mode = field(obj, "mode");
-      r.error = field(obj, "error");
-      r.client = field(obj, "client");
-      r.to_peer = number(field(obj, "to_peer"));
-      r.from_peer = number(field(obj, "from_peer"));
-      r.closed_unix = static_cast<int64_t>(number(field(obj, "closed_unix")));
-      st.recent.push_back(std::move(r));
+      each(json.substr(start, i - start + 1));
       start = std::string::npos;
     } else if (c == ']') {
       break;
     }
   }
+}
+
+}  // namespace
+
+TunnelStatus parse_status(const std::string& json) {
+  TunnelStatus st;
+  st.name = field(json, "name");
+  for_each_object(json, "active", [&](const std::string& obj) {
+    st.active.push_back({
+        .direction = field(obj, "direction"),
+        .peer = field(obj, "peer"),
+        .channel = field(obj, "channel"),
+        .migration = field(obj, "migration"),
+        .client = field(obj, "client"),
+        .local = field(obj, "local"),
+        .id = number(field(obj, "id")),
+        .to_peer = number(field(obj, "to_peer")),
+        .from_peer = number(field(obj, "from_peer")),
+        .rate = number(field(obj, "rate")),
+        .age_seconds = std::strtod(field(obj, "age_seconds").c_str(), nullptr),
+    });
+  });
+  for_each_object(json, "recent", [&](const std::string& obj) {
+    st.recent.push_back({
+        .direction = field(obj, "direction"),
+        .peer = field(obj, "peer"),
+        .channel = field(obj, "channel"),
+        .tls = field(obj, "tls"),
+        .cipher = field(obj, "cipher"),
+        .mode = field(obj, "mode"),
+        .error = field(obj, "error"),
+        .client = field(obj, "client"),
+        .migration = field(obj, "migration"),
+        .id = number(field(obj, "id")),
+        .to_peer = number(field(obj, "to_peer")),
+        .from_peer = number(field(obj, "from_peer")),
+        .closed_unix = static_cast<int64_t>(number(field(obj, "closed_unix"))),
+    });
+  });
   return st;
 }
 

@@ -17,10 +17,6 @@
 
 namespace xmig::test {
 
-namespace {
-
-constexpr size_t kChunk = 1 << 20;
-
 struct Sha256 {
   Sha256() : ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
     EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
@@ -37,6 +33,10 @@ struct Sha256 {
   }
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx;
 };
+
+namespace {
+
+constexpr size_t kChunk = 1 << 20;
 
 // The n-th chunk of a stream: fill_random seeded by (seed, n).
 void chunk_of(std::vector<uint8_t>& buf, uint64_t seed, uint64_t index, size_t len) {
@@ -139,22 +139,33 @@ Hashed send_stream(int fd, uint64_t bytes, uint64_t seed) {
 }
 
 Hashed recv_stream(int fd) {
-  Hashed h;
-  Sha256 sha;
+  return StreamReceiver(fd).finish();
+}
+
+StreamReceiver::StreamReceiver(int fd) : fd_(fd), sha_(std::make_unique<Sha256>()) {}
+StreamReceiver::~StreamReceiver() = default;
+
+uint64_t StreamReceiver::receive_until(uint64_t total) {
   std::vector<uint8_t> buf(kChunk);
-  while (true) {
-    ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+  while (!ended_ && h_.bytes < total) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), total - h_.bytes));
+    ssize_t n = ::recv(fd_, buf.data(), want, 0);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      h.error = std::string("recv: ") + strerror(errno);
+    if (n < 0) h_.error = std::string("recv: ") + strerror(errno);
+    if (n <= 0) {
+      ended_ = true;
       break;
     }
-    if (n == 0) break;
-    sha.update(buf.data(), static_cast<size_t>(n));
-    h.bytes += static_cast<uint64_t>(n);
+    sha_->update(buf.data(), static_cast<size_t>(n));
+    h_.bytes += static_cast<uint64_t>(n);
   }
-  h.sha256 = sha.hex();
-  return h;
+  return h_.bytes;
+}
+
+Hashed StreamReceiver::finish() {
+  receive_until(std::numeric_limits<uint64_t>::max());
+  h_.sha256 = sha_->hex();
+  return h_;
 }
 
 std::string expected_sha256(uint64_t bytes, uint64_t seed) {

@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <limits>
+#include <memory>
 #include <string>
 
 #include "io/fd.hpp"
@@ -41,6 +43,31 @@ class Listener {
 
 Hashed send_stream(int fd, uint64_t bytes, uint64_t seed);
 Hashed recv_stream(int fd);
+
+struct Sha256;  // incremental SHA-256 of a stream (streams.cpp)
+
+// recv_stream in steps: a test can stop reading part way (the stream then
+// stands still, its buffers full), look at something, and go on; the hash
+// covers every byte received, as recv_stream's does.
+class StreamReceiver {
+ public:
+  explicit StreamReceiver(int fd);
+  ~StreamReceiver();
+  StreamReceiver(const StreamReceiver&) = delete;
+  StreamReceiver& operator=(const StreamReceiver&) = delete;
+
+  // Receives until `total` bytes have arrived since the start, or EOF or an
+  // error; returns the bytes received so far.
+  uint64_t receive_until(uint64_t total);
+  // Receives up to EOF and returns the whole stream's hash.
+  Hashed finish();
+
+ private:
+  int fd_;
+  std::unique_ptr<Sha256> sha_;
+  Hashed h_;
+  bool ended_ = false;
+};
 // The hash send_stream(…, bytes, seed) will report, without a socket.
 std::string expected_sha256(uint64_t bytes, uint64_t seed);
 
