@@ -43,11 +43,12 @@ lv_path() { echo "$LV_W/$1/root$2"; }
 # Path, seen from this machine's root, of PATH on HOST through its namespace (for the
 # host's own mounts: its guests' RAM is on a tmpfs only the host sees).
 lv_in() { echo "/proc/$(cat "$LV_W/$1/ns.pid")/root$2"; }
-# Runs a command on HOST (in its mount namespace).
+# Runs a command on HOST (in its mount namespace); under `timeout` when LV_ON_TIMEOUT
+# is set (seconds).
 on() {
   local h=$1
   shift
-  nsenter -t "$(cat "$LV_W/$h/ns.pid")" -m -- "$@"
+  nsenter -t "$(cat "$LV_W/$h/ns.pid")" -m -- ${LV_ON_TIMEOUT:+timeout -k 10 "$LV_ON_TIMEOUT"} "$@"
 }
 # virsh on HOST, against its libvirtd.
 vsh() {
