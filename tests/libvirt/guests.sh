@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sets variables for the tests that source it
 # Guests for the tests in this folder, and the checks that a migration carried one
 # whole. Sourced after hosts.sh.
 #
@@ -45,7 +46,7 @@ lv_state() {
 # same virtual size, as libvirt requires for --copy-storage-all.
 lv_guest_create() {
   local name=$1 disk=${2:-} data_mib=${3:-31} xml=$LV_W/$1.xml seed=$LV_W/$1.ram
-  local disk_xml= ram differ size_mib
+  local disk_xml='' ram differ size_mib
   if [ "$disk" = disk ]; then
     size_mib=$((1 + data_mib + 32))
     { head -c 1M /dev/zero && head -c "${data_mib}M" /dev/urandom; } >"$LV_W/$name.raw"
@@ -124,8 +125,8 @@ lv_count() { grep -c -E -- "channel=[^ ]*$1[^ ]* " <<<"$2" || true; }
 # NBD is 0) and every close: line says result=ok. Waits up to 20 s for the lines (a
 # connection is logged when both of its ends have closed).
 lv_check_closes() {
-  local label=$1 qemu=$2 nbd=$3 h lines i ok
-  for i in $(seq 200); do
+  local label=$1 qemu=$2 nbd=$3 h lines ok
+  for _ in $(seq 200); do
     ok=1
     for h in "${LV_HOSTS[@]}"; do
       lines=$(lv_new_closes "$h")
@@ -150,9 +151,10 @@ lv_check_closes() {
       want_nbd=">= $nbd"
       [ "$nn" -ge "$nbd" ] && nbd_ok=1
     fi
-    [ "$nd" -ge 1 ] && [ "$nq" = "$qemu" ] && [ -n "$nbd_ok" ] ||
+    if [ "$nd" -lt 1 ] || [ "$nq" != "$qemu" ] || [ -z "$nbd_ok" ]; then
       lv_fail "$label: $h's tunnel logged $nd driver, $nq qemu, $nn nbd connections; expected >= 1, $qemu, $want_nbd:
 $lines"
+    fi
     if grep -v 'result=ok$' <<<"$lines" | grep -q .; then
       lv_fail "$label: $h's tunnel logged a connection that did not end ok:
 $(grep -v 'result=ok$' <<<"$lines")"
@@ -219,7 +221,7 @@ lv_job_said() { cat "$LV_W/$1.out" "$LV_W/$1.err" 2>/dev/null | tr -s '\n' ' ' |
 # they overlapped (each started before the one before it ended): else nothing
 # concurrent was tested.
 lv_check_overlap() {
-  local t0 name prev= overlap=0
+  local t0 name prev='' overlap=0
   t0=$(lv_job_start "$1")
   lv_say "migrations ran (s from the first start): $(for name in "$@"; do
     awk -v s="$(lv_job_start "$name")" -v e="$(lv_job_end "$name")" -v t0="$t0" -v n="$name" \
@@ -352,7 +354,7 @@ lv_start_xmig_migrate() {
 # progress lines on stderr starting "xmig-migrate:", its socket set seen on FROM while
 # it ran, and the folder /run/xmig/PEER/ID gone on both hosts afterwards (within 10 s).
 lv_check_xmig_migrate() {
-  local name=$1 from=$2 peer=$3 id=$4 h i
+  local name=$1 from=$2 peer=$3 id=$4 h
   [ -x "$LV_MIGRATE" ] || lv_problem "$name: xmig-migrate is not built ($LV_MIGRATE is missing)"
   [ "$(lv_job_rc "$name")" = 0 ] ||
     lv_problem "$name: xmig-migrate exited $(lv_job_rc "$name"): $(lv_job_said "$name")"
@@ -361,7 +363,7 @@ lv_check_xmig_migrate() {
   [ -e "$LV_W/$name.set-seen" ] ||
     lv_problem "$name: the socket set /run/xmig/$peer/$id/{driver,qemu,nbd}.sock was never seen on $from while xmig-migrate ran"
   for h in "${LV_HOSTS[@]}"; do
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
       [ -e "$(lv_in "$h" "/run/xmig/$peer/$id")" ] || break
       sleep 0.1
     done

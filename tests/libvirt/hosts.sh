@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sets variables for the tests that source it
 # Two libvirt hypervisors, hv-a and hv-b, on this one machine, for the tests in this
 # folder. Sourced by each test script (bash); see README.md here for how to run one.
 #
@@ -59,7 +60,7 @@ vsh() {
 
 # --tunnel PATH --certs PATH --verify PATH [--migrate PATH]: the xmig binaries under test.
 lv_parse_args() {
-  LV_TUNNEL= LV_CERTS= LV_VERIFY= LV_MIGRATE=
+  LV_TUNNEL='' LV_CERTS='' LV_VERIFY='' LV_MIGRATE=''
   while [ $# -gt 0 ]; do
     case "$1" in
       --tunnel) LV_TUNNEL=$2 ;;
@@ -75,36 +76,24 @@ lv_parse_args() {
   for b in "$LV_TUNNEL" "$LV_CERTS" "$LV_VERIFY"; do
     [ -x "$b" ] || lv_fail "xmig binary '$b' is missing: build the project first"
   done
-  for b in unshare nsenter flock virsh libvirtd virtlogd qemu-system-x86_64 qemu-img python3 \
-    sha256sum; do
-    command -v "$b" >/dev/null || lv_fail "$b is missing: run tools/setup (libvirt-daemon-system, libvirt-clients, qemu-system-x86, qemu-utils, python3)"
+  for b in unshare nsenter flock virsh libvirtd virtlogd qemu-system-x86_64 qemu-img ss sha256sum; do
+    command -v "$b" >/dev/null || lv_fail "$b is missing: run tools/setup (libvirt-daemon-system, libvirt-clients, qemu-system-x86, qemu-utils, iproute2)"
   done
   getent group libvirt-qemu >/dev/null || lv_fail "no group libvirt-qemu: run tools/setup (libvirt-daemon-system)"
 }
 
-# A TCP port on 127.0.0.1 that is free now, below the ephemeral range (so that no
-# outgoing connection takes it before the tunnel binds it), and none of "$@".
+# A TCP port that no socket on this machine uses now, below the ephemeral range (so
+# that no outgoing connection takes it before the tunnel binds it), and none of "$@".
 lv_free_port() {
-  python3 - "$@" <<'EOF'
-import random, socket, sys
-low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-first = 20000 if low > 21000 else 10000
-taken = {int(a) for a in sys.argv[1:]}
-for _ in range(500):
-    port = random.randrange(first, low)
-    if port in taken:
-        continue
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-        print(port)
-        sys.exit(0)
-    except OSError:
-        pass
-    finally:
-        s.close()
-sys.exit("no free port below %d" % low)
-EOF
+  local low first port
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range
+  first=$((low > 21000 ? 20000 : 10000))
+  for _ in $(seq 500); do
+    port=$((first + SRANDOM % (low - first)))
+    [[ " $* " == *" $port "* ]] && continue
+    [ -z "$(ss -Htan "sport = :$port")" ] && echo "$port" && return 0
+  done
+  return 1
 }
 
 # --- mount points on this machine's root ------------------------------------------
@@ -219,6 +208,10 @@ lv_host_namespace() {
     root=$1 ready=$2
     shift 2
     for m in "$@"; do mount --bind "$root$m" "$m"; done
+    # Like on this machine, which has none: keep libvirtd off a system D-Bus, where both
+    # hosts would register their guests by the same names with one systemd-machined
+    # and share one firewalld and polkit.
+    if [ -d /run/dbus ]; then mount -t tmpfs -o mode=0755 xmig-libvirt-nodbus /run/dbus; fi
     # Guest RAM files on tmpfs: an incoming migration filled a shared mapping of an
     # ext4 file at 53 MiB/s, one of a tmpfs file at 135 MiB/s (measured here).
     mount -t tmpfs -o mode=0755 xmig-libvirt-ram /var/lib/libvirt/qemu/ram
@@ -226,8 +219,7 @@ lv_host_namespace() {
     exec sleep infinity' _ "$r/root" "$r/ns.ready" "${LV_MOUNTS[@]}" \
     </dev/null >"$r/ns.log" 2>&1 &
   echo $! >"$r/ns.pid"
-  local i
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     [ -f "$r/ns.ready" ] && return 0
     kill -0 "$(cat "$r/ns.pid")" 2>/dev/null || break
     sleep 0.1
@@ -243,8 +235,8 @@ lv_host_libvirt() {
 }
 # Waits until HOST's libvirtd answers (it probes QEMU's capabilities first: seconds).
 lv_host_libvirt_wait() {
-  local h=$1 run=$LV_W/$1/root/run/libvirt i
-  for i in $(seq 300); do
+  local h=$1 run=$LV_W/$1/root/run/libvirt
+  for _ in $(seq 300); do
     [ -S "$run/libvirt-sock" ] && [ -s "$run/libvirtd.pid" ] && vsh "$h" version >/dev/null 2>&1 &&
       return 0
     sleep 0.1
@@ -268,13 +260,13 @@ lv_certificates() {
 
 # Starts xmig-tunnel on HOST after its --check (README step 2); waits for `ready:`.
 lv_host_tunnel() {
-  local h=$1 r=$LV_W/$1 i
+  local h=$1 r=$LV_W/$1
   on "$h" "$LV_TUNNEL" --config /etc/xmig/tunnel.toml --check >"$r/tunnel-check.log" 2>&1 ||
     lv_fail "$h: xmig-tunnel --check: $(cat "$r/tunnel-check.log")"
   nsenter -t "$(cat "$r/ns.pid")" -m -- "$LV_TUNNEL" --config /etc/xmig/tunnel.toml \
     </dev/null >>"$r/tunnel.log" 2>&1 &
   echo $! >"$r/tunnel.pid"
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     grep -q ' ready: ' "$r/tunnel.log" && return 0
     kill -0 "$(cat "$r/tunnel.pid")" 2>/dev/null || break
     sleep 0.1
@@ -303,27 +295,37 @@ lv_hosts_up() {
     lv_host_namespace "$h"
   done
   lv_certificates
-  for h in "${LV_HOSTS[@]}"; do lv_host_libvirt "$h"; done
-  for h in "${LV_HOSTS[@]}"; do lv_host_libvirt_wait "$h"; done
+  # libvirtd spends seconds of CPU probing QEMU at its first start: hv-b takes hv-a's
+  # probe from its cache (same QEMU, same libvirt, same kernel: libvirt checks these).
+  lv_host_libvirt hv-a
+  lv_host_libvirt_wait hv-a
+  cp -a "$(lv_path hv-a /var/cache/libvirt/qemu)/capabilities" "$(lv_path hv-b /var/cache/libvirt/qemu)/"
+  lv_host_libvirt hv-b
+  lv_host_libvirt_wait hv-b
   for h in "${LV_HOSTS[@]}"; do lv_host_tunnel "$h"; done
   lv_say "hosts up in $((SECONDS - started)) s: hv-a tunnel 127.0.0.1:${LV_PORT[hv-a]}, hv-b tunnel 127.0.0.1:${LV_PORT[hv-b]}"
 }
 
 # --- teardown ------------------------------------------------------------------------
 
-# Ends process PID (TERM, then KILL after 10 s); says what it was.
-lv_stop_pid() {
-  local p=$1 what=$2 i
-  [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 0
-  kill "$p" 2>/dev/null || return 0
-  for i in $(seq 100); do
-    kill -0 "$p" 2>/dev/null || {
-      echo "stopped $what (pid $p)"
-      return 0
-    }
+# Ends the processes given as PID=WHAT (WHAT without spaces): TERM to all at once,
+# then KILL to those still there after 10 s. Says what it stopped.
+lv_stop() {
+  local item left
+  [ $# -gt 0 ] || return 0
+  for item in "$@"; do kill "${item%%=*}" 2>/dev/null || true; done
+  for _ in $(seq 100); do
+    left=()
+    for item in "$@"; do
+      if kill -0 "${item%%=*}" 2>/dev/null; then left+=("$item"); fi
+    done
+    [ ${#left[@]} -gt 0 ] || break
     sleep 0.1
   done
-  kill -9 "$p" 2>/dev/null && echo "killed $what (pid $p)"
+  for item in "${left[@]}"; do
+    kill -9 "${item%%=*}" 2>/dev/null && lv_say "killed ${item#*=} (pid ${item%%=*}): it ignored SIGTERM for 10 s"
+  done
+  lv_say "stopped $(printf '%s ' "$@")"
 }
 
 # PIDs of the processes whose mount table shows this run's work dir (its name is
@@ -359,29 +361,29 @@ lv_hosts_down() {
   set +e
   [ -n "${LV_W:-}" ] && [ -d "$LV_W" ] && [ ! -e "$LV_W/torn-down" ] || return "$rc"
   [ "$rc" = 0 ] || lv_dump_logs
-  echo "teardown (exit status $rc)"
-  local h r f p d
+  lv_say "teardown (exit status $rc)"
+  local h r f p items=()
+  # The guests' QEMUs (from libvirt's pid files; driver.pid there is libvirtd's own),
+  # the tunnels and the daemons, all at once: libvirtd is going away, so no virsh
+  # destroy.
   for h in "${LV_HOSTS[@]}"; do
-    r=$LV_W/$h
-    if [ -f "$r/ns.pid" ] && kill -0 "$(cat "$r/ns.pid")" 2>/dev/null &&
-      [ -S "$r/root/run/libvirt/libvirt-sock" ]; then
-      for d in $(timeout 20 nsenter -t "$(cat "$r/ns.pid")" -m -- virsh -q -c qemu:///system list --all --name 2>/dev/null); do
-        timeout 30 nsenter -t "$(cat "$r/ns.pid")" -m -- virsh -q -c qemu:///system destroy "$d" >/dev/null 2>&1 || true
-      done
-    fi
-    for f in "$r"/root/run/libvirt/qemu/*.pid; do  # driver.pid there is libvirtd's
-      [ -f "$f" ] && [ "${f##*/}" != driver.pid ] && lv_stop_pid "$(cat "$f")" "$h qemu ${f##*/}"
+    r=$LV_W/$h/root/run/libvirt
+    for f in "$r"/qemu/*.pid; do
+      [ -f "$f" ] && [ "${f##*/}" != driver.pid ] && items+=("$(cat "$f")=$h/qemu/${f##*/}")
     done
-    lv_stop_pid "$(cat "$r/tunnel.pid" 2>/dev/null)" "$h xmig-tunnel"
-    lv_stop_pid "$(cat "$r/root/run/libvirt/libvirtd.pid" 2>/dev/null)" "$h libvirtd"
-    lv_stop_pid "$(cat "$r/root/run/libvirt/virtlogd.pid" 2>/dev/null)" "$h virtlogd"
+    for f in "$LV_W/$h/tunnel.pid" "$r/libvirtd.pid" "$r/virtlogd.pid"; do
+      [ -s "$f" ] && items+=("$(cat "$f")=$h/$(basename "$f" .pid)")
+    done
   done
-  # Whatever is left in the hosts' namespaces (a virsh still running, the holders).
+  lv_stop "${items[@]}"
+  # Whatever is left of the run (a virsh still running, the namespace holders).
+  items=()
   for p in $(lv_run_pids); do
-    lv_stop_pid "$p" "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-60)"
+    items+=("$p=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -d' ' -f1 | xargs basename 2>/dev/null)")
   done
+  lv_stop "${items[@]}"
   p=$(lv_run_pids)
-  [ -z "$p" ] || echo "teardown: processes still hold $LV_W: $p"
+  [ -z "$p" ] || lv_say "teardown: processes still hold $LV_W: $p"
   lv_release_mountpoints
   touch "$LV_W/torn-down"
   if [ -n "${XMIG_LIBVIRT_KEEP:-}" ]; then
