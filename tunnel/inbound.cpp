@@ -81,10 +81,12 @@ asio::awaitable<Request> start_admit(Tunnel::State& s, asio::ip::tcp::socket& so
 
 // Connects the channel's target for this request: in the migration's own
 // folder when it has one, and only to the QEMU of the guest the source named.
+// A delivery into the fixed set also claims it (see FixedSetOwner).
 asio::awaitable<io::Fd> connect_target(Tunnel::State& s, const Request& request,
-                                       ConnectionInfo& info) {
-  const Endpoint where =
-      migration_target(s.config, s.config.targets.at(info.channel), request.migration);
+                                       ConnectionInfo& info,
+                                       std::shared_ptr<FixedSetOwner::Claim>& claim) {
+  const Endpoint& configured = s.config.targets.at(info.channel);
+  const Endpoint where = migration_target(s.config, configured, request.migration);
   info.local = where.str();
   io::Fd target;
   try {
@@ -92,18 +94,31 @@ asio::awaitable<io::Fd> connect_target(Tunnel::State& s, const Request& request,
   } catch (const std::exception& e) {
     throw Refusal(Verdict::TargetUnavailable, "target " + info.local + ": " + e.what());
   }
-  if (!request.guest_uuid.empty() && where.is_unix()) {
-    // Two migrations on one socket set: the second destination QEMU replaced
-    // the first one's socket. Nothing may reach it from the other guest.
-    std::string listener = guest_uuid_of_peer(target.get());
-    if (!listener.empty() && listener != request.guest_uuid) {
+  if (!where.is_unix()) co_return target;
+  // Two migrations on one socket set: the second destination QEMU replaced
+  // the first one's socket. Nothing may reach it from the other guest.
+  const std::string other_migration =
+      "another migration is using the same socket set; refusing so that neither guest "
+      "receives the other's data (fix: one migration at a time on the fixed set, or "
+      "per-migration sets with xmig-migrate)";
+  std::string listener = guest_uuid_of_peer(target.get());
+  if (!request.guest_uuid.empty() && !listener.empty() && listener != request.guest_uuid) {
+    reset_on_close(target.get());
+    throw Refusal(Verdict::OtherGuest, "target " + info.local + " belongs to guest " + listener +
+                                           ", but this stream carries guest " + request.guest_uuid +
+                                           ": " + other_migration);
+  }
+  const bool fixed_set = request.migration.empty() &&
+                         migration_target(s.config, configured, "x").path != configured.path;
+  if (fixed_set) {
+    pid_t owner = 0, pid = listener_pid(target.get());
+    claim = s.fixed_set.claim(pid, &owner);
+    if (!claim) {
       reset_on_close(target.get());
-      throw Refusal(Verdict::OtherGuest,
-                    "target " + info.local + " belongs to guest " + listener +
-                        ", but this stream carries guest " + request.guest_uuid +
-                        ": another migration is using the same socket set; refusing so that "
-                        "neither guest receives the other's data (fix: one migration at a time "
-                        "on the fixed set, or per-migration sets with xmig-migrate)");
+      throw Refusal(Verdict::OtherGuest, "target " + info.local + " is now served by pid " +
+                                             std::to_string(pid) + ", while connections to pid " +
+                                             std::to_string(owner) +
+                                             " on it are open: " + other_migration);
     }
   }
   co_return target;
@@ -123,6 +138,7 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot s
   ConnectionInfo info{.direction = "in", .remote = source, .client = source};
   io::Fd target;
   std::shared_ptr<IncomingFolders::Use> folder;
+  std::shared_ptr<FixedSetOwner::Claim> claim;
   try {
     Request request = co_await start_admit(s, sock, ssl.get(), info);
     if (s.stopping) throw Refusal(Verdict::Busy, "shutting down");
@@ -138,7 +154,7 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot s
       info.local = "echo";
       target = start_echo(s);
     } else {
-      target = co_await connect_target(s, request, info);
+      target = co_await connect_target(s, request, info, claim);
     }
     uint8_t accepted = static_cast<uint8_t>(Verdict::Accepted);
     co_await tls::write_all(sock, ssl.get(), &accepted, 1);
@@ -163,7 +179,9 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot s
   // The request was one record read here: the kernel's RX sequence starts at 1.
   s.workers.start_pump(
       std::move(target), io::Fd(sock.release()), std::move(ssl),
-      [&s, info, held, folder](const io::PumpStats& stats) { finish_connection(s, info, stats); },
+      [&s, info, held, folder, claim](const io::PumpStats& stats) {
+        finish_connection(s, info, stats);
+      },
       io::PumpOptions{.ktls = s.config.tls.ktls,
                       .key_limit_records = s.config.tls.key_limit_records,
                       .records_read = 1,

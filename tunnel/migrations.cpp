@@ -88,6 +88,29 @@ void IncomingFolders::release(const std::string& id) {
   spdlog::info("migration {}: its last connection ended; removed {}", id, folder(id));
 }
 
+pid_t listener_pid(int unix_fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(unix_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return 0;
+  return cred.pid;
+}
+
+std::shared_ptr<FixedSetOwner::Claim> FixedSetOwner::claim(pid_t listener, pid_t* owner) {
+  std::lock_guard lock(mutex_);
+  if (open_ > 0 && listener != owner_) {
+    *owner = owner_;
+    return nullptr;
+  }
+  owner_ = listener;
+  ++open_;
+  return std::make_shared<Claim>(*this);
+}
+
+void FixedSetOwner::release() {
+  std::lock_guard lock(mutex_);
+  if (open_ > 0) --open_;
+}
+
 void remove_migration_folder(const std::string& folder) {
   io::Fd dir(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!dir) return;

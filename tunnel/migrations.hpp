@@ -77,6 +77,41 @@ class IncomingFolders {
   std::map<std::string, unsigned> uses_;
 };
 
+// Destination side: the fixed set <run_dir>/<name>/{qemu,nbd}.sock serves one
+// migration at a time. While a delivery into it is open, it belongs to the
+// QEMU that listens there (by pid); a delivery that would reach another
+// process's socket (a second migration's QEMU replaced the socket files) is
+// refused. This catches what the guest UUID check cannot see when libvirt,
+// not QEMU, connected the source entry.
+class FixedSetOwner {
+ public:
+  class Claim {
+   public:
+    explicit Claim(FixedSetOwner& owner) : owner_(owner) {}
+    ~Claim() { owner_.release(); }
+    Claim(const Claim&) = delete;
+    Claim& operator=(const Claim&) = delete;
+
+   private:
+    FixedSetOwner& owner_;
+  };
+
+  // A claim for a delivery to the socket that `listener_pid` listens on, or
+  // nullptr when another process owns the set now (any thread).
+  std::shared_ptr<Claim> claim(pid_t listener_pid, pid_t* owner_pid);
+
+ private:
+  void release();
+
+  std::mutex mutex_;
+  pid_t owner_ = 0;
+  unsigned open_ = 0;
+};
+
+// The pid of the process that listens at the other end of a connected UNIX
+// socket (SO_PEERCRED), or 0.
+pid_t listener_pid(int unix_fd);
+
 // Removes the sockets a migration folder may hold (driver/qemu/nbd.sock, by
 // name, never following a link) and then the folder; leaves a folder that
 // still holds anything else and says so in the log.

@@ -54,6 +54,7 @@ struct Tunnel::State {
   std::shared_ptr<const tls::Context> tls;
   // Before workers: a pump that ends as the workers stop still releases its folder.
   IncomingFolders incoming{config};
+  FixedSetOwner fixed_set;
   io::Workers workers;
   std::atomic<size_t> connections{0};
   bool stopping = false;
