@@ -19,6 +19,7 @@
 #include <iostream>
 #include <thread>
 
+#include "base/json.hpp"
 #include "bench/procs.hpp"
 #include "bench/record.hpp"
 #include "tests/qemu/qemu_vm.hpp"
@@ -53,7 +54,7 @@ bool same_contents(const fs::path& a, const fs::path& b, uint64_t bytes) {
 // the TLS server, the source the client; both verify the peer), named by the
 // migration parameter tls-creds.
 void enable_qemu_tls(xmig::test::QemuGuest& guest, const fs::path& dir, bool server) {
-  using xmig::test::json_quote;
+  using xmig::json_quote;
   guest.qmp().execute("object-add", R"({"qom-type": "tls-creds-x509", "id": "xmig-tls", "dir": )" +
                                         json_quote(dir.string()) + R"(, "endpoint": ")" +
                                         (server ? "server" : "client") +

@@ -14,6 +14,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "base/json.hpp"
+
 namespace xmig::bench {
 
 // ---- Record --------------------------------------------------------------------
@@ -41,25 +43,6 @@ std::optional<bool> Record::flag(const std::string& key) const {
   for (const auto& [k, v] : fields_)
     if (k == key && std::holds_alternative<bool>(v)) return std::get<bool>(v);
   return std::nullopt;
-}
-
-std::string json_quote(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
 }
 
 namespace {

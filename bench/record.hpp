@@ -53,9 +53,6 @@ class Record {
   std::vector<std::pair<std::string, Value>> fields_;
 };
 
-// Quotes and escapes s as a JSON string.
-std::string json_quote(const std::string& s);
-
 // Reads one Record per non-empty line; throws naming the file and line.
 std::vector<Record> read_records(const std::string& path);
 

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <future>
 
+#include "base/socket.hpp"
 #include "io/worker.hpp"
 
 namespace xmig::io {
@@ -18,13 +19,6 @@ constexpr uint64_t kWakeTag = 1;    // user_data of the worker's eventfd read
 constexpr uint64_t kIgnoreTag = 0;  // user_data of cancellations
 
 }  // namespace
-
-void set_reset_on_close(int fd) {
-  struct linger lg {
-    1, 0
-  };
-  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-}
 
 // ---- Pump ---------------------------------------------------------------------
 
@@ -63,8 +57,8 @@ void Pump::fail(const std::string& reason) {
   if (ending_) return;
   ending_ = true;
   stats_.error = reason;
-  set_reset_on_close(plain());
-  set_reset_on_close(tls());
+  reset_on_close(plain());
+  reset_on_close(tls());
   // Nothing more is read: a splice blocked on either socket (or one that a
   // hard-linked chain starts after a cancellation) returns at once. SHUT_RD
   // sends nothing on TCP, so the reset on close is still the first thing the
@@ -252,8 +246,8 @@ void Workers::start_pump(Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done, Pu
     auto pump = make_pump(*w, h->plain, h->tls_fd, h->ssl, h->done, options, refusal);
     if (!pump) {
       // Nothing flowed: reset both sockets so each end learns at once.
-      set_reset_on_close(h->plain.get());
-      set_reset_on_close(h->tls_fd.get());
+      reset_on_close(h->plain.get());
+      reset_on_close(h->tls_fd.get());
       h->plain.reset();
       h->tls_fd.reset();
       --w->active;

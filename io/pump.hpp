@@ -34,7 +34,7 @@
 #include <thread>
 #include <vector>
 
-#include "io/fd.hpp"
+#include "base/fd.hpp"
 #include "tls/context.hpp"
 #include "tls/ktls.hpp"
 

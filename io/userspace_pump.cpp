@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/openssl_errors.hpp"
 #include "io/worker.hpp"
 
 namespace xmig::io {
@@ -98,7 +99,7 @@ BIO_METHOD* wire_method() {
 
 std::string ssl_failure(SSL* ssl, int ret, const char* what) {
   int err = SSL_get_error(ssl, ret);
-  std::string queue = tls::openssl_errors();
+  std::string queue = openssl_errors();
   std::string why = !queue.empty()             ? queue
                     : err == SSL_ERROR_SYSCALL ? "connection closed without close_notify"
                                                : "SSL error " + std::to_string(err);
@@ -128,7 +129,7 @@ class UserspacePump final : public Pump {
 
   void start() override {
     BIO* bio = BIO_new(wire_method());
-    if (!bio) return fail("BIO_new: " + tls::openssl_errors());
+    if (!bio) return fail("BIO_new: " + openssl_errors());
     BIO_set_data(bio, &wire_);
     // OpenSSL read exactly what the handshake needed; anything it kept
     // buffered stays in its record layer and is decrypted first.
@@ -226,7 +227,7 @@ class UserspacePump final : public Pump {
       return false;
     }
     if (SSL_key_update(ssl_.get(), SSL_KEY_UPDATE_NOT_REQUESTED) != 1) {
-      fail("KeyUpdate: " + tls::openssl_errors());
+      fail("KeyUpdate: " + openssl_errors());
       return false;
     }
     ++stats_.key_updates;

@@ -19,7 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "io/fd.hpp"
+#include "base/fd.hpp"
 #include "io/pump.hpp"
 #include "io/ring.hpp"
 
@@ -131,9 +131,5 @@ std::unique_ptr<Pump> make_userspace_pump(Workers::Worker& worker, Fd plain, Fd 
 std::unique_ptr<Pump> make_splice_pump(Workers::Worker& worker, Fd plain, Fd tls_fd,
                                        tls::SslPtr ssl, PumpDone done, uint64_t key_limit_records,
                                        std::shared_ptr<LiveBytes> live);
-
-// Aborting: a zero linger makes close() send a reset, so the far end learns at
-// once instead of waiting for data that will not come.
-void set_reset_on_close(int fd);
 
 }  // namespace xmig::io

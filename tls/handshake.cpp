@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/openssl_errors.hpp"
 #include "tls/context.hpp"
 
 namespace xmig::tls {
@@ -25,7 +26,9 @@ std::string wrong_host(SSL* ssl) {
 // Why an SSL call failed, in words. Verification failures name the
 // certificate problem; a peer that just hangs up is said so.
 std::string failure(SSL* ssl, int err, int saved_errno) {
-  std::string queue = openssl_errors();
+  // base/'s xmig::openssl_errors, named in full: tls/context.hpp still declares
+  // a tls::openssl_errors of its own.
+  std::string queue = xmig::openssl_errors();
   long verify = SSL_get_verify_result(ssl);
   std::string why;
   if (verify == X509_V_ERR_HOSTNAME_MISMATCH)
@@ -71,7 +74,8 @@ asio::awaitable<int> drive(Socket& sock, SSL* ssl, Call call) {
 
 asio::awaitable<void> handshake(Socket& sock, SSL* ssl) {
   sock.native_non_blocking(true);
-  if (SSL_set_fd(ssl, sock.native_handle()) != 1) throw Error("SSL_set_fd: " + openssl_errors());
+  if (SSL_set_fd(ssl, sock.native_handle()) != 1)
+    throw Error("SSL_set_fd: " + xmig::openssl_errors());
   int r = co_await drive(sock, ssl, [ssl] { return SSL_do_handshake(ssl); });
   if (r == 0) throw Error("peer closed the connection during the handshake");
 }

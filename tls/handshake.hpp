@@ -11,7 +11,7 @@
 
 #include <cstddef>
 
-#include "io/asio.hpp"
+#include "base/asio.hpp"
 
 namespace xmig::tls {
 

@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "io/fd.hpp"
+#include "base/fd.hpp"
 #include "tunnel/config.hpp"
 #include "tunnel/protocol.hpp"
 #include "verify/status_client.hpp"
@@ -35,7 +35,7 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using xmig::io::Fd;
+using xmig::Fd;
 
 constexpr const char* kDescription =
     R"(xmig-migrate: live-migrate DOMAIN to PEER through the local xmig tunnel, on a socket set

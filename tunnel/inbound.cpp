@@ -8,6 +8,7 @@
 // before all of that has succeeded.
 #include <spdlog/spdlog.h>
 
+#include "base/socket.hpp"
 #include "tls/handshake.hpp"
 #include "tunnel/migrations.hpp"
 #include "tunnel/protocol.hpp"
@@ -82,13 +83,12 @@ asio::awaitable<Request> start_admit(Tunnel::State& s, asio::ip::tcp::socket& so
 // Connects the channel's target for this request: in the migration's own
 // folder when it has one, and only to the QEMU of the guest the source named.
 // A delivery into the fixed set also claims it (see FixedSetOwner).
-asio::awaitable<io::Fd> connect_target(Tunnel::State& s, const Request& request,
-                                       ConnectionInfo& info,
-                                       std::shared_ptr<FixedSetOwner::Claim>& claim) {
+asio::awaitable<Fd> connect_target(Tunnel::State& s, const Request& request, ConnectionInfo& info,
+                                   std::shared_ptr<FixedSetOwner::Claim>& claim) {
   const Endpoint& configured = s.config.targets.at(info.channel);
   const Endpoint where = migration_target(s.config, configured, request.migration);
   info.local = where.str();
-  io::Fd target;
+  Fd target;
   try {
     target = co_await connect_to(s.io, where, s.config.limits.connect_timeout);
   } catch (const std::exception& e) {
@@ -136,7 +136,7 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot s
   tls::SslPtr ssl = context->new_server();
   tls::prepare_session(ssl.get(), s.config.tls.ktls);
   ConnectionInfo info{.direction = "in", .remote = source, .client = source};
-  io::Fd target;
+  Fd target;
   std::shared_ptr<IncomingFolders::Use> folder;
   std::shared_ptr<FixedSetOwner::Claim> claim;
   try {
@@ -178,7 +178,7 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot s
   start_connection(s, info);
   // The request was one record read here: the kernel's RX sequence starts at 1.
   s.workers.start_pump(
-      std::move(target), io::Fd(sock.release()), std::move(ssl),
+      std::move(target), Fd(sock.release()), std::move(ssl),
       [&s, info, held, folder, claim](const io::PumpStats& stats) {
         finish_connection(s, info, stats);
       },

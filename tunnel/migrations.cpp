@@ -14,7 +14,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include "io/fd.hpp"
+#include "base/fd.hpp"
 #include "tunnel/protocol.hpp"
 #include "tunnel/sockets.hpp"
 
@@ -112,7 +112,7 @@ void FixedSetOwner::release() {
 }
 
 void remove_migration_folder(const std::string& folder) {
-  io::Fd dir(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  Fd dir(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!dir) return;
   for (const auto& channel : kMigrationChannels) {
     std::string name = channel + ".sock";

@@ -29,7 +29,7 @@
 #include <mutex>
 #include <string>
 
-#include "io/asio.hpp"
+#include "base/asio.hpp"
 #include "tunnel/config.hpp"
 #include "tunnel/endpoint.hpp"
 

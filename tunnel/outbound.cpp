@@ -7,6 +7,7 @@
 // the order this side accepted them.
 #include <spdlog/spdlog.h>
 
+#include "base/socket.hpp"
 #include "tls/handshake.hpp"
 #include "tunnel/migrations.hpp"
 #include "tunnel/protocol.hpp"
@@ -55,7 +56,7 @@ asio::awaitable<void> start_dial(Tunnel::State& s, const PeerConfig& peer,
   }
 }
 
-asio::awaitable<void> dial(Tunnel::State& s, io::Fd local, Slot slot, const PeerConfig& peer,
+asio::awaitable<void> dial(Tunnel::State& s, Fd local, Slot slot, const PeerConfig& peer,
                            const std::string& channel, const std::string& local_name,
                            const std::string& migration) {
   Dialled d{asio::ip::tcp::socket(s.io), nullptr};
@@ -85,7 +86,7 @@ asio::awaitable<void> dial(Tunnel::State& s, io::Fd local, Slot slot, const Peer
   start_connection(s, info);
   // The verdict was one record read here: the kernel's RX sequence starts at 1.
   s.workers.start_pump(
-      std::move(local), io::Fd(d.sock.release()), std::move(d.ssl),
+      std::move(local), Fd(d.sock.release()), std::move(d.ssl),
       [&s, info, held](const io::PumpStats& stats) { finish_connection(s, info, stats); },
       io::PumpOptions{.ktls = s.config.tls.ktls,
                       .key_limit_records = s.config.tls.key_limit_records,
@@ -114,8 +115,7 @@ asio::awaitable<void> serve_entry(Tunnel::State& s, Acceptor& acceptor, const Pe
       reset_on_close(sock.native_handle());
       continue;
     }
-    co_await dial(s, io::Fd(sock.release()), Slot(s.connections), peer, channel, local_name,
-                  migration);
+    co_await dial(s, Fd(sock.release()), Slot(s.connections), peer, channel, local_name, migration);
   }
 }
 

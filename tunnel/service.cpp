@@ -103,11 +103,11 @@ asio::awaitable<void> serve_status(Tunnel::State& s, asio::ip::tcp::acceptor& ac
   return serve_status_on(s, acceptor);
 }
 
-io::Fd start_echo(Tunnel::State& s) {
+Fd start_echo(Tunnel::State& s) {
   UnixProtocol::socket ours(s.io), theirs(s.io);
   asio::local::connect_pair(ours, theirs);
   asio::co_spawn(s.io, echo(std::move(ours)), asio::detached);
-  return io::Fd(theirs.release());
+  return Fd(theirs.release());
 }
 
 }  // namespace xmig::tunnel

@@ -142,19 +142,19 @@ asio::awaitable<void> connect_tcp(asio::ip::tcp::socket& sock, const Endpoint& e
   sock.set_option(asio::ip::tcp::no_delay(true));
 }
 
-asio::awaitable<io::Fd> connect_to(asio::io_context& io, const Endpoint& ep,
-                                   std::chrono::milliseconds timeout) {
+asio::awaitable<Fd> connect_to(asio::io_context& io, const Endpoint& ep,
+                               std::chrono::milliseconds timeout) {
   try {
     if (ep.is_unix()) {
       UnixProtocol::socket sock(io);
       Deadline deadline(io, timeout, [&] { sock.close(); });
       co_await sock.async_connect(UnixProtocol::endpoint(ep.path), asio::use_awaitable);
-      co_return io::Fd(sock.release());
+      co_return Fd(sock.release());
     }
     asio::ip::tcp::socket sock(io);
     Deadline deadline(io, timeout, [&] { sock.close(); });
     co_await connect_tcp(sock, ep);
-    co_return io::Fd(sock.release());
+    co_return Fd(sock.release());
   } catch (const boost::system::system_error& e) {
     throw std::runtime_error(e.code() == asio::error::operation_aborted ||
                                      e.code() == asio::error::bad_descriptor
@@ -177,13 +177,6 @@ Deadline::Deadline(asio::io_context& io, std::chrono::milliseconds timeout,
 Deadline::~Deadline() {
   state_->disarmed = true;
   timer_.cancel();
-}
-
-void reset_on_close(int fd) {
-  struct linger lg {
-    1, 0
-  };
-  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
 }
 
 gid_t lookup_group(const std::string& name) {

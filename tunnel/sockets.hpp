@@ -10,8 +10,8 @@
 #include <memory>
 #include <string>
 
-#include "io/asio.hpp"
-#include "io/fd.hpp"
+#include "base/asio.hpp"
+#include "base/fd.hpp"
 #include "tunnel/endpoint.hpp"
 
 namespace xmig::tunnel {
@@ -39,8 +39,8 @@ std::string address_text(const sockaddr_storage& address);
 
 // Connects to a TCP or UNIX endpoint within `timeout`; returns the connected
 // fd. Throws std::runtime_error saying why not.
-asio::awaitable<io::Fd> connect_to(asio::io_context& io, const Endpoint& ep,
-                                   std::chrono::milliseconds timeout);
+asio::awaitable<Fd> connect_to(asio::io_context& io, const Endpoint& ep,
+                               std::chrono::milliseconds timeout);
 
 // Connects a TCP socket to host:port (for the TLS side, which keeps the socket).
 asio::awaitable<void> connect_tcp(asio::ip::tcp::socket& sock, const Endpoint& ep);
@@ -65,9 +65,6 @@ class Deadline {
   std::shared_ptr<State> state_;
   asio::steady_timer timer_;
 };
-
-// Makes close() send a reset (used to abort a connection promptly).
-void reset_on_close(int fd);
 
 // "group name" -> gid; throws std::runtime_error when unknown. "" -> -1.
 gid_t lookup_group(const std::string& name);

@@ -8,7 +8,7 @@
 #include <memory>
 #include <string>
 
-#include "io/asio.hpp"
+#include "base/asio.hpp"
 #include "io/pump.hpp"
 #include "tls/context.hpp"
 #include "tunnel/config.hpp"
@@ -93,7 +93,7 @@ asio::awaitable<void> serve_status(Tunnel::State& s, asio::ip::tcp::acceptor& ac
 
 // The verify channel: an echo that only authenticated peers reach; returns
 // the local end to hand to a pump.
-io::Fd start_echo(Tunnel::State& s);
+Fd start_echo(Tunnel::State& s);
 
 // Entry side: accepts local clients on `acceptor` and carries each to
 // `peer`'s `channel` (of per-migration set `migration`, "" for the fixed

@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstdio>
 
+#include "base/json.hpp"
+
 namespace xmig::tunnel {
 
 namespace {
@@ -14,23 +16,6 @@ int64_t now_unix() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
 }
 
 std::string human_rate(uint64_t bytes, double seconds) {
@@ -90,11 +75,11 @@ Stats::Snapshot Stats::snapshot() const {
 
 std::string status_json(const StatusFacts& f, const Stats::Snapshot& s) {
   std::string j = "{";
-  j += "\"name\":" + json_string(f.name);
-  j += ",\"certificate\":{\"serial\":" + json_string(f.cert_serial) +
+  j += "\"name\":" + json_quote(f.name);
+  j += ",\"certificate\":{\"serial\":" + json_quote(f.cert_serial) +
        ",\"not_after_unix\":" + std::to_string(f.cert_not_after_unix) +
        ",\"seconds_left\":" + std::to_string(f.cert_not_after_unix - now_unix()) + "}";
-  j += ",\"tls_min_version\":" + json_string(f.tls_min_version);
+  j += ",\"tls_min_version\":" + json_quote(f.tls_min_version);
   j += ",\"connections\":{\"active\":" + std::to_string(f.active);
   for (const auto& [k, v] : s.connections) {
     std::string key = k;
@@ -104,7 +89,7 @@ std::string status_json(const StatusFacts& f, const Stats::Snapshot& s) {
   j += "},\"modes\":{";
   bool first = true;
   for (const auto& [k, v] : s.modes) {
-    j += (first ? "" : ",") + json_string(k) + ":" + std::to_string(v);
+    j += (first ? "" : ",") + json_quote(k) + ":" + std::to_string(v);
     first = false;
   }
   j += "},\"bytes\":{\"to_peer\":" + std::to_string(s.to_peer) +
@@ -119,10 +104,10 @@ std::string status_json(const StatusFacts& f, const Stats::Snapshot& s) {
     first = false;
     double age = std::chrono::duration<double>(a.age).count();
     double rate = age > 0 ? static_cast<double>(a.to_peer + a.from_peer) / age : 0;
-    j += "\"direction\":" + json_string(a.info.direction) +
-         ",\"peer\":" + json_string(a.info.peer) + ",\"channel\":" + json_string(a.info.channel) +
-         ",\"migration\":" + json_string(a.info.migration) +
-         ",\"client\":" + json_string(a.info.client) + ",\"local\":" + json_string(a.info.local) +
+    j += "\"direction\":" + json_quote(a.info.direction) + ",\"peer\":" + json_quote(a.info.peer) +
+         ",\"channel\":" + json_quote(a.info.channel) +
+         ",\"migration\":" + json_quote(a.info.migration) +
+         ",\"client\":" + json_quote(a.info.client) + ",\"local\":" + json_quote(a.info.local) +
          ",\"id\":" + std::to_string(a.id) + ",\"to_peer\":" + std::to_string(a.to_peer) +
          ",\"from_peer\":" + std::to_string(a.from_peer) +
          ",\"rate\":" + std::to_string(static_cast<uint64_t>(rate)) +
@@ -133,17 +118,16 @@ std::string status_json(const StatusFacts& f, const Stats::Snapshot& s) {
   for (const auto& c : s.recent) {
     j += first ? "{" : ",{";
     first = false;
-    j += "\"direction\":" + json_string(c.info.direction) +
-         ",\"peer\":" + json_string(c.info.peer) + ",\"channel\":" + json_string(c.info.channel) +
-         ",\"migration\":" + json_string(c.info.migration) + ",\"id\":" + std::to_string(c.id) +
-         ",\"tls\":" + json_string(c.info.tls_version) +
-         ",\"cipher\":" + json_string(c.info.cipher) + ",\"mode\":" + json_string(c.stats.mode) +
-         ",\"client\":" + json_string(c.info.client) +
+    j += "\"direction\":" + json_quote(c.info.direction) + ",\"peer\":" + json_quote(c.info.peer) +
+         ",\"channel\":" + json_quote(c.info.channel) +
+         ",\"migration\":" + json_quote(c.info.migration) + ",\"id\":" + std::to_string(c.id) +
+         ",\"tls\":" + json_quote(c.info.tls_version) + ",\"cipher\":" + json_quote(c.info.cipher) +
+         ",\"mode\":" + json_quote(c.stats.mode) + ",\"client\":" + json_quote(c.info.client) +
          ",\"to_peer\":" + std::to_string(c.stats.plain_to_tls) +
          ",\"from_peer\":" + std::to_string(c.stats.tls_to_plain) +
          ",\"seconds\":" + std::to_string(std::chrono::duration<double>(c.stats.duration).count()) +
          ",\"closed_unix\":" + std::to_string(c.closed_unix) +
-         ",\"error\":" + json_string(c.stats.error) + "}";
+         ",\"error\":" + json_quote(c.stats.error) + "}";
   }
   j += "]}\n";
   return j;

@@ -56,7 +56,7 @@ std::string interface_for(const PeerAddress& peer, std::string* why) {
   // sends nothing), and the interface that owns it.
   sockaddr_storage local{};
   socklen_t len = sizeof local;
-  io::Fd fd(::socket(peer.addr.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  Fd fd(::socket(peer.addr.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   bool ok = fd &&
             ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&peer.addr), peer.len) == 0 &&
             ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &len) == 0;

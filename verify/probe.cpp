@@ -16,6 +16,7 @@
 #include <ctime>
 #include <stdexcept>
 
+#include "base/openssl_errors.hpp"
 #include "tls/owned.hpp"
 #include "tunnel/protocol.hpp"
 
@@ -39,7 +40,7 @@ void set_timeouts(int fd, std::chrono::milliseconds timeout) {
 // Why an SSL call failed, in words (and clears the error queue).
 std::string ssl_failure(SSL* ssl, int ret, int saved_errno) {
   int err = SSL_get_error(ssl, ret);
-  std::string why = tls::openssl_errors();
+  std::string why = openssl_errors();
   // A probe that does not verify the server still gets a verify result: only
   // report it when verification was asked for.
   long verify = SSL_get_verify_result(ssl);
@@ -89,9 +90,9 @@ PeerAddress resolve(const std::string& host, uint16_t port) {
   return p;
 }
 
-io::Fd connect_with_timeout(const PeerAddress& peer, std::chrono::milliseconds timeout,
-                            std::string* error) {
-  io::Fd fd(::socket(peer.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+Fd connect_with_timeout(const PeerAddress& peer, std::chrono::milliseconds timeout,
+                        std::string* error) {
+  Fd fd(::socket(peer.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) {
     *error = std::string("socket: ") + strerror(errno);
     return fd;
@@ -116,7 +117,7 @@ TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl,
   s.connected = true;
   SSL* ssl_ = s.ssl.get();
   if (SSL_set_fd(ssl_, s.fd.get()) != 1) {
-    s.error = "SSL_set_fd: " + tls::openssl_errors();
+    s.error = "SSL_set_fd: " + openssl_errors();
     return s;
   }
   ERR_clear_error();
@@ -187,7 +188,7 @@ size_t TlsSession::read_some(char* buf, size_t n) {
 
 tls::SslPtr probe_session(const ProbeSpec& spec) {
   SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
-  if (!ctx) throw tls::Error("SSL_CTX_new: " + tls::openssl_errors());
+  if (!ctx) throw tls::Error("SSL_CTX_new: " + openssl_errors());
   if (spec.min_version) SSL_CTX_set_min_proto_version(ctx.get(), spec.min_version);
   if (spec.max_version) SSL_CTX_set_max_proto_version(ctx.get(), spec.max_version);
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
@@ -198,7 +199,7 @@ tls::SslPtr probe_session(const ProbeSpec& spec) {
     PkeyPtr key(PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr));
     if (!cert || !key || SSL_CTX_use_certificate(ctx.get(), cert.get()) != 1 ||
         SSL_CTX_use_PrivateKey(ctx.get(), key.get()) != 1)
-      throw tls::Error("probe identity unusable: " + tls::openssl_errors());
+      throw tls::Error("probe identity unusable: " + openssl_errors());
   }
   if (!spec.alpn.empty()) {
     std::string wire(1, static_cast<char>(spec.alpn.size()));
@@ -207,7 +208,7 @@ tls::SslPtr probe_session(const ProbeSpec& spec) {
                             static_cast<unsigned>(wire.size()));
   }
   tls::SslPtr ssl(SSL_new(ctx.get()));  // holds its own reference to ctx
-  if (!ssl) throw tls::Error("SSL_new: " + tls::openssl_errors());
+  if (!ssl) throw tls::Error("SSL_new: " + openssl_errors());
   SSL_set_connect_state(ssl.get());
   return ssl;
 }
@@ -215,7 +216,7 @@ tls::SslPtr probe_session(const ProbeSpec& spec) {
 PlaintextReply send_plaintext(const PeerAddress& peer, std::string_view bytes,
                               std::chrono::milliseconds timeout) {
   PlaintextReply r;
-  io::Fd fd = connect_with_timeout(peer, timeout, &r.error);
+  Fd fd = connect_with_timeout(peer, timeout, &r.error);
   if (!fd) return r;
   if (::send(fd.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL) !=
       static_cast<ssize_t>(bytes.size())) {

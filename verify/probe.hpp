@@ -15,7 +15,7 @@
 #include <string>
 #include <string_view>
 
-#include "io/fd.hpp"
+#include "base/fd.hpp"
 #include "tls/context.hpp"
 
 namespace xmig::verify {
@@ -33,13 +33,13 @@ struct PeerAddress {
 PeerAddress resolve(const std::string& host, uint16_t port);
 
 // A TCP connection with timeouts; an invalid Fd and *error set when it fails.
-io::Fd connect_with_timeout(const PeerAddress& peer, std::chrono::milliseconds timeout,
-                            std::string* error);
+Fd connect_with_timeout(const PeerAddress& peer, std::chrono::milliseconds timeout,
+                        std::string* error);
 
 // One blocking TLS connection to the peer, up to and including the verdict
 // byte the tunnel sends after authorization (tunnel/protocol.hpp).
 struct TlsSession {
-  io::Fd fd;
+  Fd fd;
   tls::SslPtr ssl;
   bool connected = false;          // TCP connect worked
   bool handshake_ok = false;       // the client side of the handshake completed

@@ -1,27 +1,14 @@
 // Findings and how they are printed: a checklist for terminals, JSON for tools.
-#include <cstdio>
-
+#include "base/json.hpp"
 #include "verify/verify.hpp"
 
 namespace xmig::verify {
 
 namespace {
 
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20 || c >= 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
+// Findings quote what peers and capture files said: kept ASCII, whatever the bytes.
+std::string quoted(const std::string& s) {
+  return json_quote(s, NonAscii::Escape);
 }
 
 // Text from untrusted sources (capture files, peers) may hold anything:
@@ -91,13 +78,13 @@ std::string render_json(const Report& r) {
     ++counts[static_cast<int>(f.status)];
     std::string status = to_string(f.status);
     for (auto& c : status) c = static_cast<char>(c - 'A' + 'a');
-    items += std::string(items.empty() ? "" : ",") + "{\"group\":" + json_string(f.group) +
-             ",\"check\":" + json_string(f.check) + ",\"status\":" + json_string(status) +
-             ",\"reason\":" + json_string(f.reason) + ",\"fix\":" + json_string(f.fix) + "}";
+    items += std::string(items.empty() ? "" : ",") + "{\"group\":" + quoted(f.group) +
+             ",\"check\":" + quoted(f.check) + ",\"status\":" + quoted(status) +
+             ",\"reason\":" + quoted(f.reason) + ",\"fix\":" + quoted(f.fix) + "}";
   }
   std::string worst = to_string(r.worst());
   for (auto& c : worst) c = static_cast<char>(c - 'A' + 'a');
-  return "{\"title\":" + json_string(r.title) + ",\"status\":\"" + worst +
+  return "{\"title\":" + quoted(r.title) + ",\"status\":\"" + worst +
          "\",\"counts\":{\"pass\":" + std::to_string(counts[0]) +
          ",\"warn\":" + std::to_string(counts[1]) + ",\"fail\":" + std::to_string(counts[2]) +
          "},\"findings\":[" + items + "]}\n";

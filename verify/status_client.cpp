@@ -13,7 +13,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "io/fd.hpp"
+#include "base/fd.hpp"
 
 namespace xmig::verify {
 
@@ -43,19 +43,19 @@ uint64_t number(const std::string& s) {
   return s.empty() ? 0 : std::strtoull(s.c_str(), nullptr, 10);
 }
 
-io::Fd connect_endpoint(const tunnel::Endpoint& ep, std::string* why) {
+Fd connect_endpoint(const tunnel::Endpoint& ep, std::string* why) {
   if (ep.is_unix()) {
-    io::Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (ep.path.size() >= sizeof addr.sun_path) {
       *why = "path too long";
-      return io::Fd();
+      return Fd();
     }
     std::memcpy(addr.sun_path, ep.path.c_str(), ep.path.size() + 1);
     if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
       *why = strerror(errno);
-      return io::Fd();
+      return Fd();
     }
     return fd;
   }
@@ -64,13 +64,13 @@ io::Fd connect_endpoint(const tunnel::Endpoint& ep, std::string* why) {
   addrinfo* res = nullptr;
   if (::getaddrinfo(ep.host.c_str(), std::to_string(ep.port).c_str(), &hints, &res) != 0 || !res) {
     *why = "cannot resolve " + ep.host;
-    return io::Fd();
+    return Fd();
   }
-  io::Fd fd(::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  Fd fd(::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   bool ok = fd && ::connect(fd.get(), res->ai_addr, res->ai_addrlen) == 0;
   if (!ok) *why = strerror(errno);
   ::freeaddrinfo(res);
-  return ok ? std::move(fd) : io::Fd();
+  return ok ? std::move(fd) : Fd();
 }
 
 // Calls `each` with every flat object of the top-level array "key":[...].
@@ -146,7 +146,7 @@ TunnelStatus parse_status(const std::string& json) {
 
 TunnelStatus fetch_status(const tunnel::Endpoint& ep, std::chrono::milliseconds timeout) {
   std::string why;
-  io::Fd fd = connect_endpoint(ep, &why);
+  Fd fd = connect_endpoint(ep, &why);
   if (!fd) throw std::runtime_error("status endpoint " + ep.str() + ": " + why);
   const std::string request = "GET /status HTTP/1.0\r\n\r\n";
   if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) !=

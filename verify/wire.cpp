@@ -74,21 +74,20 @@ std::string exchange(const std::string& canary, Stream& s) {
   return back;
 }
 
-io::Fd connect_entry(const tunnel::Endpoint& ep, std::chrono::milliseconds timeout,
-                     std::string* why) {
-  io::Fd fd;
+Fd connect_entry(const tunnel::Endpoint& ep, std::chrono::milliseconds timeout, std::string* why) {
+  Fd fd;
   if (ep.is_unix()) {
-    fd = io::Fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    fd = Fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (!fd || ep.path.size() >= sizeof addr.sun_path) {
       *why = "bad UNIX socket path";
-      return io::Fd();
+      return Fd();
     }
     std::memcpy(addr.sun_path, ep.path.c_str(), ep.path.size() + 1);
     if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
       *why = "connect " + ep.str() + ": " + strerror(errno);
-      return io::Fd();
+      return Fd();
     }
   } else {
     try {
@@ -123,7 +122,7 @@ void send_canary(LiveContext& c, const std::string& canary, CanaryRun& run) {
     const tunnel::RouteConfig* route = nullptr;
     for (const auto& r : c.config.routes)
       if (r.peer == c.opts.peer && r.channel == tunnel::kVerifyChannel) route = &r;
-    io::Fd fd = connect_entry(route->listen, c.opts.timeout, &error);
+    Fd fd = connect_entry(route->listen, c.opts.timeout, &error);
     if (fd) {
       int raw = fd.get();
       run.client = own_name(raw);

@@ -15,6 +15,7 @@
 #include <system_error>
 #include <thread>
 
+#include "base/json.hpp"
 #include "tests/support/files.hpp"
 
 namespace xmig::test {
@@ -66,35 +67,6 @@ std::string first_key(std::string_view line) {
 }  // namespace
 
 // --- JSON --------------------------------------------------------------------
-
-std::string json_quote(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
-}
 
 std::optional<std::string> json_string(std::string_view json, std::string_view key) {
   size_t i = value_start(json, key);

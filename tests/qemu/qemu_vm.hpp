@@ -39,8 +39,6 @@ inline uint64_t ram_mib_from_env() {
 // QMP replies are small, one object per line; the tests need a handful of
 // scalar fields, so scanning for "key": beats pulling in a JSON library.
 
-// Quotes and escapes s as a JSON string literal.
-std::string json_quote(std::string_view s);
 // The first string value of "key" anywhere in json (unescaped), if any.
 std::optional<std::string> json_string(std::string_view json, std::string_view key);
 // The first numeric value of "key" anywhere in json, if any.

@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "base/socket.hpp"
 #include "tests/support/files.hpp"
 
 namespace xmig::test {
@@ -186,10 +187,7 @@ void shutdown_write(int fd) {
 }
 
 void reset(Fd& fd) {
-  struct linger lg {
-    1, 0
-  };
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  reset_on_close(fd.get());
   fd.reset();
 }
 

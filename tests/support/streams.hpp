@@ -11,11 +11,9 @@
 #include <memory>
 #include <string>
 
-#include "io/fd.hpp"
+#include "base/fd.hpp"
 
 namespace xmig::test {
-
-using io::Fd;
 
 struct Hashed {
   uint64_t bytes = 0;

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "base/openssl_errors.hpp"
 #include "tests/support/files.hpp"
 
 namespace xmig::test {
@@ -32,22 +33,11 @@ struct PkeyFree {
 };
 using BioPtr = std::unique_ptr<BIO, BioFree>;
 
-// The OpenSSL error queue as "reason; reason" (and clears it); "" when empty.
-std::string error_queue() {
-  std::string out;
-  while (unsigned long e = ERR_get_error()) {
-    const char* reason = ERR_reason_error_string(e);
-    std::string s = reason ? reason : "error " + std::to_string(ERR_GET_REASON(e));
-    if (out.find(s) == std::string::npos) out += (out.empty() ? "" : "; ") + s;
-  }
-  return out;
-}
-
 // Why an SSL call returned `ret`, in words: the error queue, a verification
 // failure, a close_notify, an EOF, a timeout or an errno.
 std::string describe_failure(SSL* ssl, int ret, int saved_errno) {
   int err = SSL_get_error(ssl, ret);
-  std::string why = error_queue();
+  std::string why = openssl_errors();
   long verify = SSL_get_verify_result(ssl);
   if (verify != X509_V_OK)
     why +=
@@ -78,8 +68,8 @@ BioPtr memory_bio(const std::string& pem) {
   return bio;
 }
 
-io::Fd connect_loopback(uint16_t port, std::chrono::milliseconds timeout, std::string& error) {
-  io::Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+Fd connect_loopback(uint16_t port, std::chrono::milliseconds timeout, std::string& error) {
+  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) {
     error = std::string("socket: ") + strerror(errno);
     return fd;
@@ -120,12 +110,12 @@ TlsProbe::TlsProbe(TlsProbeOptions opts) : opts_(std::move(opts)) {
   // that is a write error to report, not a signal that ends the test binary.
   ::signal(SIGPIPE, SIG_IGN);
   ctx_.reset(SSL_CTX_new(TLS_client_method()));
-  if (!ctx_) throw std::runtime_error("TlsProbe: SSL_CTX_new: " + error_queue());
+  if (!ctx_) throw std::runtime_error("TlsProbe: SSL_CTX_new: " + openssl_errors());
   SSL_CTX* ctx = ctx_.get();
   if (opts_.min_version && SSL_CTX_set_min_proto_version(ctx, opts_.min_version) != 1)
-    throw std::runtime_error("TlsProbe: bad min_version: " + error_queue());
+    throw std::runtime_error("TlsProbe: bad min_version: " + openssl_errors());
   if (opts_.max_version && SSL_CTX_set_max_proto_version(ctx, opts_.max_version) != 1)
-    throw std::runtime_error("TlsProbe: bad max_version: " + error_queue());
+    throw std::runtime_error("TlsProbe: bad max_version: " + openssl_errors());
 
   std::string cert = pem_text(opts_.cert_pem, opts_.cert_file);
   std::string key = pem_text(opts_.key_pem, opts_.key_file);
@@ -139,7 +129,7 @@ TlsProbe::TlsProbe(TlsProbeOptions opts) : opts_(std::move(opts)) {
     if (SSL_CTX_use_certificate(ctx, x.get()) != 1 || SSL_CTX_use_PrivateKey(ctx, k.get()) != 1 ||
         SSL_CTX_check_private_key(ctx) != 1)
       throw std::runtime_error("TlsProbe: client key does not match its certificate: " +
-                               error_queue());
+                               openssl_errors());
   }
 
   std::string ca = pem_text(opts_.ca_pem, opts_.ca_file);
@@ -180,7 +170,7 @@ TlsProbeResult TlsProbe::connect(uint16_t port) {
   ssl_.reset(SSL_new(ctx_.get()));
   SSL* ssl = ssl_.get();
   if (!ssl || SSL_set_fd(ssl, fd_.get()) != 1) {
-    r.error = "SSL_new/SSL_set_fd: " + error_queue();
+    r.error = "SSL_new/SSL_set_fd: " + openssl_errors();
     return r;
   }
   if (!opts_.server_name.empty() && (SSL_CTX_get_verify_mode(ctx_.get()) & SSL_VERIFY_PEER)) {
@@ -259,7 +249,7 @@ void TlsProbe::close() {
 PlaintextResult send_plaintext(uint16_t port, std::string_view bytes,
                                std::chrono::milliseconds timeout) {
   PlaintextResult r;
-  io::Fd fd = connect_loopback(port, timeout, r.error);
+  Fd fd = connect_loopback(port, timeout, r.error);
   if (!fd) return r;
   r.local_port = local_port_of(fd.get());
   if (::send(fd.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL) !=

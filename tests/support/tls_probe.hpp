@@ -27,7 +27,7 @@
 #include <string_view>
 #include <vector>
 
-#include "io/fd.hpp"
+#include "base/fd.hpp"
 #include "tunnel/protocol.hpp"
 
 namespace xmig::test {
@@ -96,7 +96,7 @@ class TlsProbe {
   TlsProbeOptions opts_;
   std::unique_ptr<SSL_CTX, CtxFree> ctx_;
   std::unique_ptr<SSL, SslFree> ssl_;
-  io::Fd fd_;
+  Fd fd_;
 };
 
 struct PlaintextResult {

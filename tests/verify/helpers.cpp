@@ -272,8 +272,8 @@ std::string random_bytes(size_t n, uint64_t seed) {
 
 namespace {
 
-io::Fd listen_loopback(uint16_t* port) {
-  io::Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+Fd listen_loopback(uint16_t* port) {
+  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   int one = 1;
   ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in addr{};
@@ -289,10 +289,10 @@ io::Fd listen_loopback(uint16_t* port) {
 }
 
 // Waits up to 100 ms for a connection; an invalid Fd when none came.
-io::Fd accept_some(int listener) {
+Fd accept_some(int listener) {
   pollfd p{listener, POLLIN, 0};
-  if (::poll(&p, 1, 100) <= 0) return io::Fd();
-  return io::Fd(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+  if (::poll(&p, 1, 100) <= 0) return Fd();
+  return Fd(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
 }
 
 }  // namespace
@@ -300,7 +300,7 @@ io::Fd accept_some(int listener) {
 EchoRelay::EchoRelay() {
   listener_ = listen_loopback(&port_);
   thread_ = std::thread([this] {
-    std::vector<io::Fd> conns;
+    std::vector<Fd> conns;
     while (!stop_) {
       std::vector<pollfd> fds{{listener_.get(), POLLIN, 0}};
       for (auto& c : conns) fds.push_back({c.get(), POLLIN, 0});
@@ -317,7 +317,7 @@ EchoRelay::EchoRelay() {
         }
         ::send(fds[i].fd, buf, static_cast<size_t>(n), MSG_NOSIGNAL);
       }
-      std::erase_if(conns, [](const io::Fd& f) { return !f; });
+      std::erase_if(conns, [](const Fd& f) { return !f; });
     }
   });
 }
@@ -330,7 +330,7 @@ EchoRelay::~EchoRelay() {
 PlaintextForwarder::PlaintextForwarder(const fs::path& unix_path, uint16_t port,
                                        bool fake_tls_framing)
     : port_(port), framing_(fake_tls_framing) {
-  listener_ = io::Fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  listener_ = Fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::strncpy(addr.sun_path, unix_path.c_str(), sizeof addr.sun_path - 1);
@@ -340,7 +340,7 @@ PlaintextForwarder::PlaintextForwarder(const fs::path& unix_path, uint16_t port,
     throw std::runtime_error("PlaintextForwarder: " + unix_path.string() + ": " + strerror(errno));
   thread_ = std::thread([this] {
     while (!stop_) {
-      io::Fd c = accept_some(listener_.get());
+      Fd c = accept_some(listener_.get());
       if (c) serve(c.get());
     }
   });
@@ -353,7 +353,7 @@ PlaintextForwarder::~PlaintextForwarder() {
 
 // One connection: client <-> TCP peer, both directions in one poll loop.
 void PlaintextForwarder::serve(int client) {
-  io::Fd peer(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  Fd peer(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port_);
@@ -436,7 +436,7 @@ FakeTlsPeer::FakeTlsPeer(FakePeerOptions opts) : opts_(std::move(opts)) {
   listener_ = listen_loopback(&port_);
   thread_ = std::thread([this] {
     while (!stop_) {
-      io::Fd c = accept_some(listener_.get());
+      Fd c = accept_some(listener_.get());
       if (c) serve(c.get());
     }
   });

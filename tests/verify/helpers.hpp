@@ -13,7 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "io/fd.hpp"
+#include "base/fd.hpp"
 
 namespace xmig::test {
 
@@ -91,7 +91,7 @@ class EchoRelay {
   uint16_t port() const { return port_; }
 
  private:
-  io::Fd listener_;
+  Fd listener_;
   uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
   std::thread thread_;
@@ -109,7 +109,7 @@ class PlaintextForwarder {
 
  private:
   void serve(int client);
-  io::Fd listener_;
+  Fd listener_;
   uint16_t port_;
   bool framing_;
   std::atomic<bool> stop_{false};
@@ -137,7 +137,7 @@ class FakeTlsPeer {
   void serve(int fd);
   FakePeerOptions opts_;
   SSL_CTX* ctx_ = nullptr;
-  io::Fd listener_;
+  Fd listener_;
   uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
   std::thread thread_;

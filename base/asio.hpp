@@ -1,4 +1,4 @@
-// The one way to include Boost.Asio in xmig.
+// base/asio: the one way to include Boost.Asio in xmig (and the name xmig::asio).
 //
 // Boost 1.74's awaitable.hpp uses std::exchange without including <utility>;
 // g++ 12 rejects that, so <utility> must come first. Every file that uses Asio

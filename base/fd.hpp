@@ -1,11 +1,11 @@
-// Fd: sole owner of a file descriptor; closes it exactly once.
+// base/fd: Fd, the sole owner of a file descriptor; closes it exactly once.
 #pragma once
 
 #include <unistd.h>
 
 #include <utility>
 
-namespace xmig::io {
+namespace xmig {
 
 class Fd {
  public:
@@ -35,4 +35,4 @@ class Fd {
   int fd_ = -1;
 };
 
-}  // namespace xmig::io
+}  // namespace xmig
