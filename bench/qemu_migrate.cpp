@@ -20,10 +20,10 @@
 #include <thread>
 
 #include "base/json.hpp"
-#include "bench/procs.hpp"
+#include "bench/measure.hpp"
 #include "bench/record.hpp"
-#include "tests/qemu/qemu_vm.hpp"
-#include "tests/support/files.hpp"
+#include "harness/files.hpp"
+#include "harness/qemu_vm.hpp"
 
 namespace {
 
@@ -53,7 +53,7 @@ bool same_contents(const fs::path& a, const fs::path& b, uint64_t bytes) {
 // QEMU's own TLS: a tls-creds-x509 object on each side (the destination is
 // the TLS server, the source the client; both verify the peer), named by the
 // migration parameter tls-creds.
-void enable_qemu_tls(xmig::test::QemuGuest& guest, const fs::path& dir, bool server) {
+void enable_qemu_tls(xmig::harness::QemuGuest& guest, const fs::path& dir, bool server) {
   using xmig::json_quote;
   guest.qmp().execute("object-add", R"({"qom-type": "tls-creds-x509", "id": "xmig-tls", "dir": )" +
                                         json_quote(dir.string()) + R"(, "endpoint": ")" +
@@ -75,7 +75,7 @@ struct Options {
 };
 
 int run(const Options& o) {
-  using namespace xmig::test;
+  using namespace xmig::harness;
   const uint64_t bytes = o.ram_mib << 20;
   TempDir work("xmig-bench-qemu");
   RamDir ram(2 * bytes, o.work_dir.empty() ? work.path() : o.work_dir);

@@ -1,6 +1,6 @@
 // xmig-bench: measures a migration path end to end. Wires bench/ (load
-// generation, process measurement, xmig's two ends, the relay, the report)
-// to the command line; nothing else.
+// generation, process measurement, the relay, the report) and harness/
+// (xmig's two ends) to the command line; nothing else.
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -18,13 +18,18 @@
 #include <thread>
 
 #include "bench/load.hpp"
-#include "bench/procs.hpp"
+#include "bench/measure.hpp"
 #include "bench/record.hpp"
 #include "bench/relay.hpp"
+#include "harness/files.hpp"
+#include "harness/tunnel_pair.hpp"
 
 namespace {
 
 using namespace xmig::bench;
+using xmig::harness::TempDir;
+using xmig::harness::TunnelPair;
+using xmig::harness::TunnelPairOptions;
 namespace fs = std::filesystem;
 
 // ---- Signals -------------------------------------------------------------------
@@ -84,11 +89,27 @@ fs::path default_tunnel() {
   return ec ? fs::path("xmig-tunnel") : self.parent_path() / "xmig-tunnel";
 }
 
-fs::path make_temp_dir() {
-  const char* base = std::getenv("TMPDIR");
-  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/xmig-bench-XXXXXX";
-  if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp " + tmpl + ": " + strerror(errno));
-  return tmpl;
+// xmig's two ends as the bench runs them: info logs (one line per connection,
+// nothing per byte), the channel qemu, which hv-b delivers to `target` and hv-a
+// takes at `entry` (a [[route]]: HOST:PORT or unix:PATH) or, when that is
+// empty, at its UNIX entry socket.
+TunnelPairOptions pair_options(const fs::path& dir, const fs::path& tunnel,
+                               const std::string& target, const std::string& entry,
+                               unsigned workers, const std::string& extra_toml,
+                               const std::string& tls_toml) {
+  TunnelPairOptions po{.b_targets = {{"qemu", target}},
+                       .top_toml = "workers = " + std::to_string(workers) + "\n" + extra_toml,
+                       .tls_toml = tls_toml,
+                       .log_level = "info",
+                       .dir = dir,
+                       .tunnel = tunnel};
+  if (!entry.empty()) po.a_routes = {{entry, "qemu"}};
+  return po;
+}
+
+// Where a client reaches hv-a, in bench's endpoint spelling.
+std::string entry_of(const TunnelPair& pair, const std::string& entry) {
+  return entry.empty() ? "unix:" + pair.entry("qemu").string() : entry;
 }
 
 double self_cpu_seconds() {
@@ -211,27 +232,23 @@ int run(const RunOptions& o) {
   std::optional<Listener> sink;
   if (o.role != Role::SourceOnly)
     sink.emplace(parse_endpoint(o.sink_listen.empty() ? "127.0.0.1:0" : o.sink_listen));
+  std::optional<TempDir> dir;  // declared first: removed after the pair has stopped
   std::optional<TunnelPair> pair;
-  fs::path dir;
+  std::string pair_route;
   if (self_start) {
-    dir = make_temp_dir();
-    PairOptions po;
-    po.dir = dir;
-    po.tunnel = o.tunnel;
-    po.target = sink->endpoint().str();
-    if (o.entry == "tcp") po.entry = "127.0.0.1:" + std::to_string(free_port());
-    po.workers = o.workers;
-    po.extra_toml = o.extra_toml;
-    po.tls_toml = o.tls_toml;
-    pair.emplace(po);
-    g_children[0] = pair->entry_pid();
-    g_children[1] = pair->exit_pid();
-    procs.insert(procs.begin(),
-                 {{"entry", pair->entry_pid(), {}, {}}, {"exit", pair->exit_pid(), {}, {}}});
+    dir.emplace("xmig-bench");
+    if (o.keep) dir->keep();
+    if (o.entry == "tcp") pair_route = "127.0.0.1:" + std::to_string(xmig::harness::free_port());
+    pair.emplace(pair_options(dir->path(), o.tunnel, sink->endpoint().str(), pair_route, o.workers,
+                              o.extra_toml, o.tls_toml));
+    const pid_t entry_pid = pair->a.process->pid(), exit_pid = pair->b.process->pid();
+    g_children[0] = entry_pid;
+    g_children[1] = exit_pid;
+    procs.insert(procs.begin(), {{"entry", entry_pid, {}, {}}, {"exit", exit_pid, {}, {}}});
   }
   const Endpoint entry = o.role == Role::SinkOnly
                              ? Endpoint{}
-                             : parse_endpoint(self_start ? pair->entry() : o.connect);
+                             : parse_endpoint(self_start ? entry_of(*pair, pair_route) : o.connect);
   const Pattern pattern;
 
   // Throughput: CPU and RSS are read right before and after the transfer.
@@ -270,8 +287,8 @@ int run(const RunOptions& o) {
   if (pair) {
     pair->stop();
     g_children[0] = g_children[1] = 0;
-    mode = close_line_values(pair->entry_log(), "mode");
-    cipher = close_line_values(pair->entry_log(), "cipher");
+    mode = close_line_values(pair->a.log, "mode");
+    cipher = close_line_values(pair->a.log, "cipher");
     if (label.empty()) label = "xmig-" + (mode.empty() ? std::string("unknown") : mode);
   }
   if (label.empty()) label = "external";
@@ -329,12 +346,8 @@ int run(const RunOptions& o) {
   } else {
     print_text(r, stream_procs);
     if (h) print_text(*h, hs_procs);
-    if (pair && o.keep) std::cout << "tunnel configs, certificates and logs: " << dir << "\n";
-  }
-  if (pair && !o.keep) {
-    pair.reset();
-    std::error_code ec;
-    fs::remove_all(dir, ec);
+    if (pair && o.keep)
+      std::cout << "tunnel configs, certificates and logs: " << dir->path() << "\n";
   }
   const bool ok = sr.error.empty() && (!h || h->flag("ok").value());
   return ok ? 0 : 1;
@@ -496,21 +509,17 @@ int main(int argc, char** argv) {
     }
     if (*pair_cmd) {
       install_signals(false);
-      TunnelPair pair({.dir = pair_dir,
-                       .tunnel = o.tunnel,
-                       .target = pair_target,
-                       .entry = pair_entry,
-                       .workers = o.workers,
-                       .extra_toml = o.extra_toml,
-                       .tls_toml = o.tls_toml});
+      TunnelPair pair(pair_options(pair_dir, o.tunnel, pair_target, pair_entry, o.workers,
+                                   o.extra_toml, o.tls_toml));
       {
         std::ofstream info(pair_info.string() + ".tmp");
-        info << "ENTRY=" << pair.entry() << "\nENTRY_PID=" << pair.entry_pid()
-             << "\nEXIT_PID=" << pair.exit_pid() << "\nENTRY_LOG=" << pair.entry_log().string()
-             << "\nEXIT_LOG=" << pair.exit_log().string() << "\n";
+        info << "ENTRY=" << entry_of(pair, pair_entry) << "\nENTRY_PID=" << pair.a.process->pid()
+             << "\nEXIT_PID=" << pair.b.process->pid() << "\nENTRY_LOG=" << pair.a.log.string()
+             << "\nEXIT_LOG=" << pair.b.log.string() << "\n";
       }
       fs::rename(pair_info.string() + ".tmp", pair_info);  // readers never see half a file
       while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      pair.stop();
       return 0;
     }
     if (*report_cmd) {

@@ -8,9 +8,9 @@
 namespace xmig::certs::test {
 namespace {
 
-using xmig::test::read_file;
-using xmig::test::run;
-using xmig::test::sha256_file;
+using xmig::harness::read_file;
+using xmig::harness::run;
+using xmig::harness::sha256_file;
 
 // A CA directory and a node directory issued from it, made with the CLI.
 class CertsCli : public ::testing::Test {
@@ -30,7 +30,7 @@ class CertsCli : public ::testing::Test {
   }
   // Runs a python3 assertion on check --json output (the JSON must parse).
   bool json_has(const std::string& out, const std::string& check, const std::string& severity) {
-    xmig::test::write_file(tmp / "check.json", out);
+    xmig::harness::write_file(tmp / "check.json", out);
     return run({"/usr/bin/python3", "-c",
                 "import json,sys; d=json.load(open(sys.argv[1]));"
                 "sys.exit(0 if any(f['check']==sys.argv[2] and f['severity']==sys.argv[3] "
@@ -250,7 +250,7 @@ TEST_F(CertsCli, CheckPassesOnIssuedDir) {
 // (exit 2, JSON finding chain/failure with a fix).
 TEST_F(CertsCli, CheckFailsWhenCaIsWrong) {
   Pem other = make_ca(CaOptions{.name = "other CA"});
-  xmig::test::write_file(node_dir / "ca-cert.pem", other.cert);
+  xmig::harness::write_file(node_dir / "ca-cert.pem", other.cert);
   CliResult r = check({"--json"});
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_TRUE(json_has(r.out, "chain", "failure")) << r.out;
@@ -353,25 +353,25 @@ TEST_F(CertsCli, CheckFailsWhenKeyIsGroupWritable) {
 TEST_F(CertsCli, CheckAgreesWithTunnelOnKeyModes) {
   fs::create_directories(tmp / "run");
   const fs::path config = tmp / "tunnel.toml";
-  xmig::test::write_file(config,
-                         "name = \"hv-a\"\n"
-                         "run_dir = \"" +
-                             (tmp / "run").string() +
-                             "\"\n"
-                             "listen = \"127.0.0.1:7443\"\n"
-                             "[tls]\n"
-                             "ca = \"" +
-                             (node_dir / "ca-cert.pem").string() +
-                             "\"\n"
-                             "cert = \"" +
-                             (node_dir / "server-cert.pem").string() +
-                             "\"\n"
-                             "key = \"" +
-                             (node_dir / "server-key.pem").string() +
-                             "\"\n"
-                             "[[peer]]\n"
-                             "name = \"hv-b\"\n"
-                             "address = \"127.0.0.1:7444\"\n");
+  xmig::harness::write_file(config,
+                            "name = \"hv-a\"\n"
+                            "run_dir = \"" +
+                                (tmp / "run").string() +
+                                "\"\n"
+                                "listen = \"127.0.0.1:7443\"\n"
+                                "[tls]\n"
+                                "ca = \"" +
+                                (node_dir / "ca-cert.pem").string() +
+                                "\"\n"
+                                "cert = \"" +
+                                (node_dir / "server-cert.pem").string() +
+                                "\"\n"
+                                "key = \"" +
+                                (node_dir / "server-key.pem").string() +
+                                "\"\n"
+                                "[[peer]]\n"
+                                "name = \"hv-b\"\n"
+                                "address = \"127.0.0.1:7444\"\n");
   struct Expect {
     unsigned mode;
     int tunnel;  // xmig-tunnel --check exit code
@@ -384,7 +384,7 @@ TEST_F(CertsCli, CheckAgreesWithTunnelOnKeyModes) {
     fs::permissions(node_dir / "server-key.pem", fs::perms(e.mode));
     fs::path log = tmp / "tunnel-check.log";
     fs::remove(log);
-    int tunnel = run({xmig::test::tool("xmig-tunnel"), "--config", config.string(), "--check"},
+    int tunnel = run({xmig::harness::tool("xmig-tunnel"), "--config", config.string(), "--check"},
                      log.string());
     EXPECT_EQ(tunnel, e.tunnel) << read_file(log);
     CliResult r = check();

@@ -212,13 +212,13 @@ TEST(Certs, SignCopiesNothingButCheckedNames) {
   TempDir tmp;
   auto make = [&](const std::string& file, const std::string& ext) {
     std::string csr = (tmp / file).string();
-    int rc = xmig::test::run(
+    int rc = xmig::harness::run(
         {"/usr/bin/openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
          "-nodes", "-keyout", (tmp / (file + ".key")).string(), "-out", csr, "-subj", "/CN=hv-c",
          "-addext", ext, "-addext", "subjectAltName=DNS:hv-c"},
         (tmp / "openssl.log").string());
-    EXPECT_EQ(rc, 0) << xmig::test::read_file(tmp / "openssl.log");
-    return xmig::test::read_file(csr);
+    EXPECT_EQ(rc, 0) << xmig::harness::read_file(tmp / "openssl.log");
+    return xmig::harness::read_file(csr);
   };
   std::string cert =
       sign_csr(shared_ca(), make("ca.csr", "basicConstraints=critical,CA:TRUE"), SignOptions{});
@@ -227,12 +227,12 @@ TEST(Certs, SignCopiesNothingButCheckedNames) {
 
   TempDir tmp2;
   std::string csr = (tmp2 / "mail.csr").string();
-  ASSERT_EQ(xmig::test::run({"/usr/bin/openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
-                             "ec_paramgen_curve:P-256", "-nodes", "-keyout", (tmp2 / "k").string(),
-                             "-out", csr, "-subj", "/CN=hv-c", "-addext",
-                             "subjectAltName=DNS:hv-c,email:root@hv-c"}),
+  ASSERT_EQ(xmig::harness::run({"/usr/bin/openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                                "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                                (tmp2 / "k").string(), "-out", csr, "-subj", "/CN=hv-c", "-addext",
+                                "subjectAltName=DNS:hv-c,email:root@hv-c"}),
             0);
-  EXPECT_THROW(sign_csr(shared_ca(), xmig::test::read_file(csr), SignOptions{}), Error);
+  EXPECT_THROW(sign_csr(shared_ca(), xmig::harness::read_file(csr), SignOptions{}), Error);
 }
 
 // Pass: write_node_dir writes the five libvirt files, keys 0600 and certs 0644,
@@ -242,11 +242,11 @@ TEST(Certs, WriteNodeDirWritesLibvirtLayoutWithModes) {
   fs::path dir = tmp / "pki";
   Pem node = issue(shared_ca(), node_opts());
   write_node_dir(dir, shared_ca().cert, node);
-  EXPECT_EQ(xmig::test::read_file(dir / "ca-cert.pem"), shared_ca().cert);
-  EXPECT_EQ(xmig::test::read_file(dir / "server-cert.pem"), node.cert);
-  EXPECT_EQ(xmig::test::read_file(dir / "client-cert.pem"), node.cert);
-  EXPECT_EQ(xmig::test::read_file(dir / "server-key.pem"), node.key);
-  EXPECT_EQ(xmig::test::read_file(dir / "client-key.pem"), node.key);
+  EXPECT_EQ(xmig::harness::read_file(dir / "ca-cert.pem"), shared_ca().cert);
+  EXPECT_EQ(xmig::harness::read_file(dir / "server-cert.pem"), node.cert);
+  EXPECT_EQ(xmig::harness::read_file(dir / "client-cert.pem"), node.cert);
+  EXPECT_EQ(xmig::harness::read_file(dir / "server-key.pem"), node.key);
+  EXPECT_EQ(xmig::harness::read_file(dir / "client-key.pem"), node.key);
   EXPECT_EQ(file_mode(dir / "server-key.pem"), 0600u);
   EXPECT_EQ(file_mode(dir / "client-key.pem"), 0600u);
   EXPECT_EQ(file_mode(dir / "server-cert.pem"), 0644u);
@@ -263,13 +263,13 @@ TEST(Certs, WriteNodeDirKeepsPreviousAndRefusesMismatch) {
   Pem second = issue(shared_ca(), node_opts());
   write_node_dir(tmp.path(), shared_ca().cert, first);
   write_node_dir(tmp.path(), shared_ca().cert, second, NodeWriteOptions{.keep_previous = true});
-  EXPECT_EQ(xmig::test::read_file(tmp / "server-cert.pem.prev"), first.cert);
-  EXPECT_EQ(xmig::test::read_file(tmp / "server-key.pem.prev"), first.key);
+  EXPECT_EQ(xmig::harness::read_file(tmp / "server-cert.pem.prev"), first.cert);
+  EXPECT_EQ(xmig::harness::read_file(tmp / "server-key.pem.prev"), first.key);
   EXPECT_EQ(file_mode(tmp / "server-key.pem.prev"), 0600u);
-  EXPECT_EQ(xmig::test::read_file(tmp / "server-cert.pem"), second.cert);
+  EXPECT_EQ(xmig::harness::read_file(tmp / "server-cert.pem"), second.cert);
 
   EXPECT_THROW(write_node_dir(tmp.path(), shared_ca().cert, Pem{first.cert, second.key}), Error);
-  EXPECT_EQ(xmig::test::read_file(tmp / "server-cert.pem"), second.cert);
+  EXPECT_EQ(xmig::harness::read_file(tmp / "server-cert.pem"), second.cert);
 }
 
 // Pass: load errors name the file: missing file, a certificate where a key
@@ -279,12 +279,13 @@ TEST(Certs, LoadErrorsNameTheFileAndNeverTheKey) {
   TempDir tmp;
   Pem a = issue(shared_ca(), node_opts());
   Pem b = issue(shared_ca(), node_opts());
-  xmig::test::write_file(tmp / "a.pem", a.cert);
-  xmig::test::write_file(tmp / "a.key", a.key);
-  xmig::test::write_file(tmp / "b.key", b.key);
-  ASSERT_EQ(xmig::test::run({"/usr/bin/openssl", "pkey", "-in", (tmp / "a.key").string(), "-aes256",
-                             "-passout", "pass:secret", "-out", (tmp / "enc.key").string()}),
-            0);
+  xmig::harness::write_file(tmp / "a.pem", a.cert);
+  xmig::harness::write_file(tmp / "a.key", a.key);
+  xmig::harness::write_file(tmp / "b.key", b.key);
+  ASSERT_EQ(
+      xmig::harness::run({"/usr/bin/openssl", "pkey", "-in", (tmp / "a.key").string(), "-aes256",
+                          "-passout", "pass:secret", "-out", (tmp / "enc.key").string()}),
+      0);
   EXPECT_NO_THROW(load_pem_files(tmp / "a.pem", tmp / "a.key"));
 
   auto message = [&](const fs::path& cert, const fs::path& key) -> std::string {
@@ -319,7 +320,7 @@ TEST(Certs, CaRolloverTrustsBothUntilRetired) {
   TempDir tmp;
   Pem old_ca = ca_init(tmp.path(), CaOptions{});
   EXPECT_THROW(ca_init(tmp.path(), CaOptions{}), Error);
-  EXPECT_EQ(xmig::test::read_file(tmp / "ca-cert.pem"), old_ca.cert);
+  EXPECT_EQ(xmig::harness::read_file(tmp / "ca-cert.pem"), old_ca.cert);
   Pem old_node = issue(load_ca_dir(tmp.path()).ca, node_opts());
 
   Pem new_ca = ca_rollover(tmp.path(), CaOptions{.name = ""});
@@ -327,7 +328,7 @@ TEST(Certs, CaRolloverTrustsBothUntilRetired) {
   CaDir dir = load_ca_dir(tmp.path());
   EXPECT_EQ(dir.ca.cert, new_ca.cert);
   EXPECT_EQ(count_certs(dir.bundle), 2u);
-  EXPECT_EQ(xmig::test::read_file(tmp / "ca-cert.pem.old"), old_ca.cert);
+  EXPECT_EQ(xmig::harness::read_file(tmp / "ca-cert.pem.old"), old_ca.cert);
   EXPECT_EQ(file_mode(tmp / "ca-key.pem.old"), 0600u);
   EXPECT_NE(describe(new_ca.cert).subject_cn, describe(old_ca.cert).subject_cn);
   Pem new_node = issue(dir.ca, node_opts());

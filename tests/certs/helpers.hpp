@@ -13,13 +13,13 @@
 #include <vector>
 
 #include "certs/certs.hpp"
-#include "tests/support/files.hpp"
-#include "tests/support/process.hpp"
+#include "harness/files.hpp"
+#include "harness/process.hpp"
 
 namespace xmig::certs::test {
 
 namespace fs = std::filesystem;
-using xmig::test::TempDir;
+using xmig::harness::TempDir;
 
 struct X509Free {
   void operator()(X509* x) const { X509_free(x); }
@@ -72,9 +72,9 @@ struct CliResult {
 inline CliResult xmig_certs(const TempDir& logs, std::vector<std::string> args) {
   static int n = 0;
   fs::path log = logs / ("xmig-certs-" + std::to_string(++n) + ".log");
-  args.insert(args.begin(), xmig::test::tool("xmig-certs"));
-  int code = xmig::test::run(args, log.string());
-  std::string out = fs::exists(log) ? xmig::test::read_file(log) : std::string();
+  args.insert(args.begin(), xmig::harness::tool("xmig-certs"));
+  int code = xmig::harness::run(args, log.string());
+  std::string out = fs::exists(log) ? xmig::harness::read_file(log) : std::string();
   return {code, out};
 }
 

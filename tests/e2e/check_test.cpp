@@ -5,9 +5,12 @@
 #include <openssl/pem.h>
 #include <sys/stat.h>
 
-#include "tests/support/tunnel_pair.hpp"
+#include "harness/tunnel_pair.hpp"
 
 namespace xmig::test {
+
+using namespace harness;
+
 namespace {
 
 struct CheckRun {

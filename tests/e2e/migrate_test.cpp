@@ -15,12 +15,15 @@
 #include <sstream>
 #include <thread>
 
-#include "tests/support/files.hpp"
-#include "tests/support/process.hpp"
-#include "tests/support/streams.hpp"
-#include "tests/support/tunnel_pair.hpp"
+#include "harness/files.hpp"
+#include "harness/process.hpp"
+#include "harness/streams.hpp"
+#include "harness/tunnel_pair.hpp"
 
 namespace xmig::test {
+
+using namespace harness;
+
 namespace {
 
 std::vector<std::string> lines_of(const fs::path& file) {

@@ -6,10 +6,13 @@
 
 #include <future>
 
-#include "tests/support/streams.hpp"
-#include "tests/support/tunnel_pair.hpp"
+#include "harness/streams.hpp"
+#include "harness/tunnel_pair.hpp"
 
 namespace xmig::test {
+
+using namespace harness;
+
 namespace {
 
 constexpr uint64_t kMiB = 1 << 20;

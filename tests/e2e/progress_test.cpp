@@ -7,11 +7,14 @@
 #include <cstdlib>
 #include <future>
 
-#include "tests/support/streams.hpp"
-#include "tests/support/tunnel_pair.hpp"
+#include "harness/streams.hpp"
+#include "harness/tunnel_pair.hpp"
 #include "verify/status_client.hpp"
 
 namespace xmig::test {
+
+using namespace harness;
+
 namespace {
 
 constexpr uint64_t kMiB = 1 << 20;

@@ -21,13 +21,16 @@
 #include <string>
 
 #include "certs/certs.hpp"
-#include "tests/support/files.hpp"
-#include "tests/support/process.hpp"
-#include "tests/support/streams.hpp"
-#include "tests/support/tls_probe.hpp"
-#include "tests/support/tunnel_pair.hpp"
+#include "harness/files.hpp"
+#include "harness/process.hpp"
+#include "harness/streams.hpp"
+#include "harness/tls_probe.hpp"
+#include "harness/tunnel_pair.hpp"
 
 namespace xmig::test {
+
+using namespace harness;
+
 namespace {
 
 using namespace std::chrono_literals;

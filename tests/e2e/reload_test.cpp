@@ -36,14 +36,17 @@
 #include <vector>
 
 #include "certs/certs.hpp"
-#include "tests/support/files.hpp"
-#include "tests/support/process.hpp"
-#include "tests/support/streams.hpp"
-#include "tests/support/tls_probe.hpp"
-#include "tests/support/tunnel_pair.hpp"
+#include "harness/files.hpp"
+#include "harness/process.hpp"
+#include "harness/streams.hpp"
+#include "harness/tls_probe.hpp"
+#include "harness/tunnel_pair.hpp"
 #include "tunnel/protocol.hpp"
 
 namespace xmig::test {
+
+using namespace harness;
+
 namespace {
 
 using namespace std::chrono_literals;

@@ -4,18 +4,19 @@
 #include <map>
 #include <string>
 
-#include "tests/support/files.hpp"
-#include "tests/support/tunnel_pair.hpp"
+#include "harness/files.hpp"
+#include "harness/tunnel_pair.hpp"
 
 namespace xmig::test {
 
 // Adds `key = value` (value already in TOML spelling) to a side's [tls] table.
-inline void set_tls_key(const TunnelSide& side, const std::string& key, const std::string& value) {
-  std::string text = read_file(side.config);
+inline void set_tls_key(const harness::TunnelSide& side, const std::string& key,
+                        const std::string& value) {
+  std::string text = harness::read_file(side.config);
   size_t at = text.find("[tls]\n");
   if (at == std::string::npos) throw std::runtime_error("no [tls] in " + side.config.string());
   text.insert(at + 6, key + " = " + value + "\n");
-  write_file(side.config, text);
+  harness::write_file(side.config, text);
 }
 
 // /proc/net/tls_stat as name -> value (empty when the kernel has no kTLS).
@@ -23,7 +24,7 @@ inline std::map<std::string, long> tls_stat() {
   std::map<std::string, long> out;
   std::string text;
   try {
-    text = read_file("/proc/net/tls_stat");
+    text = harness::read_file("/proc/net/tls_stat");
   } catch (const std::exception&) {
     return out;
   }

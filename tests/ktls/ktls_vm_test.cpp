@@ -9,12 +9,15 @@
 
 #include <future>
 
+#include "harness/process.hpp"
+#include "harness/streams.hpp"
 #include "tests/ktls/ktls_test.hpp"
-#include "tests/support/process.hpp"
-#include "tests/support/streams.hpp"
 #include "tls/ktls.hpp"
 
 namespace xmig::test {
+
+using namespace harness;
+
 namespace {
 
 constexpr uint64_t kMiB = 1 << 20;

@@ -20,9 +20,9 @@
 #include <string>
 #include <vector>
 
+#include "harness/streams.hpp"
 #include "io/pump.hpp"
 #include "tests/ktls/ktls_test.hpp"
-#include "tests/support/streams.hpp"
 #include "tls/ktls.hpp"
 #include "tls/owned.hpp"
 
@@ -31,6 +31,9 @@
 #endif
 
 namespace xmig::test {
+
+using namespace harness;
+
 namespace {
 
 using namespace std::chrono_literals;

@@ -22,12 +22,15 @@
 #include <sstream>
 #include <string>
 
-#include "tests/qemu/qemu_vm.hpp"
-#include "tests/support/files.hpp"
-#include "tests/support/process.hpp"
-#include "tests/support/tunnel_pair.hpp"
+#include "harness/files.hpp"
+#include "harness/process.hpp"
+#include "harness/qemu_vm.hpp"
+#include "harness/tunnel_pair.hpp"
 
 namespace xmig::test {
+
+using namespace harness;
+
 namespace {
 
 class QemuMigration : public ::testing::Test {

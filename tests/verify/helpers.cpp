@@ -12,10 +12,12 @@
 #include <random>
 #include <stdexcept>
 
-#include "tests/support/files.hpp"
-#include "tests/support/process.hpp"
+#include "harness/files.hpp"
+#include "harness/process.hpp"
 
 namespace xmig::test {
+
+using namespace harness;
 
 // --- the binary ----------------------------------------------------------------
 

@@ -12,12 +12,15 @@
 #include <memory>
 #include <string>
 
-#include "tests/support/files.hpp"
-#include "tests/support/process.hpp"
-#include "tests/support/tunnel_pair.hpp"
+#include "harness/files.hpp"
+#include "harness/process.hpp"
+#include "harness/tunnel_pair.hpp"
 #include "tests/verify/helpers.hpp"
 
 namespace xmig::test {
+
+using namespace harness;
+
 namespace {
 
 ::testing::AssertionResult contains(const std::string& text, const std::string& needle) {
@@ -309,7 +312,7 @@ TEST_F(VerifyLive, WireCheckFailsWhenCaptureIsNotPermitted) {
   opts.a_routes["unix:" + (run.path() / "verify.sock").string()] = "verify";
   pair_ = std::make_unique<TunnelPair>(opts);
   fs::path out = pair_->temp.path() / "nocap.out";
-  int code = xmig::test::run(
+  int code = xmig::harness::run(
       {"/usr/bin/setpriv", "--inh-caps=-net_raw,-net_admin", "--bounding-set=-net_raw,-net_admin",
        tool("xmig-verify"), "--config", pair_->a.config.string(), "--peer", "hv-b", "--json",
        "--canary-bytes", "65536"},

@@ -16,7 +16,7 @@
 #include <random>
 #include <string>
 
-#include "tests/support/files.hpp"
+#include "harness/files.hpp"
 #include "tests/verify/helpers.hpp"
 #include "verify/canary.hpp"
 #include "verify/capture.hpp"
@@ -27,6 +27,9 @@
 #include "verify/verify.hpp"
 
 namespace xmig::test {
+
+using namespace harness;
+
 namespace {
 
 using namespace std::string_literals;

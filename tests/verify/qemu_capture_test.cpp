@@ -12,13 +12,16 @@
 #include <memory>
 #include <string>
 
-#include "tests/qemu/qemu_vm.hpp"
-#include "tests/support/files.hpp"
-#include "tests/support/process.hpp"
-#include "tests/support/tunnel_pair.hpp"
+#include "harness/files.hpp"
+#include "harness/process.hpp"
+#include "harness/qemu_vm.hpp"
+#include "harness/tunnel_pair.hpp"
 #include "tests/verify/helpers.hpp"
 
 namespace xmig::test {
+
+using namespace harness;
+
 namespace {
 
 ::testing::AssertionResult contains(const std::string& text, const std::string& needle) {

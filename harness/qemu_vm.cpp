@@ -1,4 +1,4 @@
-#include "tests/qemu/qemu_vm.hpp"
+#include "harness/qemu_vm.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -16,9 +16,9 @@
 #include <thread>
 
 #include "base/json.hpp"
-#include "tests/support/files.hpp"
+#include "harness/files.hpp"
 
-namespace xmig::test {
+namespace xmig::harness {
 
 namespace {
 
@@ -386,4 +386,4 @@ RamDir::~RamDir() {
   if (owned_ && !std::getenv("XMIG_KEEP_TEST_DIRS")) fs::remove_all(path_, ec);
 }
 
-}  // namespace xmig::test
+}  // namespace xmig::harness

@@ -1,4 +1,4 @@
-#include "tests/support/tls_probe.hpp"
+#include "harness/tls_probe.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -16,9 +16,9 @@
 #include <stdexcept>
 
 #include "base/openssl_errors.hpp"
-#include "tests/support/files.hpp"
+#include "harness/files.hpp"
 
-namespace xmig::test {
+namespace xmig::harness {
 
 namespace {
 
@@ -293,4 +293,4 @@ bool is_only_tls_alerts(std::string_view reply) {
   return true;
 }
 
-}  // namespace xmig::test
+}  // namespace xmig::harness

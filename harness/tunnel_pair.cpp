@@ -1,4 +1,4 @@
-#include "tests/support/tunnel_pair.hpp"
+#include "harness/tunnel_pair.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -14,10 +14,10 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "tests/support/streams.hpp"
-#include "tests/support/tls_probe.hpp"
+#include "harness/streams.hpp"
+#include "harness/tls_probe.hpp"
 
-namespace xmig::test {
+namespace xmig::harness {
 
 // A random port below the kernel's ephemeral range (ip_local_port_range),
 // checked free by binding it. A port the kernel handed out for bind(0) is an
@@ -74,19 +74,26 @@ int count_lines_with_all(const fs::path& log, std::initializer_list<std::string>
 
 namespace {
 
+// TOML lines as given, ending in a newline; nothing for none.
+std::string lines(const std::string& toml) {
+  return toml.empty() || toml.back() == '\n' ? toml : toml + "\n";
+}
+
 std::string config_text(const TunnelSide& self, const TunnelSide& other,
                         const std::map<std::string, std::string>& targets,
-                        const std::map<std::string, std::string>& routes,
-                        const std::string& extra) {
+                        const std::map<std::string, std::string>& routes, const std::string& extra,
+                        const TunnelPairOptions& opts) {
   std::ostringstream t;
   t << "name = \"" << self.name << "\"\n"
     << "run_dir = \"" << self.run_dir.string() << "\"\n"
     << "listen = \"127.0.0.1:" << self.port << "\"\n"
-    << "log_level = \"debug\"\n\n"
+    << "log_level = \"" << opts.log_level << "\"\n"
+    << lines(opts.top_toml) << "\n"
     << "[tls]\n"
     << "ca = \"" << (self.pki / "ca-cert.pem").string() << "\"\n"
     << "cert = \"" << (self.pki / "server-cert.pem").string() << "\"\n"
-    << "key = \"" << (self.pki / "server-key.pem").string() << "\"\n\n"
+    << "key = \"" << (self.pki / "server-key.pem").string() << "\"\n"
+    << lines(opts.tls_toml) << "\n"
     << "[[peer]]\n"
     << "name = \"" << other.name << "\"\n"
     << "address = \"127.0.0.1:" << other.port << "\"\n\n";
@@ -104,7 +111,9 @@ std::string config_text(const TunnelSide& self, const TunnelSide& other,
 
 }  // namespace
 
-TunnelPair::TunnelPair(TunnelPairOptions opts) {
+TunnelPair::TunnelPair(TunnelPairOptions opts)
+    : temp(opts.dir.empty() ? TempDir("xmig-pair") : TempDir::at(opts.dir)),
+      tunnel_(opts.tunnel.empty() ? fs::path(tool("xmig-tunnel")) : opts.tunnel) {
   ca = certs::make_ca({});
   a.name = "hv-a";
   b.name = "hv-b";
@@ -118,8 +127,8 @@ TunnelPair::TunnelPair(TunnelPairOptions opts) {
     fs::create_directories(side->dir);
     make_node_pki(side->pki, ca, side->name);
   }
-  write_file(a.config, config_text(a, b, {}, opts.a_routes, opts.a_extra));
-  write_file(b.config, config_text(b, a, opts.b_targets, {}, opts.b_extra));
+  write_file(a.config, config_text(a, b, {}, opts.a_routes, opts.a_extra, opts));
+  write_file(b.config, config_text(b, a, opts.b_targets, {}, opts.b_extra, opts));
   if (opts.start) {
     start(a);
     start(b);
@@ -127,15 +136,19 @@ TunnelPair::TunnelPair(TunnelPairOptions opts) {
 }
 
 TunnelPair::~TunnelPair() {
+  stop(5s);
+}
+
+void TunnelPair::stop(std::chrono::milliseconds timeout) {
+  // Entry first: it has nothing left to send once the clients are gone.
   for (TunnelSide* side : {&a, &b})
-    if (side->process) side->process->terminate(5s);
+    if (side->process) side->process->terminate(timeout);
 }
 
 void TunnelPair::start(TunnelSide& side) {
   int before = count_in_log(side.log, " ready: ");
-  side.process.emplace(
-      std::vector<std::string>{tool("xmig-tunnel"), "--config", side.config.string()},
-      side.log.string());
+  side.process.emplace(std::vector<std::string>{tunnel_.string(), "--config", side.config.string()},
+                       side.log.string());
   bool ready = wait_until(
       [&] { return count_in_log(side.log, " ready: ") > before || !side.process->running(); }, 20s);
   if (!ready || !side.process->running())
@@ -179,4 +192,4 @@ std::string status_request(const TunnelSide& side, const std::string& path) {
   return body == std::string::npos ? reply : reply.substr(body + 4);
 }
 
-}  // namespace xmig::test
+}  // namespace xmig::harness

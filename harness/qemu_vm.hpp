@@ -1,4 +1,5 @@
-// A real QEMU as a migration endpoint, driven over QMP.
+// harness/qemu_vm: a real QEMU as a migration endpoint, driven over QMP (by the
+// QEMU tests, the capture tests and bench's xmig-bench-qemu).
 //
 // QemuGuest starts qemu-system-x86_64 paused (-S) with no devices and no guest
 // OS: its only state worth migrating is RAM, which lives in a file we create
@@ -19,9 +20,9 @@
 #include <string>
 #include <string_view>
 
-#include "tests/support/process.hpp"
+#include "harness/process.hpp"
 
-namespace xmig::test {
+namespace xmig::harness {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -179,4 +180,4 @@ class RamDir {
   bool owned_ = false;
 };
 
-}  // namespace xmig::test
+}  // namespace xmig::harness

@@ -1,8 +1,9 @@
-// Child processes for end-to-end tests: real binaries, real signals.
+// harness/process: child processes for tests and benchmarks: real binaries,
+// real signals.
 //
 // A Process owns one child. Its stdout and stderr go to a log file so that a
 // failing test can print what the child said. The destructor kills a child that
-// is still running, so no test leaves strays behind.
+// is still running, so no test or benchmark leaves strays behind.
 #pragma once
 
 #include <sys/types.h>
@@ -13,7 +14,7 @@
 #include <string>
 #include <vector>
 
-namespace xmig::test {
+namespace xmig::harness {
 
 using namespace std::chrono_literals;
 
@@ -56,4 +57,4 @@ int run(std::vector<std::string> argv, std::string log_path = {},
 // Polls cond every 20 ms until it is true or the timeout passes.
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
 
-}  // namespace xmig::test
+}  // namespace xmig::harness

@@ -1,4 +1,5 @@
-// Probes for a tunnel's TLS port, as a test client or a hostile one sees it.
+// harness/tls_probe: probes for a tunnel's TLS port, as a test client or a
+// hostile one sees it.
 //
 // TlsProbe is a blocking OpenSSL client: it connects to 127.0.0.1:port with
 // whatever a test asks for (a client certificate or none, a CA to verify the
@@ -30,7 +31,7 @@
 #include "base/fd.hpp"
 #include "tunnel/protocol.hpp"
 
-namespace xmig::test {
+namespace xmig::harness {
 
 struct TlsProbeOptions {
   // The client certificate and key: PEM text, or files (used when the text is
@@ -118,4 +119,4 @@ bool is_only_tls_alerts(std::string_view reply);
 // Sets SO_RCVTIMEO and SO_SNDTIMEO on a socket.
 void set_socket_timeouts(int fd, std::chrono::milliseconds timeout);
 
-}  // namespace xmig::test
+}  // namespace xmig::harness

@@ -1,4 +1,4 @@
-#include "tests/support/streams.hpp"
+#include "harness/streams.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "base/socket.hpp"
-#include "tests/support/files.hpp"
+#include "harness/files.hpp"
 
-namespace xmig::test {
+namespace xmig::harness {
 
 struct Sha256 {
   Sha256() : ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
@@ -196,4 +196,4 @@ bool wait_readable(int fd, std::chrono::milliseconds timeout) {
   return ::poll(&p, 1, static_cast<int>(timeout.count())) > 0;
 }
 
-}  // namespace xmig::test
+}  // namespace xmig::harness

@@ -1,4 +1,4 @@
-#include "tests/support/files.hpp"
+#include "harness/files.hpp"
 
 #include <openssl/evp.h>
 #include <unistd.h>
@@ -14,7 +14,7 @@
 #error "XMIG_BINARY_DIR must point at the built tools"
 #endif
 
-namespace xmig::test {
+namespace xmig::harness {
 
 TempDir::TempDir(const std::string& prefix) {
   const char* base = std::getenv("TMPDIR");
@@ -23,9 +23,14 @@ TempDir::TempDir(const std::string& prefix) {
   path_ = tmpl;
 }
 
+TempDir TempDir::at(const fs::path& dir) {
+  fs::create_directories(dir);
+  return TempDir(dir, false);
+}
+
 TempDir::~TempDir() {
   std::error_code ec;
-  if (!std::getenv("XMIG_KEEP_TEST_DIRS")) fs::remove_all(path_, ec);
+  if (remove_ && !std::getenv("XMIG_KEEP_TEST_DIRS")) fs::remove_all(path_, ec);
 }
 
 std::string read_file(const fs::path& path) {
@@ -103,4 +108,4 @@ std::string tool(const std::string& name) {
   return std::string(XMIG_BINARY_DIR) + "/" + name;
 }
 
-}  // namespace xmig::test
+}  // namespace xmig::harness

@@ -1,4 +1,4 @@
-#include "tests/support/process.hpp"
+#include "harness/process.hpp"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -10,7 +10,7 @@
 #include <system_error>
 #include <thread>
 
-namespace xmig::test {
+namespace xmig::harness {
 
 namespace {
 
@@ -128,4 +128,4 @@ bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds tim
   }
 }
 
-}  // namespace xmig::test
+}  // namespace xmig::harness

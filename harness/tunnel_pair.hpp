@@ -1,12 +1,15 @@
-// Two real xmig-tunnel processes on loopback, as hv-a and hv-b, with a fresh
+// harness/tunnel_pair: two real xmig-tunnel processes on loopback, as hv-a and hv-b, with a fresh
 // cluster CA and node certificates made by certs/ in libvirt's layout.
 //
 //   client -> <a.run_dir>/hv-b/<channel>.sock -> hv-a ==TLS==> hv-b -> target
 //
 // hv-b delivers qemu and nbd to <b.run_dir>/hv-b/{qemu,nbd}.sock (the
-// defaults), and any extra channel to what b_targets says.
+// defaults), and any other channel, or one given in b_targets, to what
+// b_targets says. The end-to-end tests drive it, and so does xmig-bench (the
+// pair it measures, and `xmig-bench pair` for bench/compare).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <initializer_list>
@@ -16,17 +19,23 @@
 #include <vector>
 
 #include "certs/certs.hpp"
-#include "tests/support/files.hpp"
-#include "tests/support/process.hpp"
+#include "harness/files.hpp"
+#include "harness/process.hpp"
 
-namespace xmig::test {
+namespace xmig::harness {
 
+// Filled by field name; every field has a default.
 struct TunnelPairOptions {
-  std::map<std::string, std::string> b_targets;  // [targets] of hv-b: channel -> endpoint
+  std::map<std::string, std::string> b_targets{};  // [targets] of hv-b: channel -> endpoint
   // [[route]]s on hv-a towards hv-b: listen endpoint -> channel.
-  std::map<std::string, std::string> a_routes;
-  std::string a_extra, b_extra;  // TOML appended to each config (e.g. a [limits] table)
-  bool start = true;             // start both processes in the constructor
+  std::map<std::string, std::string> a_routes{};
+  std::string a_extra{}, b_extra{};  // TOML appended to each config (e.g. a [limits] table)
+  std::string top_toml{};            // top-level keys for both configs (e.g. "workers = 2")
+  std::string tls_toml{};            // lines for both [tls] tables (e.g. ktls = "off")
+  std::string log_level = "debug";
+  fs::path dir{};     // where both sides live; empty: a fresh temporary directory
+  fs::path tunnel{};  // the xmig-tunnel binary; empty: the one built with the harness
+  bool start = true;  // start both processes in the constructor
 };
 
 struct TunnelSide {
@@ -43,11 +52,14 @@ struct TunnelSide {
 class TunnelPair {
  public:
   explicit TunnelPair(TunnelPairOptions opts = {});
-  ~TunnelPair();
+  ~TunnelPair();  // stop(5s)
 
   // Starts one side and waits until its log says ready (throws on timeout,
   // with the log).
   void start(TunnelSide& side);
+  // SIGTERM to hv-a, then hv-b (they drain and log their close lines first);
+  // SIGKILL to one that is still running after `timeout`.
+  void stop(std::chrono::milliseconds timeout = 10s);
 
   // hv-a's entry socket towards hv-b for a channel.
   fs::path entry(const std::string& channel) const;
@@ -56,9 +68,12 @@ class TunnelPair {
   // Both logs, for failure messages.
   std::string logs() const;
 
-  TempDir temp{"xmig-pair"};
+  TempDir temp;
   certs::Pem ca;
   TunnelSide a, b;
+
+ private:
+  fs::path tunnel_;
 };
 
 // A TCP port that was free a moment ago on 127.0.0.1.
@@ -78,4 +93,4 @@ int count_in_log(const fs::path& log, const std::string& needle);
 // Counts lines of `log` that contain every one of `needles`.
 int count_lines_with_all(const fs::path& log, std::initializer_list<std::string> needles);
 
-}  // namespace xmig::test
+}  // namespace xmig::harness

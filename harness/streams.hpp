@@ -1,4 +1,5 @@
-// Byte streams for tests: blocking sockets, deterministic data, hashes.
+// harness/streams: byte streams for tests: blocking sockets, deterministic data,
+// hashes.
 //
 // A sender produces `bytes` of fill_random(seed) data and returns the SHA-256
 // of what it sent; a receiver hashes everything up to EOF. Equal hashes at
@@ -13,7 +14,7 @@
 
 #include "base/fd.hpp"
 
-namespace xmig::test {
+namespace xmig::harness {
 
 struct Hashed {
   uint64_t bytes = 0;
@@ -75,4 +76,4 @@ void reset(Fd& fd);
 // Blocks up to `timeout` for the socket to become readable (data, EOF or error).
 bool wait_readable(int fd, std::chrono::milliseconds timeout);
 
-}  // namespace xmig::test
+}  // namespace xmig::harness
