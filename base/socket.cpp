@@ -5,9 +5,7 @@
 namespace xmig {
 
 void reset_on_close(int fd) {
-  struct linger lg {
-    1, 0
-  };
+  linger lg{.l_onoff = 1, .l_linger = 0};
   ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
 }
 

@@ -36,7 +36,7 @@ Pump::Pump(Workers::Worker& worker, Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDo
 
 io_uring_sqe* Pump::sqe(unsigned op) {
   ++inflight_;
-  return worker_.ring().get(reinterpret_cast<uint64_t>(this) | op);
+  return worker_.ring().get(reinterpret_cast<uint64_t>(this) | op);  // each pump: op <= kOpMask
 }
 
 void Pump::complete(unsigned op, int res) {
@@ -59,10 +59,9 @@ void Pump::fail(const std::string& reason) {
   stats_.error = reason;
   reset_on_close(plain());
   reset_on_close(tls());
-  // Nothing more is read: a splice blocked on either socket (or one that a
-  // hard-linked chain starts after a cancellation) returns at once. SHUT_RD
-  // sends nothing on TCP, so the reset on close is still the first thing the
-  // far end learns.
+  // Nothing more is read: a splice blocked on either socket returns at once.
+  // SHUT_RD sends nothing on TCP, so the reset on close is still the first
+  // thing the far end learns.
   ::shutdown(plain(), SHUT_RD);
   ::shutdown(tls(), SHUT_RD);
   // Cancel what is in flight on either socket; their completions then come
@@ -173,8 +172,8 @@ void Workers::Worker::run() {
         continue;
       }
       if (data == kIgnoreTag) continue;
-      auto* pump = reinterpret_cast<Pump*>(data & ~uint64_t{(1u << Pump::kOpBits) - 1});
-      pump->complete(static_cast<unsigned>(data & ((1u << Pump::kOpBits) - 1)), cqe->res);
+      auto* pump = reinterpret_cast<Pump*>(data & ~Pump::kOpMask);
+      pump->complete(static_cast<unsigned>(data & Pump::kOpMask), cqe->res);
       reap_needed |= pump->finished();
     }
     io_uring_cq_advance(ring, seen);
@@ -239,8 +238,10 @@ void Workers::start_pump(Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done, Pu
     tls::SslPtr ssl;
     PumpDone done;
   };
-  auto h = std::make_shared<Handoff>(
-      Handoff{std::move(plain), std::move(tls_fd), std::move(ssl), std::move(done)});
+  auto h = std::make_shared<Handoff>(Handoff{.plain = std::move(plain),
+                                             .tls_fd = std::move(tls_fd),
+                                             .ssl = std::move(ssl),
+                                             .done = std::move(done)});
   best->post([w = best, h, options] {
     std::string refusal;
     auto pump = make_pump(*w, h->plain, h->tls_fd, h->ssl, h->done, options, refusal);
@@ -251,10 +252,7 @@ void Workers::start_pump(Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done, Pu
       h->plain.reset();
       h->tls_fd.reset();
       --w->active;
-      PumpStats stats;
-      stats.mode = "refused";
-      stats.error = refusal;
-      h->done(stats);
+      h->done(PumpStats{.mode = "refused", .error = refusal});
       return;
     }
     w->adopt(std::move(pump));

@@ -35,10 +35,6 @@ io_uring_sqe* Ring::get(uint64_t user_data) {
   return sqe;
 }
 
-void Ring::reserve(unsigned n) {
-  if (io_uring_sq_space_left(&ring_) < n) io_uring_submit(&ring_);
-}
-
 int Ring::submit_and_wait() {
   return io_uring_submit_and_wait(&ring_, 1);
 }

@@ -21,10 +21,6 @@ class Ring {
   // A fresh SQE carrying user_data; submits what is queued when the SQ is full.
   io_uring_sqe* get(uint64_t user_data);
 
-  // Makes room for n SQEs in a row (submits what is queued if needed), so
-  // that a linked chain is never split across two submissions.
-  void reserve(unsigned n);
-
   // Submits everything queued and waits for at least one completion.
   int submit_and_wait();
 

@@ -39,10 +39,10 @@ namespace xmig::io {
 namespace {
 
 constexpr size_t kPipeSize = 1024 * 1024;
-constexpr uint64_t kRecord = 16384;
-// What one recvmsg may return: 16 records. More would rarely fill (a receive
-// returns the records that have arrived) and only cost memory per connection.
-constexpr size_t kRecvBuffer = 256 * 1024;
+// What one recvmsg may return: 16 records (256 KiB). More would rarely fill (a
+// receive returns the records that have arrived) and only cost memory per
+// connection.
+constexpr size_t kRecvBuffer = 16 * kRecord;
 
 struct Pipe {
   Fd read, write;
@@ -78,6 +78,7 @@ struct DownBuffer {
 
 class SplicePump final : public Pump {
   enum Op : unsigned { UpIn, UpOut, DownRecv, DownSend, CloseNotify };
+  static_assert(CloseNotify <= kOpMask);
 
  public:
   SplicePump(Workers::Worker& w, Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done,
@@ -182,7 +183,7 @@ class SplicePump final : public Pump {
     DownBuffer& b = free_buffer();
     int type = b.recv.record_type();
     if (res == 0 && type == 0) return fail("TLS read: connection closed without close_notify");
-    if (type != 0 && type != 23)
+    if (type != 0 && type != SSL3_RT_APPLICATION_DATA)
       return control_record(type, b.data.get(), static_cast<size_t>(res));
     if (res == 0) return start_down_recv();  // an empty data record
     b.size = static_cast<size_t>(res);
@@ -222,16 +223,17 @@ class SplicePump final : public Pump {
   // A record that is not application data, returned on its own by recvmsg
   // (the data before it came with earlier receives).
   void control_record(int type, const uint8_t* data, size_t size) {
-    if (type == 21 && size >= 2) {
-      if (data[1] != 0)  // not close_notify
+    if (type == SSL3_RT_ALERT && size >= 2) {  // level, description
+      if (data[1] != SSL_AD_CLOSE_NOTIFY)
         return fail(std::string("TLS alert from the peer: ") + SSL_alert_desc_string_long(data[1]));
       down_closing_ = true;  // nothing more is received
       if (down_full_ == 0) end_down();
       return;  // else the send that empties the buffers ends the direction
     }
-    if (type == 22 && size >= 1 && data[0] == 4)  // NewSessionTicket: not used
-      return start_down_recv();
-    if (type == 22 && size >= 1 && data[0] == 24)
+    // A handshake record: the message type comes first.
+    if (type == SSL3_RT_HANDSHAKE && size >= 1 && data[0] == SSL3_MT_NEWSESSION_TICKET)
+      return start_down_recv();  // not used
+    if (type == SSL3_RT_HANDSHAKE && size >= 1 && data[0] == SSL3_MT_KEY_UPDATE)
       return fail(
           "TLS read: the peer rotated its key (KeyUpdate) and kTLS on this system cannot follow");
     return fail("TLS read: unexpected record type " + std::to_string(type));
@@ -255,7 +257,7 @@ class SplicePump final : public Pump {
   bool down_receiving_ = false, down_sending_ = false;
   bool down_closing_ = false;  // close_notify received: end once delivered
   bool up_done_ = false, down_done_ = false;
-  tls::AlertMessage close_notify_{1, 0};
+  tls::AlertMessage close_notify_{SSL3_AL_WARNING, SSL_AD_CLOSE_NOTIFY};
 };
 
 }  // namespace

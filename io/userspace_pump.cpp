@@ -27,8 +27,7 @@ namespace xmig::io {
 
 namespace {
 
-constexpr size_t kChunk = 256 * 1024;  // one receive; 16 full records
-constexpr size_t kRecord = 16384;      // TLS maximum plaintext per record
+constexpr size_t kChunk = 16 * kRecord;  // one receive: 16 full records (256 KiB)
 // Plaintext that one round of SSL_read may produce from kChunk of ciphertext
 // plus the partial record OpenSSL kept from the last round.
 constexpr size_t kDownCapacity = kChunk + 2 * kRecord;
@@ -112,6 +111,7 @@ std::string socket_failure(const char* what, int res) {
 
 class UserspacePump final : public Pump {
   enum Op : unsigned { RecvPlain, SendTls, RecvTls, SendPlain };
+  static_assert(SendPlain <= kOpMask);
 
  public:
   UserspacePump(Workers::Worker& w, Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done,

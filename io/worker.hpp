@@ -2,11 +2,13 @@
 // shares (operation bookkeeping, the one place a pump ends).
 //
 // Completions find their pump through the SQE's user_data: the pump's address
-// with the operation's number in the low bits. A pump is destroyed only once
+// with the operation's number in the low kOpBits bits, which the pump's
+// alignment keeps free (static_assert below). A pump is destroyed only once
 // every operation it submitted has completed, so no completion ever points at
 // freed memory; ending early cancels what is in flight first.
 #pragma once
 
+#include <openssl/ssl3.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -24,6 +26,10 @@
 #include "io/ring.hpp"
 
 namespace xmig::io {
+
+// The most plaintext one TLS record carries (2^14 bytes): the pumps size their
+// buffers and count records against the AEAD key limit by it.
+inline constexpr size_t kRecord = SSL3_RT_MAX_PLAIN_LENGTH;
 
 class Pump;
 
@@ -77,7 +83,9 @@ class Pump {
   // True once the pump has ended and nothing of it is in flight.
   bool finished() const { return finished_; }
 
-  static constexpr unsigned kOpBits = 3;  // up to 8 operation numbers
+  // user_data = the pump's address | the operation's number (up to 8 of them).
+  static constexpr unsigned kOpBits = 3;
+  static constexpr uint64_t kOpMask = (uint64_t{1} << kOpBits) - 1;
 
  protected:
   virtual void on_complete(unsigned op, int res) = 0;
@@ -122,6 +130,10 @@ class Pump {
   unsigned inflight_ = 0;
   bool ending_ = false, finished_ = false;
 };
+
+// A pump's address has its low kOpBits bits clear, so they can carry the operation.
+static_assert(alignof(Pump) >= (1u << Pump::kOpBits),
+              "user_data = pump address | operation: the low kOpBits bits must be free");
 
 // The data paths (io/userspace_pump.cpp, io/splice_pump.cpp).
 std::unique_ptr<Pump> make_userspace_pump(Workers::Worker& worker, Fd plain, Fd tls_fd,

@@ -91,15 +91,16 @@ struct RecordReceive {
   RecordReceive(const RecordReceive&) = delete;
   RecordReceive& operator=(const RecordReceive&) = delete;
   void reset();
-  // The type of the records the last receive returned: 23 application data,
-  // 21 alert, 22 handshake; 0 when the kernel reported none (end of stream).
+  // The type of the records the last receive returned (SSL3_RT_APPLICATION_DATA,
+  // SSL3_RT_ALERT, SSL3_RT_HANDSHAKE, ...); 0 when the kernel reported none
+  // (end of stream).
   int record_type() const;
   msghdr msg{};
   iovec iov{};
   alignas(cmsghdr) char control[CMSG_SPACE(1)] = {};
 };
 
-// One record of `type` (21 alert, 22 handshake, 23 data) ready for sendmsg()
+// One record of `type` (SSL3_RT_ALERT, SSL3_RT_HANDSHAKE, ...) ready for sendmsg()
 // on a kTLS TX socket: the type goes in a TLS_SET_RECORD_TYPE cmsg. Points at
 // `data`, which must outlive the send; not movable (it points into itself).
 struct RecordMessage {
@@ -111,11 +112,11 @@ struct RecordMessage {
   alignas(cmsghdr) char control[CMSG_SPACE(1)] = {};
 };
 
-// A TLS alert as a RecordMessage. close_notify is (1, 0).
+// A TLS alert as a RecordMessage. close_notify is (SSL3_AL_WARNING, SSL_AD_CLOSE_NOTIFY).
 struct AlertMessage {
   AlertMessage(uint8_t level, uint8_t description) : body{level, description} {}
   uint8_t body[2];
-  RecordMessage record{21, body, sizeof body};
+  RecordMessage record{SSL3_RT_ALERT, body, sizeof body};
 };
 
 }  // namespace xmig::tls

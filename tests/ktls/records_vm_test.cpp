@@ -127,11 +127,10 @@ class KtlsRecords : public ::testing::Test {
     ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     local_ = Fd(sv[1]);
     workers_.emplace(1);
-    io::PumpOptions options;
-    options.ktls = tls::KtlsPolicy::Required;
     workers_->start_pump(
         Fd(sv[0]), std::move(client_fd_), std::move(client_),
-        [this](const io::PumpStats& s) { done_.set_value(s); }, options);
+        [this](const io::PumpStats& s) { done_.set_value(s); },
+        io::PumpOptions{.ktls = tls::KtlsPolicy::Required});
   }
 
   // Application data from the peer (user-space OpenSSL or its kTLS TX).
@@ -228,7 +227,7 @@ TEST_F(KtlsRecords, AlertFromThePeerFailsWithItsDescription) {
   std::string a = pattern(100000, 6);
   peer_sends_then_start_pump([&] {
     peer_write(a);
-    peer_record(21, {2, 40});  // fatal handshake_failure
+    peer_record(SSL3_RT_ALERT, {SSL3_AL_FATAL, SSL_AD_HANDSHAKE_FAILURE});
   });
   expect_failure(a, "TLS alert from the peer: handshake failure");
 }
@@ -240,7 +239,7 @@ TEST_F(KtlsRecords, UnexpectedRecordTypeFails) {
   std::string a = pattern(50000, 7);
   peer_sends_then_start_pump([&] {
     peer_write(a);
-    peer_record(20, {1});
+    peer_record(SSL3_RT_CHANGE_CIPHER_SPEC, {1});
   });
   expect_failure(a, "TLS read: unexpected record type 20");
 }
@@ -253,7 +252,8 @@ TEST_F(KtlsRecords, ForgedRecordFailsAuthentication) {
   std::string a = pattern(100000, 8);
   peer_sends_then_start_pump([&] {
     peer_write(a);
-    std::vector<uint8_t> forged = {0x17, 0x03, 0x03, 0x00, 0x20};  // application data, 32 bytes
+    // An application-data record header (TLS 1.2 in the legacy version field), 32 bytes.
+    std::vector<uint8_t> forged = {SSL3_RT_APPLICATION_DATA, 0x03, 0x03, 0x00, 0x20};
     forged.resize(forged.size() + 32, 0xab);
     EXPECT_EQ(::send(peer_fd_.get(), forged.data(), forged.size(), MSG_NOSIGNAL),
               static_cast<ssize_t>(forged.size()));
