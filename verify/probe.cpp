@@ -246,11 +246,12 @@ PlaintextReply send_plaintext(const PeerAddress& peer, std::string_view bytes,
 
 bool only_tls_alerts(std::string_view reply) {
   while (!reply.empty()) {
-    if (reply.size() < 5) return false;
+    if (reply.size() < SSL3_RT_HEADER_LENGTH) return false;
     size_t len = static_cast<uint8_t>(reply[3]) * 256u + static_cast<uint8_t>(reply[4]);
-    if (static_cast<uint8_t>(reply[0]) != 21 || reply[1] != 3 || reply.size() < 5 + len)
+    if (static_cast<uint8_t>(reply[0]) != SSL3_RT_ALERT || reply[1] != SSL3_VERSION_MAJOR ||
+        reply.size() < SSL3_RT_HEADER_LENGTH + len)
       return false;
-    reply.remove_prefix(5 + len);
+    reply.remove_prefix(SSL3_RT_HEADER_LENGTH + len);
   }
   return true;
 }

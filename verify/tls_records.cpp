@@ -1,6 +1,9 @@
 // TLS record framing as seen on the wire (see tls_records.hpp).
 #include "verify/tls_records.hpp"
 
+#include <openssl/ssl.h>
+#include <openssl/tls1.h>
+
 #include <cmath>
 #include <cstdio>
 
@@ -14,6 +17,20 @@ namespace {
 // two chained headers, so one record plus two headers is enough.
 constexpr size_t kMaxHandshake = 20 * 1024;
 constexpr size_t kMaxResync = 24 * 1024;
+
+constexpr size_t kHeader = SSL3_RT_HEADER_LENGTH;           // type, version (2), length (2)
+constexpr size_t kHandshakeHeader = SSL3_HM_HEADER_LENGTH;  // type, length (3)
+constexpr size_t kExtensionHeader = 4;                      // type (2), length (2)
+
+// The second byte of a protocol version (TLS 1.2 is 3.3 on the wire).
+constexpr uint8_t minor_of(int version) {
+  return static_cast<uint8_t>(version & 0xff);
+}
+
+// A record header's length field (bytes 3 and 4).
+size_t record_length(const uint8_t* header) {
+  return static_cast<size_t>(header[3]) << 8 | header[4];
+}
 
 // Frees a buffer's memory (clear() keeps the capacity).
 void release(std::string& s) {
@@ -116,8 +133,9 @@ double ByteEntropy::bits_per_byte() const {
 }
 
 bool plausible_tls_header(const uint8_t* p) {
-  size_t len = static_cast<size_t>(p[3]) << 8 | p[4];
-  return p[0] >= 20 && p[0] <= 24 && p[1] == 3 && p[2] <= 4 && len > 0 && len <= kMaxTlsRecordBody;
+  size_t len = record_length(p);
+  return p[0] >= kFirstContentType && p[0] <= kLastContentType && p[1] == SSL3_VERSION_MAJOR &&
+         p[2] <= minor_of(TLS1_3_VERSION) && len > 0 && len <= kMaxTlsRecordBody;
 }
 
 std::string cipher_suite_name(uint16_t suite) {
@@ -136,15 +154,15 @@ bool cipher_suite_is_aead(uint16_t suite) {
 
 std::string tls_version_name(uint16_t v) {
   switch (v) {
-    case 0x0300:
+    case SSL3_VERSION:
       return "SSL 3.0";
-    case 0x0301:
+    case TLS1_VERSION:
       return "TLS 1.0";
-    case 0x0302:
+    case TLS1_1_VERSION:
       return "TLS 1.1";
-    case 0x0303:
+    case TLS1_2_VERSION:
       return "TLS 1.2";
-    case 0x0304:
+    case TLS1_3_VERSION:
       return "TLS 1.3";
   }
   char buf[24];
@@ -224,16 +242,17 @@ void TlsRecordParser::on_record_start() {
   if (first_) s_.framed = true;
   first_ = false;
   type_ = header_[0];
-  ++s_.records[type_ - 20];
-  if (header_[2] < 1 || header_[2] > 3) ++s_.bad_versions;
-  body_left_ = static_cast<size_t>(header_[3]) << 8 | header_[4];
+  ++s_.records[type_ - kFirstContentType];
+  if (header_[2] < minor_of(TLS1_VERSION) || header_[2] > minor_of(TLS1_2_VERSION))
+    ++s_.bad_versions;
+  body_left_ = record_length(header_);
   mode_ = Mode::Body;
 }
 
 void TlsRecordParser::on_body(const uint8_t* p, size_t n) {
-  if (type_ == 23) {
+  if (type_ == SSL3_RT_APPLICATION_DATA) {
     app_.add(p, n);
-  } else if (type_ == 22 && !hello_search_done_) {
+  } else if (type_ == SSL3_RT_HANDSHAKE && !hello_search_done_) {
     if (handshake_.size() + n <= kMaxHandshake)
       handshake_.append(reinterpret_cast<const char*>(p), n);
     else
@@ -243,14 +262,14 @@ void TlsRecordParser::on_body(const uint8_t* p, size_t n) {
 
 void TlsRecordParser::on_record_end() {
   mode_ = Mode::Header;
-  if (type_ == 22 && !handshake_.empty()) parse_handshake();
+  if (type_ == SSL3_RT_HANDSHAKE && !handshake_.empty()) parse_handshake();
   if (hello_search_done_) release(handshake_);
 }
 
 void TlsRecordParser::parse_handshake() {
   const auto* base = reinterpret_cast<const uint8_t*>(handshake_.data());
   Reader r(base, handshake_.size());
-  while (r.left() >= 4) {
+  while (r.left() >= kHandshakeHeader) {
     uint8_t type = 0, l0 = 0;
     uint16_t l12 = 0;
     Reader save = r;
@@ -261,16 +280,16 @@ void TlsRecordParser::parse_handshake() {
     Reader msg(nullptr, 0);
     if (!r.sub(len, msg)) {  // incomplete: wait for the next record, if it can fit
       r = save;
-      if (len + 4 > kMaxHandshake) hello_search_done_ = true;
+      if (len + kHandshakeHeader > kMaxHandshake) hello_search_done_ = true;
       break;
     }
-    if (type != 1 && type != 2) continue;
+    if (type != SSL3_MT_CLIENT_HELLO && type != SSL3_MT_SERVER_HELLO) continue;
     // Both hellos: legacy_version, random, session id, then what differs.
     uint16_t legacy = 0;
     uint8_t sid_len = 0;
     if (!msg.u16(legacy) || !msg.skip(32) || !msg.u8(sid_len) || !msg.skip(sid_len)) continue;
     uint16_t suite = 0;
-    if (type == 1) {
+    if (type == SSL3_MT_CLIENT_HELLO) {
       uint16_t cs_len = 0;
       uint8_t comp_len = 0;
       if (!msg.u16(cs_len) || !msg.skip(cs_len) || !msg.u8(comp_len) || !msg.skip(comp_len))
@@ -285,22 +304,24 @@ void TlsRecordParser::parse_handshake() {
     uint16_t ext_total = 0;
     Reader exts(nullptr, 0);
     if (!msg.u16(ext_total) || !msg.sub(ext_total, exts)) continue;
-    while (exts.left() >= 4) {
+    while (exts.left() >= kExtensionHeader) {
       uint16_t ext_type = 0, ext_len = 0;
       exts.u16(ext_type);
       exts.u16(ext_len);
       Reader e(nullptr, 0);
       if (!exts.sub(ext_len, e)) break;
-      if (type == 2 && ext_type == 43) {  // supported_versions: the chosen one
+      if (type == SSL3_MT_SERVER_HELLO && ext_type == TLSEXT_TYPE_supported_versions) {
+        // The chosen version.
         uint16_t v = 0;
         if (e.u16(v)) s_.hello_version = v;
-      } else if (type == 1 && ext_type == 0) {  // server_name
+      } else if (type == SSL3_MT_CLIENT_HELLO && ext_type == TLSEXT_TYPE_server_name) {
         uint16_t list = 0, name_len = 0;
         uint8_t name_type = 0;
-        if (e.u16(list) && e.u8(name_type) && e.u16(name_len) && name_type == 0 &&
-            e.left() >= name_len)
+        if (e.u16(list) && e.u8(name_type) && e.u16(name_len) &&
+            name_type == TLSEXT_NAMETYPE_host_name && e.left() >= name_len)
           s_.sni.assign(reinterpret_cast<const char*>(e.data()), std::min<size_t>(name_len, 255));
-      } else if (type == 1 && ext_type == 16) {  // ALPN
+      } else if (type == SSL3_MT_CLIENT_HELLO &&
+                 ext_type == TLSEXT_TYPE_application_layer_protocol_negotiation) {
         uint16_t list = 0;
         uint8_t proto_len = 0;
         if (e.u16(list) && e.u8(proto_len) && e.left() >= proto_len)
@@ -316,10 +337,10 @@ void TlsRecordParser::parse_handshake() {
 void TlsRecordParser::resync_scan() {
   const auto* b = reinterpret_cast<const uint8_t*>(resync_.data());
   size_t n = resync_.size();
-  for (size_t i = 0; i + 5 <= n; ++i) {
+  for (size_t i = 0; i + kHeader <= n; ++i) {
     if (!plausible_tls_header(b + i)) continue;
-    size_t next = i + 5 + (static_cast<size_t>(b[i + 3]) << 8 | b[i + 4]);
-    if (next + 5 > n) {
+    size_t next = i + kHeader + record_length(b + i);
+    if (next + kHeader > n) {
       // Cannot confirm yet: keep from i and wait for more bytes.
       resync_.erase(0, i);
       if (resync_.size() >= kMaxResync) resync_.erase(0, 1);  // cannot ever confirm
@@ -336,8 +357,8 @@ void TlsRecordParser::resync_scan() {
     feed(reinterpret_cast<const uint8_t*>(held.data()), held.size());
     return;
   }
-  // Nothing plausible: keep the last 4 bytes (a header may straddle).
-  if (n > 4) resync_.erase(0, n - 4);
+  // Nothing plausible: keep the last kHeader - 1 bytes (a header may straddle).
+  if (n > kHeader - 1) resync_.erase(0, n - (kHeader - 1));
 }
 
 }  // namespace xmig::verify

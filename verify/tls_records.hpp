@@ -7,6 +7,8 @@
 // followed, and the hello parser checks every length against what it holds.
 #pragma once
 
+#include <openssl/ssl3.h>
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -29,10 +31,16 @@ class ByteEntropy {
 };
 
 // The largest record body TLS allows (2^14 + 2048, TLS 1.2 ciphertext).
-inline constexpr size_t kMaxTlsRecordBody = 16384 + 2048;
+inline constexpr size_t kMaxTlsRecordBody = SSL3_RT_MAX_PLAIN_LENGTH + 2048;
 
-// True when the 5 bytes at p could start a TLS record: content type 20..24,
-// version 3.0..3.4, length within kMaxTlsRecordBody.
+// Record content types run from change_cipher_spec (SSL3_RT_CHANGE_CIPHER_SPEC,
+// 20) to heartbeat (RFC 6520; 24, which OpenSSL 3.0 has no name for).
+inline constexpr uint8_t kFirstContentType = SSL3_RT_CHANGE_CIPHER_SPEC;
+inline constexpr uint8_t kLastContentType = 24;
+
+// True when the SSL3_RT_HEADER_LENGTH (5) bytes at p could start a TLS record:
+// a content type kFirstContentType..kLastContentType, version 3.0..3.4, a
+// length within kMaxTlsRecordBody.
 bool plausible_tls_header(const uint8_t* p);
 
 // "TLS_AES_128_GCM_SHA256" for the suites xmig and common stacks use, else "0xC0FF".
@@ -43,11 +51,12 @@ bool cipher_suite_is_aead(uint16_t suite);
 std::string tls_version_name(uint16_t version);
 
 struct TlsDirectionSummary {
-  bool framed = false;        // the first bytes were a TLS record
-  bool desync = false;        // later bytes were not TLS framing
-  uint64_t desync_at = 0;     // stream offset where framing broke
-  bool resynced = false;      // framing was (re)found after a gap or mid-stream start
-  uint64_t records[5] = {};   // by content type 20..24
+  bool framed = false;     // the first bytes were a TLS record
+  bool desync = false;     // later bytes were not TLS framing
+  uint64_t desync_at = 0;  // stream offset where framing broke
+  bool resynced = false;   // framing was (re)found after a gap or mid-stream start
+  // Records by content type: records[type - kFirstContentType].
+  uint64_t records[kLastContentType - kFirstContentType + 1] = {};
   uint64_t bad_versions = 0;  // records whose version was not 3.1..3.3 (3.0 is SSL 3)
   bool client_hello = false, server_hello = false;
   uint16_t hello_version = 0;  // ServerHello: negotiated (supported_versions or legacy)
@@ -55,7 +64,9 @@ struct TlsDirectionSummary {
   std::string sni;             // ClientHello: server_name, if any
   std::string alpn;            // ClientHello: the first ALPN protocol offered
   uint64_t total_records() const {
-    return records[0] + records[1] + records[2] + records[3] + records[4];
+    uint64_t n = 0;
+    for (uint64_t r : records) n += r;
+    return n;
   }
 };
 
@@ -84,7 +95,7 @@ class TlsRecordParser {
   Mode mode_ = Mode::Header;
   TlsDirectionSummary s_;
   ByteEntropy app_;
-  uint8_t header_[5] = {};
+  uint8_t header_[SSL3_RT_HEADER_LENGTH] = {};
   size_t header_have_ = 0;
   size_t body_left_ = 0;
   uint8_t type_ = 0;
