@@ -26,6 +26,7 @@
 #include "harness/files.hpp"
 #include "harness/streams.hpp"
 #include "io/pump.hpp"
+#include "tests/io/pump_result.hpp"
 #include "tls/owned.hpp"
 
 namespace xmig::test {
@@ -85,8 +86,7 @@ class UserspacePump : public ::testing::Test {
     local_ = std::move(local);
     workers_.emplace(1);
     workers_->start_pump(
-        std::move(plain), std::move(tls_fd_), std::move(client_),
-        [this](const io::PumpStats& s) { done_.set_value(s); },
+        std::move(plain), std::move(tls_fd_), std::move(client_), result_.callback(),
         io::PumpOptions{
             .ktls = tls::KtlsPolicy::Off, .key_limit_records = key_limit_records, .live = live_});
   }
@@ -112,20 +112,27 @@ class UserspacePump : public ::testing::Test {
               static_cast<int>(data.size()));
   }
 
-  // The pump's result (it must end within 20 s).
-  io::PumpStats wait_done() {
-    auto result = done_.get_future();
-    if (result.wait_for(20s) != std::future_status::ready) {
-      ADD_FAILURE() << "the pump did not end";
-      return {};
-    }
-    return result.get();
+  // Sends `bytes` of stream `seed` from the plain side, then its EOF; the peer
+  // must read exactly those bytes, then the pump's close_notify.
+  void expect_plain_to_peer(uint64_t bytes, uint64_t seed) {
+    auto sent = std::async(std::launch::async, [&] {
+      Hashed h = send_stream(local_.get(), bytes, seed);
+      shutdown_write(local_.get());
+      return h;
+    });
+    std::string error;
+    const std::string got = peer_read_all(error);
+    EXPECT_EQ(error, "") << "no close_notify after the plain side's EOF";
+    EXPECT_EQ(sent.get().error, "");
+    EXPECT_EQ(got.size(), bytes);
+    EXPECT_EQ(sha256_hex({reinterpret_cast<const uint8_t*>(got.data()), got.size()}),
+              expected_sha256(bytes, seed));
   }
 
   tls::SslPtr peer_, client_;
   Fd peer_fd_, tls_fd_, local_;
   std::shared_ptr<io::LiveBytes> live_ = std::make_shared<io::LiveBytes>();
-  std::promise<io::PumpStats> done_;
+  PumpResult result_;
   std::optional<io::Workers> workers_;  // last: stopped before what its pumps use
 };
 
@@ -136,18 +143,7 @@ class UserspacePump : public ::testing::Test {
 // "userspace", and its close-line counts and live counts both say 4 MiB each way.
 TEST_F(UserspacePump, BothDirectionsArriveWholeWithTheirEnds) {
   start_pump();
-  auto sent = std::async(std::launch::async, [&] {
-    Hashed h = send_stream(local_.get(), 4 * kMiB, 1);
-    shutdown_write(local_.get());
-    return h;
-  });
-  std::string error;
-  const std::string up = peer_read_all(error);
-  EXPECT_EQ(error, "") << "no close_notify after the plain side's EOF";
-  EXPECT_EQ(sent.get().error, "");
-  EXPECT_EQ(up.size(), 4 * kMiB);
-  EXPECT_EQ(sha256_hex({reinterpret_cast<const uint8_t*>(up.data()), up.size()}),
-            expected_sha256(4 * kMiB, 1));
+  expect_plain_to_peer(4 * kMiB, 1);
 
   auto received = std::async(std::launch::async, [&] { return recv_stream(local_.get()); });
   std::vector<uint8_t> down(4 * kMiB);
@@ -159,7 +155,7 @@ TEST_F(UserspacePump, BothDirectionsArriveWholeWithTheirEnds) {
   EXPECT_EQ(h.bytes, down.size());
   EXPECT_EQ(h.sha256, sha256_hex(down));
 
-  io::PumpStats stats = wait_done();
+  io::PumpStats stats = result_.wait();
   EXPECT_EQ(stats.mode, "userspace");
   EXPECT_EQ(stats.error, "");
   EXPECT_EQ(stats.plain_to_tls, 4 * kMiB);
@@ -174,21 +170,11 @@ TEST_F(UserspacePump, BothDirectionsArriveWholeWithTheirEnds) {
 // them, still reads every byte in order; the pump then ends without error.
 TEST_F(UserspacePump, KeyUpdatesBeforeTheRecordLimitLoseNothing) {
   start_pump(16);
-  auto sent = std::async(std::launch::async, [&] {
-    Hashed h = send_stream(local_.get(), 2 * kMiB, 3);
-    shutdown_write(local_.get());
-    return h;
-  });
-  std::string error;
-  const std::string up = peer_read_all(error);
-  EXPECT_EQ(error, "");
-  EXPECT_EQ(sent.get().error, "");
-  EXPECT_EQ(sha256_hex({reinterpret_cast<const uint8_t*>(up.data()), up.size()}),
-            expected_sha256(2 * kMiB, 3));
+  expect_plain_to_peer(2 * kMiB, 3);
   EXPECT_EQ(SSL_shutdown(peer_.get()), 1);
   EXPECT_EQ(recv_stream(local_.get()).bytes, 0u);
 
-  io::PumpStats stats = wait_done();
+  io::PumpStats stats = result_.wait();
   EXPECT_EQ(stats.error, "");
   EXPECT_EQ(stats.plain_to_tls, 2 * kMiB);
   EXPECT_GE(stats.key_updates, 7u);
@@ -211,7 +197,7 @@ TEST_F(UserspacePump, CloseWithoutCloseNotifyFails) {
   peer_write(data);
   ASSERT_EQ(::shutdown(peer_fd_.get(), SHUT_WR), 0);
 
-  io::PumpStats stats = wait_done();
+  io::PumpStats stats = result_.wait();
   EXPECT_EQ(stats.mode, "userspace");
   EXPECT_EQ(stats.error.rfind("TLS read: ", 0), 0u) << stats.error;
   const std::string got = received.get();

@@ -22,6 +22,7 @@
 
 #include "harness/streams.hpp"
 #include "io/pump.hpp"
+#include "tests/io/pump_result.hpp"
 #include "tests/ktls/ktls_test.hpp"
 #include "tls/ktls.hpp"
 #include "tls/owned.hpp"
@@ -127,10 +128,8 @@ class KtlsRecords : public ::testing::Test {
     ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     local_ = Fd(sv[1]);
     workers_.emplace(1);
-    workers_->start_pump(
-        Fd(sv[0]), std::move(client_fd_), std::move(client_),
-        [this](const io::PumpStats& s) { done_.set_value(s); },
-        io::PumpOptions{.ktls = tls::KtlsPolicy::Required});
+    workers_->start_pump(Fd(sv[0]), std::move(client_fd_), std::move(client_), result_.callback(),
+                         io::PumpOptions{.ktls = tls::KtlsPolicy::Required});
   }
 
   // Application data from the peer (user-space OpenSSL or its kTLS TX).
@@ -146,22 +145,12 @@ class KtlsRecords : public ::testing::Test {
               static_cast<ssize_t>(body.size()));
   }
 
-  // The pump's result (it must end within 20 s).
-  io::PumpStats wait_done() {
-    auto result = done_.get_future();
-    if (result.wait_for(20s) != std::future_status::ready) {
-      ADD_FAILURE() << "the pump did not end";
-      return {};
-    }
-    return result.get();
-  }
-
   // Reads what the pump delivers until it fails, and checks that it ended
   // with `reason` and delivered only a prefix of `sent`, never other bytes.
   void expect_failure(const std::string& sent, const std::string& reason) {
     std::string error;
     std::string got = read_all(local_.get(), error);
-    io::PumpStats stats = wait_done();
+    io::PumpStats stats = result_.wait();
     EXPECT_EQ(stats.mode, "ktls-splice");
     EXPECT_EQ(stats.error, reason);
     ASSERT_LE(got.size(), sent.size());
@@ -171,7 +160,7 @@ class KtlsRecords : public ::testing::Test {
   tls::SslCtxPtr peer_ctx_, client_ctx_;
   tls::SslPtr peer_, client_;
   Fd peer_fd_, client_fd_, local_;
-  std::promise<io::PumpStats> done_;
+  PumpResult result_;
   std::future<void> peer_sent_;         // joined before the sockets close
   std::optional<io::Workers> workers_;  // last: stopped before what its pumps use
 };
@@ -199,7 +188,7 @@ TEST_F(KtlsRecords, TicketsAmongDataAreSkippedAndNothingIsLost) {
   EXPECT_EQ(got.size(), a.size() + b.size() + c.size());
   EXPECT_TRUE(got == a + b + c) << "bytes lost, added or reordered";
   shutdown_write(local_.get());
-  io::PumpStats stats = wait_done();
+  io::PumpStats stats = result_.wait();
   EXPECT_EQ(stats.mode, "ktls-splice");
   EXPECT_EQ(stats.error, "");
   EXPECT_EQ(stats.tls_to_plain, a.size() + b.size() + c.size());
