@@ -10,7 +10,6 @@
 // prints how long the migration took, e.g.
 //   XMIG_QEMU_RAM_MIB=1024 ctest -R QemuMigration --output-on-failure -V
 #include <gtest/gtest.h>
-#include <algorithm>
 
 #include <algorithm>
 #include <chrono>
@@ -24,6 +23,7 @@
 #include <sstream>
 #include <string>
 
+#include "tests/qemu/carried.hpp"
 #include "tests/qemu/qemu_vm.hpp"
 #include "tests/support/files.hpp"
 #include "tests/support/process.hpp"
@@ -151,60 +151,10 @@ class QemuMigration : public ::testing::Test {
   // a tunnel does not come up.
   void start_tunnel() { pair_ = std::make_unique<TunnelPair>(); }
 
-  // After both QEMUs have quit: every migration connection must have been
-  // carried without a transport error, once on each side, and every byte one
-  // tunnel took from QEMU must have been handed to the other QEMU's socket.
-  // connections is 1 (main stream) plus the multifd channels.
-  //
-  // A delivery may end "local-closed-early": QEMU 7.2's multifd source
-  // sometimes sends one empty packet after a channel's last SYNC (a SYNC
-  // that carried pages is sent again, empty, under the same packet number:
-  // see `-trace multifd_send` with XMIG_QEMU_TRACE), and the destination,
-  // done after the SYNC, quits without reading it. That packet was
-  // delivered; QEMU did not read it. Whether the destination's receive
-  // thread reads it before the quit is timing (slower under the sanitizers).
+  // After both QEMUs have quit (tests/qemu/carried.hpp).
   void expect_tunnel_carried(int connections) {
     ASSERT_TRUE(pair_) << "start_tunnel() first";
-    const fs::path& a_log = pair_->a.log;
-    const fs::path& b_log = pair_->b.log;
-    // Entry side: close: dir=out peer=hv-b channel=qemu ... result=ok.
-    const std::string out = "close: dir=out peer=hv-b channel=qemu ";
-    // Delivery side: close: dir=in peer=hv-a channel=qemu ... result=ok.
-    const std::string in = "close: dir=in peer=hv-a channel=qemu ";
-    // A close line appears once its pump has seen both ends finish, which may
-    // lag QEMU closing the connection (or exiting) a little.
-    wait_until(
-        [&] {
-          return count_in_log(a_log, out) >= connections && count_in_log(b_log, in) >= connections;
-        },
-        10s);
-    EXPECT_EQ(count_lines_with_all(a_log, {out, "result=ok"}), connections)
-        << "hv-a did not carry " << connections << " qemu connection(s) cleanly\n"
-        << logs();
-    EXPECT_EQ(count_in_log(a_log, out), connections) << logs();
-    EXPECT_EQ(count_lines_with_all(b_log, {in, "result=ok"}) +
-                  count_lines_with_all(b_log, {in, "result=local-closed-early"}),
-              connections)
-        << "hv-b did not deliver " << connections << " qemu connection(s) without an error\n"
-        << logs();
-    EXPECT_EQ(count_in_log(b_log, in), connections) << logs();
-    EXPECT_EQ(count_in_log(a_log, "refused:") + count_in_log(b_log, "refused:"), 0) << logs();
-    // Byte for byte, each connection's to_peer on hv-a is a from_peer on hv-b.
-    EXPECT_EQ(byte_counts(a_log, out, "to_peer="), byte_counts(b_log, in, "from_peer=")) << logs();
-  }
-
-  // The values of `field` (e.g. "to_peer=") on the lines holding `needle`, sorted.
-  static std::vector<uint64_t> byte_counts(const fs::path& log, const std::string& needle,
-                                           const std::string& field) {
-    std::vector<uint64_t> out;
-    std::istringstream lines(read_file(log));
-    for (std::string line; std::getline(lines, line);) {
-      size_t at = line.find(field);
-      if (line.find(needle) == std::string::npos || at == std::string::npos) continue;
-      out.push_back(std::stoull(line.substr(at + field.size())));
-    }
-    std::sort(out.begin(), out.end());
-    return out;
+    expect_qemu_connections_carried(*pair_, connections, logs());
   }
 
   std::string logs() const {
