@@ -76,8 +76,8 @@ namespace {
 
 std::string config_text(const TunnelSide& self, const TunnelSide& other,
                         const std::map<std::string, std::string>& targets,
-                        const std::map<std::string, std::string>& routes,
-                        const std::string& extra) {
+                        const std::map<std::string, std::string>& routes, const std::string& extra,
+                        bool client_files) {
   std::ostringstream t;
   t << "name = \"" << self.name << "\"\n"
     << "run_dir = \"" << self.run_dir.string() << "\"\n"
@@ -86,7 +86,11 @@ std::string config_text(const TunnelSide& self, const TunnelSide& other,
     << "[tls]\n"
     << "ca = \"" << (self.pki / "ca-cert.pem").string() << "\"\n"
     << "cert = \"" << (self.pki / "server-cert.pem").string() << "\"\n"
-    << "key = \"" << (self.pki / "server-key.pem").string() << "\"\n\n"
+    << "key = \"" << (self.pki / "server-key.pem").string() << "\"\n";
+  if (client_files)
+    t << "client_cert = \"" << (self.pki / "client-cert.pem").string() << "\"\n"
+      << "client_key = \"" << (self.pki / "client-key.pem").string() << "\"\n";
+  t << "\n"
     << "[[peer]]\n"
     << "name = \"" << other.name << "\"\n"
     << "address = \"127.0.0.1:" << other.port << "\"\n\n";
@@ -118,8 +122,8 @@ TunnelPair::TunnelPair(TunnelPairOptions opts) {
     fs::create_directories(side->dir);
     make_node_pki(side->pki, ca, side->name);
   }
-  write_file(a.config, config_text(a, b, {}, opts.a_routes, opts.a_extra));
-  write_file(b.config, config_text(b, a, opts.b_targets, {}, opts.b_extra));
+  write_file(a.config, config_text(a, b, {}, opts.a_routes, opts.a_extra, opts.client_files));
+  write_file(b.config, config_text(b, a, opts.b_targets, {}, opts.b_extra, opts.client_files));
   if (opts.start) {
     start(a);
     start(b);

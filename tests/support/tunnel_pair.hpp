@@ -22,11 +22,15 @@
 namespace xmig::test {
 
 struct TunnelPairOptions {
-  std::map<std::string, std::string> b_targets;  // [targets] of hv-b: channel -> endpoint
+  std::map<std::string, std::string> b_targets{};  // [targets] of hv-b: channel -> endpoint
   // [[route]]s on hv-a towards hv-b: listen endpoint -> channel.
-  std::map<std::string, std::string> a_routes;
-  std::string a_extra, b_extra;  // TOML appended to each config (e.g. a [limits] table)
-  bool start = true;             // start both processes in the constructor
+  std::map<std::string, std::string> a_routes{};
+  std::string a_extra{}, b_extra{};  // TOML appended to each config (e.g. a [limits] table)
+  // [tls] client_cert and client_key = the pki's client-cert.pem and
+  // client-key.pem, as the Quick start maps libvirt's layout; when false they
+  // are not set (cert and key serve both roles).
+  bool client_files = false;
+  bool start = true;  // start both processes in the constructor
 };
 
 struct TunnelSide {
