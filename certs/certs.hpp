@@ -121,11 +121,64 @@ bool key_matches(const std::string& cert_pem, const std::string& key_pem);
 
 enum class Purpose { Any, TlsServer, TlsClient };
 // Verifies cert_pem's chain against the CA certificates in ca_bundle_pem with
-// OpenSSL's X509_verify_cert. Returns nullopt when valid, else OpenSSL's reason.
+// OpenSSL's X509_verify_cert; certificates after the first in cert_pem (a
+// leaf file that carries its intermediate CAs) are offered as intermediates.
+// Returns nullopt when valid, else OpenSSL's reason.
 // check_time=false ignores validity periods (checks report expiry separately).
 std::optional<std::string> verify_chain(const std::string& cert_pem,
                                         const std::string& ca_bundle_pem,
                                         Purpose purpose = Purpose::Any, bool check_time = true);
+
+// ---------------------------------------------------------------------------
+// Roles (certs/role.cpp): what a certificate must hold to serve as this host's
+// TLS server or TLS client certificate. The one rule behind `xmig-tunnel
+// --check` (and the tunnel's startup and reload: tls::Context::load) and
+// `xmig-certs check`.
+
+// The files behind a judged certificate, named in the reissue commands of a fix.
+struct RoleFiles {
+  fs::path cert{};  // the certificate file
+  fs::path key{};   // its private key
+  fs::path ca{};    // the CA bundle it chains to
+  // Its certtool template; "" means libvirt's name for the role (server.info,
+  // client.info). A server certificate that also serves as client certificate
+  // was made from server.info.
+  std::string template_file{};
+};
+
+// One thing a certificate lacks for its role.
+struct RoleProblem {
+  std::string check{};    // "usage" or "san", as in Finding::check
+  std::string missing{};  // e.g. "extendedKeyUsage lacks clientAuth (it allows serverAuth only)"
+  // The change to its certtool template that adds it, e.g. "add the line 'tls_www_client'".
+  std::string template_change{};
+};
+
+struct RoleVerdict {
+  std::string role{};                   // e.g. "the TLS client certificate of hv-a"
+  std::vector<RoleProblem> problems{};  // empty: fit for the role
+  std::string fix{};                    // how to reissue it ("" when fit)
+  bool ok() const { return problems.empty(); }
+  // "not usable as <role>: <missing>; <missing>" over the problems of `check`
+  // ("usage" or "san"), or over all of them when `check` is empty.
+  std::string message(const std::string& check = {}) const;
+};
+
+// Judges the first certificate in cert_pem as this host's certificate for
+// `role`: Purpose::TlsServer, what peers that dial this host are shown;
+// Purpose::TlsClient, what this host shows when it dials a peer. It must:
+// - not be a CA;
+// - have digitalSignature in its keyUsage, when it has one;
+// - allow serverAuth (server) or clientAuth (client) in its extendedKeyUsage,
+//   when it has one (without the extension every use is allowed);
+// - name `host` as a DNS SAN (certs/host_name.hpp: no wildcards, never the
+//   CN); a `host` that is an IP address as an IP SAN; without `host`, carry
+//   at least one DNS SAN.
+// The fix names `files` in the certtool command that signs the certificate
+// again, with the template lines to add, and in the xmig-certs command that
+// reissues the node directory. Throws Error when cert_pem holds no certificate.
+RoleVerdict check_role(const std::string& cert_pem, Purpose role,
+                       const std::optional<std::string>& host, const RoleFiles& files);
 
 // ---------------------------------------------------------------------------
 // Files (certs/store.cpp): reads name the file in errors; writes are atomic.
@@ -230,8 +283,9 @@ struct CheckOptions {
 
 // Checks a node directory in libvirt layout: every file present and parseable,
 // chain of server and client certificate against ca-cert.pem, each key matches its
-// certificate, SAN contains opts.name, usage (server: serverAuth, client:
-// clientAuth, digitalSignature, not a CA), validity (expired / not yet valid:
+// certificate, usage and names by check_role (server-cert.pem as the server
+// certificate, client-cert.pem as the client certificate of opts.name: findings
+// "usage" and "san"), validity (expired / not yet valid:
 // failure; fewer than warn_days left: warning), file modes (the tunnel's rule:
 // key readable or writable by others: failure; key readable by its group:
 // warning, as libvirt's root:qemu 0640 keys are; any file writable by

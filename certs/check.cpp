@@ -38,13 +38,6 @@ std::string octal_mode(unsigned mode) {
   return buf;
 }
 
-bool iequals(const std::string& a, const std::string& b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 // Name of group gid, or its number when it has no name.
 std::string group_name(gid_t gid) {
   struct group grp {};
@@ -116,8 +109,7 @@ void check_pair(Report& r, const fs::path& dir, const char* cert_name, const cha
                 Purpose purpose, const std::string& bundle, const CheckOptions& opts) {
   fs::path cert_file = dir / cert_name;
   fs::path key_file = dir / key_name;
-  const bool server = purpose == Purpose::TlsServer;
-  const std::string role = server ? "server" : "client";
+  const std::string role = purpose == Purpose::TlsServer ? "server" : "client";
   const std::string reissue = "make a new node certificate: 'xmig-certs rotate --ca CA_DIR --dir " +
                               dir.string() + " --name HOST'";
 
@@ -161,49 +153,21 @@ void check_pair(Report& r, const fs::path& dir, const char* cert_name, const cha
       r.add(Severity::Ok, "chain", cert_file, "verifies against " + std::string(kCaCertFile));
   }
 
-  CertInfo info = describe(cert_pem, cert_file.string());
-  detail::X509Ptr cert = detail::parse_cert(cert_pem, cert_file.string());
-  std::vector<std::string> usage_problems;
-  if (info.is_ca) usage_problems.push_back("it is a CA certificate");
-  uint32_t ku = X509_get_key_usage(cert.get());
-  if (ku != UINT32_MAX && !(ku & KU_DIGITAL_SIGNATURE))
-    usage_problems.push_back("keyUsage lacks digitalSignature");
-  uint32_t xku = X509_get_extended_key_usage(cert.get());
-  uint32_t needed = server ? XKU_SSL_SERVER : XKU_SSL_CLIENT;
-  if (xku != UINT32_MAX && !(xku & needed))
-    usage_problems.push_back(std::string("extendedKeyUsage lacks ") +
-                             (server ? "serverAuth" : "clientAuth"));
-  if (usage_problems.empty()) {
+  // Usage and names: the rule the tunnel applies to the same files (certs/role.cpp).
+  RoleVerdict verdict = check_role(cert_pem, purpose, opts.name,
+                                   {.cert = cert_file, .key = key_file, .ca = dir / kCaCertFile});
+  if (verdict.message("usage").empty())
     r.add(Severity::Ok, "usage", cert_file, "usable as TLS " + role);
+  else
+    r.add(Severity::Failure, "usage", cert_file, verdict.message("usage"), verdict.fix);
+  CertInfo info = describe(cert_pem, cert_file.string());
+  if (verdict.message("san").empty()) {
+    std::string names;
+    for (const auto& d : info.dns_names) names += (names.empty() ? "" : ", ") + ("DNS:" + d);
+    for (const auto& ip : info.ips) names += (names.empty() ? "" : ", ") + ("IP:" + ip);
+    r.add(Severity::Ok, "san", cert_file, "names " + (opts.name ? *opts.name : names));
   } else {
-    std::string msg = "not usable as TLS " + role + ":";
-    for (const auto& p : usage_problems) msg += " " + p + ";";
-    msg.pop_back();
-    r.add(Severity::Failure, "usage", cert_file, msg, reissue + " (server+client usage)");
-  }
-
-  std::string names;
-  for (const auto& d : info.dns_names) names += (names.empty() ? "" : ", ") + ("DNS:" + d);
-  for (const auto& ip : info.ips) names += (names.empty() ? "" : ", ") + ("IP:" + ip);
-  if (opts.name) {
-    std::string canon_ip = detail::canonical_ip(*opts.name);
-    bool found = std::any_of(info.dns_names.begin(), info.dns_names.end(),
-                             [&](const std::string& d) { return iequals(d, *opts.name); }) ||
-                 (!canon_ip.empty() &&
-                  std::find(info.ips.begin(), info.ips.end(), canon_ip) != info.ips.end());
-    if (found)
-      r.add(Severity::Ok, "san", cert_file, "names " + *opts.name);
-    else
-      r.add(Severity::Failure, "san", cert_file,
-            "SAN does not contain " + *opts.name +
-                " (it has: " + (names.empty() ? "nothing" : names) + "); peers will refuse it",
-            "make a certificate for this host: 'xmig-certs rotate --ca CA_DIR --dir " +
-                dir.string() + " --name " + *opts.name + "'");
-  } else if (names.empty()) {
-    r.add(Severity::Failure, "san", cert_file, "has no subjectAltName; peers will refuse it",
-          reissue);
-  } else {
-    r.add(Severity::Ok, "san", cert_file, "names " + names);
+    r.add(Severity::Failure, "san", cert_file, verdict.message("san"), verdict.fix);
   }
 
   check_validity(r, cert_file, info, opts.warn_days, reissue + " before it expires");

@@ -36,6 +36,11 @@ inline void free_general_names(GENERAL_NAMES* g) {
   GENERAL_NAMES_free(g);
 }
 using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, Deleter<GENERAL_NAMES, free_general_names>>;
+// A stack that borrows its certificates (frees the stack, not them).
+inline void free_x509_stack(STACK_OF(X509) * s) {
+  sk_X509_free(s);
+}
+using X509StackPtr = std::unique_ptr<STACK_OF(X509), Deleter<STACK_OF(X509), free_x509_stack>>;
 inline void free_ext_stack(STACK_OF(X509_EXTENSION) * s) {
   sk_X509_EXTENSION_pop_free(s, X509_EXTENSION_free);
 }

@@ -135,8 +135,12 @@ std::optional<std::string> verify_chain(const std::string& cert_pem,
                                         const std::string& ca_bundle_pem, Purpose purpose,
                                         bool check_time) {
   using namespace detail;
-  X509Ptr cert = parse_cert(cert_pem, "certificate");
+  // The leaf, then the intermediates a certificate file may carry after it.
+  std::vector<X509Ptr> chain = parse_certs(cert_pem, "certificate");
   std::vector<X509Ptr> cas = parse_certs(ca_bundle_pem, "CA bundle");
+  X509StackPtr untrusted(sk_X509_new_null());
+  if (!untrusted) fail_ssl("out of memory");
+  for (std::size_t i = 1; i < chain.size(); ++i) sk_X509_push(untrusted.get(), chain[i].get());
 
   StorePtr store(X509_STORE_new());
   if (!store) fail_ssl("out of memory");
@@ -144,7 +148,7 @@ std::optional<std::string> verify_chain(const std::string& cert_pem,
     if (X509_STORE_add_cert(store.get(), ca.get()) != 1) ERR_clear_error();  // duplicates
 
   StoreCtxPtr ctx(X509_STORE_CTX_new());
-  if (!ctx || X509_STORE_CTX_init(ctx.get(), store.get(), cert.get(), nullptr) != 1)
+  if (!ctx || X509_STORE_CTX_init(ctx.get(), store.get(), chain[0].get(), untrusted.get()) != 1)
     fail_ssl("cannot set up certificate verification");
   if (purpose == Purpose::TlsServer) X509_STORE_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_SERVER);
   if (purpose == Purpose::TlsClient) X509_STORE_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_CLIENT);

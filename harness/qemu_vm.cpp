@@ -256,6 +256,9 @@ QemuGuest::QemuGuest(QemuGuestConfig config)
       "-qmp",
       "unix:" + qemu_opt_escape(qmp_socket.string()) + ",server=on,wait=off",
   };
+  // For investigations: QEMU's trace events (e.g. "multifd_*") in its log.
+  if (const char* trace = std::getenv("XMIG_QEMU_TRACE"); trace && *trace)
+    argv.insert(argv.end(), {"-trace", trace});
   if (config_.incoming) {
     // defer: migration parameters (multifd) must be set before listening.
     argv.insert(argv.end(), {"-incoming", "defer"});

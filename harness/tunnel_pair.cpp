@@ -92,8 +92,11 @@ std::string config_text(const TunnelSide& self, const TunnelSide& other,
     << "[tls]\n"
     << "ca = \"" << (self.pki / "ca-cert.pem").string() << "\"\n"
     << "cert = \"" << (self.pki / "server-cert.pem").string() << "\"\n"
-    << "key = \"" << (self.pki / "server-key.pem").string() << "\"\n"
-    << lines(opts.tls_toml) << "\n"
+    << "key = \"" << (self.pki / "server-key.pem").string() << "\"\n";
+  if (opts.client_files)
+    t << "client_cert = \"" << (self.pki / "client-cert.pem").string() << "\"\n"
+      << "client_key = \"" << (self.pki / "client-key.pem").string() << "\"\n";
+  t << lines(opts.tls_toml) << "\n"
     << "[[peer]]\n"
     << "name = \"" << other.name << "\"\n"
     << "address = \"127.0.0.1:" << other.port << "\"\n\n";

@@ -35,6 +35,10 @@ struct TunnelPairOptions {
   std::string log_level = "debug";
   fs::path dir{};     // where both sides live; empty: a fresh temporary directory
   fs::path tunnel{};  // the xmig-tunnel binary; empty: the one built with the harness
+  // [tls] client_cert and client_key = the pki's client-cert.pem and
+  // client-key.pem, as the Quick start maps libvirt's layout; when false they
+  // are not set (cert and key serve both roles).
+  bool client_files = false;
   bool start = true;  // start both processes in the constructor
 };
 

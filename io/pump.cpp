@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <cstring>
@@ -200,6 +201,12 @@ Workers::~Workers() {
 
 namespace {
 
+bool is_unix_socket(int fd) {
+  int domain = 0;
+  socklen_t len = sizeof domain;
+  return ::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_UNIX;
+}
+
 // Decides the data path of one connection (on its worker), or refuses it.
 std::unique_ptr<Pump> make_pump(Workers::Worker& w, Fd& plain, Fd& tls_fd, tls::SslPtr& ssl,
                                 PumpDone& done, const PumpOptions& options, std::string& refusal) {
@@ -244,6 +251,7 @@ void Workers::start_pump(Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done, Pu
                                              .done = std::move(done)});
   best->post([w = best, h, options] {
     std::string refusal;
+    const bool local_is_unix = is_unix_socket(h->plain.get());
     auto pump = make_pump(*w, h->plain, h->tls_fd, h->ssl, h->done, options, refusal);
     if (!pump) {
       // Nothing flowed: reset both sockets so each end learns at once.
@@ -255,6 +263,7 @@ void Workers::start_pump(Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done, Pu
       h->done(PumpStats{.mode = "refused", .error = refusal});
       return;
     }
+    if (options.local_may_close_early && local_is_unix) pump->allow_local_close_early();
     w->adopt(std::move(pump));
   });
 }

@@ -7,7 +7,14 @@
 // - EOF is propagated each way on its own: plain EOF -> close_notify (+ TCP
 //   FIN); close_notify -> shutdown(SHUT_WR) of the plain socket;
 // - any failure (reset, TLS error) aborts both sides with a reset, at once,
-//   so neither end waits for data that will never come.
+//   so neither end waits for data that will never come;
+// - except one that is no failure of the transport: the local application
+//   closed with delivered bytes unread (on AF_UNIX a reset on the next read,
+//   or a broken pipe) while nothing more was to come from the far side. QEMU
+//   7.2 does this at the end of a multifd migration: its source may send one
+//   empty packet after a channel's last SYNC, and the destination quits
+//   without reading it. The pump ends TLS with close_notify, counts the
+//   connection as local_closed_early, and resets only if more data arrives.
 //
 // Pumps run on Workers: a fixed set of threads, each owning one io_uring ring
 // (io/ring.hpp); a pump stays on the worker it was given, and every socket
@@ -45,7 +52,12 @@ struct PumpStats {
   uint64_t plain_to_tls = 0;  // bytes read from the plain socket and sent encrypted
   uint64_t tls_to_plain = 0;  // bytes decrypted and delivered to the plain socket
   std::chrono::steady_clock::duration duration{};
-  std::string error;         // empty when both directions ended cleanly
+  std::string error;  // empty when both directions ended cleanly
+  // The local application (QEMU, NBD...) closed its socket with bytes the
+  // tunnel had delivered still unread, after the far side had sent all it
+  // would: not a transport failure. The pump then closed TLS cleanly (see
+  // userspace_pump.cpp). `error` stays empty.
+  bool local_closed_early = false;
   uint64_t key_updates = 0;  // KeyUpdates sent because of the AEAD key limit
 };
 
@@ -71,6 +83,12 @@ struct PumpOptions {
   uint64_t records_read = 0;
   // Where the pump counts its bytes as they move; null = not counted live.
   std::shared_ptr<LiveBytes> live = nullptr;
+  // The local application only receives (QEMU or an NBD server as the
+  // destination), so it may close with delivered bytes unread once the far
+  // side is done: then the pump ends cleanly as local_closed_early (see
+  // above) instead of resetting. Only on a UNIX socket, where such a close
+  // is what ECONNRESET means; on TCP a reset stays a failure.
+  bool local_may_close_early = false;
 };
 
 // Called once, on the pump's worker thread, when the pump has closed both sockets.

@@ -107,6 +107,8 @@ class SplicePump final : public Pump {
   void on_complete(unsigned op, int res) override {
     switch (op) {
       case UpIn:
+        if (res == -ECONNRESET && local_may_close_early())
+          return local_closed(socket_failure("local socket read", res));
         if (res < 0) return fail(socket_failure("local socket read", res));
         if (res == 0) return send_close_notify();
         up_pending_ = static_cast<size_t>(res);
@@ -159,6 +161,16 @@ class SplicePump final : public Pump {
     return false;
   }
 
+  // The local application closed with bytes unread (io/pump.hpp): not a
+  // transport failure if everything received was delivered and nothing more
+  // comes; the far side gets close_notify.
+  void local_closed(const std::string& what) {
+    if (down_full_ > 0) return fail(what + " with received bytes still to deliver");
+    local_closed_ = what;
+    stats_.local_closed_early = true;
+    send_close_notify();
+  }
+
   void send_close_notify() {
     io_uring_prep_sendmsg(sqe(CloseNotify), tls(), &close_notify_.record.msg, MSG_NOSIGNAL);
   }
@@ -186,6 +198,9 @@ class SplicePump final : public Pump {
     if (type != 0 && type != SSL3_RT_APPLICATION_DATA)
       return control_record(type, b.data.get(), static_cast<size_t>(res));
     if (res == 0) return start_down_recv();  // an empty data record
+    if (!local_closed_.empty())
+      return fail(local_closed_ + ", and the peer sent " + std::to_string(res) +
+                  " more bytes it can no longer deliver");
     b.size = static_cast<size_t>(res);
     b.sent = 0;
     ++down_full_;
@@ -241,13 +256,14 @@ class SplicePump final : public Pump {
 
   // close_notify, and everything before it delivered: EOF to the plain side.
   void end_down() {
-    ::shutdown(plain(), SHUT_WR);
+    if (local_closed_.empty()) ::shutdown(plain(), SHUT_WR);
     down_done_ = true;
     if (up_done_) succeed();
   }
 
   uint64_t limit_;
   std::string cipher_;
+  std::string local_closed_;  // why, once the local application closed early
   uint64_t up_records_ = 0;
   Pipe up_;
   size_t up_pending_ = 0;

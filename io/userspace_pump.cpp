@@ -12,12 +12,16 @@
 //   TLS socket --recv--> down_in_ --SSL_read--> down_out_ --send--> plain
 //
 // Stream ends: plain EOF -> close_notify, then shutdown(SHUT_WR) of the TLS
-// socket; close_notify -> shutdown(SHUT_WR) of the plain socket; anything
-// else (reset, TLS error, TCP EOF without close_notify) resets both.
+// socket; close_notify -> shutdown(SHUT_WR) of the plain socket; the local
+// application closing with bytes unread (ECONNRESET/EPIPE on the plain
+// socket) -> close_notify, and the far side's close_notify is awaited with
+// no more data (see io/pump.hpp); anything else (reset, TLS error, TCP EOF
+// without close_notify) resets both.
 #include <openssl/err.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include "base/openssl_errors.hpp"
@@ -144,6 +148,8 @@ class UserspacePump final : public Pump {
     switch (op) {
       case RecvPlain:
         recv_plain_busy_ = false;
+        if (res == -ECONNRESET && local_may_close_early())
+          return local_closed(socket_failure("local socket read", res));
         if (res < 0) return fail(socket_failure("local socket read", res));
         if (res == 0) up_eof_ = true;
         up_len_ = static_cast<size_t>(std::max(res, 0));
@@ -171,6 +177,26 @@ class UserspacePump final : public Pump {
         send_plain_busy_ = false;
         return pump_down();
     }
+  }
+
+  // The local application closed with bytes unread. Not a transport
+  // failure if the far side has nothing more to send: end the plain -> TLS
+  // direction as at EOF, and let TLS -> plain wait for close_notify,
+  // discarding nothing (any data that still arrives fails the pump).
+  void local_closed(const std::string& what) {
+    if (local_closed_) return;
+    if (send_plain_busy_ && plain_sent_ < plain_len_)
+      return fail(what + " with " + std::to_string(plain_len_ - plain_sent_) +
+                  " bytes still to deliver");
+    if (down_len_ > 0)
+      return fail(what + " with " + std::to_string(down_len_) + " bytes still to deliver");
+    local_closed_ = true;
+    local_closed_what_ = what;
+    stats_.local_closed_early = true;
+    up_eof_ = true;
+    up_len_ = up_off_;
+    pump_up();
+    pump_down();
   }
 
   // ---- plain -> TLS ------------------------------------------------------------
@@ -261,6 +287,9 @@ class UserspacePump final : public Pump {
       ERR_clear_error();
       int r = SSL_read(ssl_.get(), down_out_.data() + down_len_,
                        static_cast<int>(down_out_.size() - down_len_));
+      if (r > 0 && local_closed_)
+        return fail(local_closed_what_ + ", and the peer sent " + std::to_string(r) +
+                    " more bytes it can no longer deliver");
       if (r > 0) {
         down_len_ += static_cast<size_t>(r);
         continue;
@@ -287,7 +316,7 @@ class UserspacePump final : public Pump {
       io_uring_prep_recv(sqe(RecvTls), tls(), down_in_.data(), kChunk, 0);
     }
     if (down_eof_ && !send_plain_busy_ && down_len_ == 0 && !down_done_) {
-      ::shutdown(plain(), SHUT_WR);
+      if (!local_closed_) ::shutdown(plain(), SHUT_WR);
       down_done_ = true;
       if (up_done_) succeed();
     }
@@ -316,6 +345,9 @@ class UserspacePump final : public Pump {
   std::vector<uint8_t> plain_sending_;
   size_t plain_len_ = 0, plain_sent_ = 0;
   bool send_plain_busy_ = false, down_done_ = false;
+
+  bool local_closed_ = false;  // see local_closed()
+  std::string local_closed_what_;
 };
 
 }  // namespace

@@ -80,6 +80,9 @@ class Pump {
   // Ends the pump with `reason`: both sockets are reset (any state).
   void abort(const std::string& reason) { fail(reason); }
 
+  // Set before start() when PumpOptions::local_may_close_early applies.
+  void allow_local_close_early() { local_may_close_early_ = true; }
+
   // True once the pump has ended and nothing of it is in flight.
   bool finished() const { return finished_; }
 
@@ -96,6 +99,10 @@ class Pump {
 
   // An SQE for operation `op`, counted as in flight.
   io_uring_sqe* sqe(unsigned op);
+
+  // Whether the local application may close early (PumpOptions), on a UNIX
+  // socket only.
+  bool local_may_close_early() const { return local_may_close_early_; }
 
   // The two ways a pump ends; the second and later calls do nothing.
   void succeed();
@@ -129,6 +136,7 @@ class Pump {
   std::chrono::steady_clock::time_point started_;
   unsigned inflight_ = 0;
   bool ending_ = false, finished_ = false;
+  bool local_may_close_early_ = false;
 };
 
 // A pump's address has its low kOpBits bits clear, so they can carry the operation.

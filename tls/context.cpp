@@ -7,7 +7,10 @@
 
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 
+#include "certs/certs.hpp"
+#include "certs/host_name.hpp"
 #include "tls/channel.hpp"
 #include "tls/ktls.hpp"
 
@@ -60,8 +63,8 @@ int no_password(char*, int, int, void*) {
   return -1;
 }
 
-PkeyPtr read_key(const std::string& path) {
-  auto bio = open_pem(path, "key");
+PkeyPtr read_key(const std::string& path, const std::string& role) {
+  auto bio = open_pem(path, role);
   struct stat st {};
   ::stat(path.c_str(), &st);
   if (st.st_mode & (S_IROTH | S_IWOTH))
@@ -196,110 +199,202 @@ std::string openssl_errors() {
   return out;
 }
 
-Context::~Context() {
-  SSL_CTX_free(ctx_);
+Context::~Context() = default;
+
+namespace {
+
+// One identity: a certificate file (the leaf, then any intermediate CAs) and
+// its key, read with the config keys that name them ("cert"/"key" or
+// "client_cert"/"client_key") for messages.
+struct Identity {
+  std::string cert_file, key_file;
+  std::vector<X509Ptr> chain;
+  PkeyPtr key;
+};
+
+Identity read_identity(const std::string& cert_file, const std::string& key_file,
+                       const std::string& cert_role, const std::string& key_role) {
+  return Identity{.cert_file = cert_file,
+                  .key_file = key_file,
+                  .chain = read_certificates(cert_file, cert_role),
+                  .key = read_key(key_file, key_role)};
 }
 
-std::shared_ptr<const Context> Context::load(const Settings& settings) {
-  std::shared_ptr<Context> self(new Context);  // private constructor
-  self->settings_ = settings;
-  auto ca = read_certificates(settings.ca, "ca");
-  auto chain = read_certificates(settings.cert, "cert");
-  auto key = read_key(settings.key);
+std::string pem_of(X509* cert) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || PEM_write_bio_X509(bio.get(), cert) != 1)
+    throw Error("cannot encode a certificate: " + openssl_errors());
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<size_t>(len));
+}
 
-  SSL_CTX* ctx = SSL_CTX_new(TLS_method());
-  if (!ctx) throw Error("SSL_CTX_new failed: " + openssl_errors());
-  self->ctx_ = ctx;
-
-  SSL_CTX_set_min_proto_version(ctx, settings.allow_tls12 ? TLS1_2_VERSION : TLS1_3_VERSION);
-  SSL_CTX_set_ciphersuites(ctx, kTls13Suites);
-  SSL_CTX_set_cipher_list(ctx, kTls12Suites);
-  // Tunnel links are long-lived and never resumed: no tickets, no cache. Tickets
-  // would also be non-data records in the way of kTLS receive.
-  SSL_CTX_set_num_tickets(ctx, 0);
-  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-  // Whole writes (several records per SSL_write call); retries may pass a moved buffer.
-  SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
-  SSL_CTX_set_alpn_select_cb(ctx, select_channel, nullptr);
-  // The traffic secrets, kept in memory for installing kTLS RX (tls/ktls.hpp).
-  SSL_CTX_set_keylog_callback(ctx, keylog_callback);
-
-  X509_STORE* store = SSL_CTX_get_cert_store(ctx);
-  for (auto& c : ca) X509_STORE_add_cert(store, c.get());
+// The trusted CAs and, when set, the CRLs; shared by both contexts.
+X509StorePtr load_store(const Settings& settings, const std::vector<X509Ptr>& ca) {
+  X509StorePtr store(X509_STORE_new());
+  if (!store) throw Error("X509_STORE_new failed: " + openssl_errors());
+  for (auto& c : ca) X509_STORE_add_cert(store.get(), c.get());
   if (!settings.crl.empty()) {
     auto bio = open_pem(settings.crl, "crl");
     int n = 0;
     ERR_clear_error();
     while (X509_CRL* crl = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr)) {
       X509CrlPtr owned(crl);
-      X509_STORE_add_crl(store, crl);
+      X509_STORE_add_crl(store.get(), crl);
       ++n;
     }
     refuse_cut_short(settings.crl, "CRL", static_cast<size_t>(n));
     if (n == 0) fail(settings.crl, "holds no PEM CRL", "point [tls] crl at a PEM CRL or remove it");
-    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+    X509_STORE_set_flags(store.get(), X509_V_FLAG_CRL_CHECK);
   }
+  return store;
+}
 
-  if (SSL_CTX_use_certificate(ctx, chain[0].get()) != 1)
-    fail(settings.cert, "certificate rejected", "use the host certificate issued by the CA");
-  for (size_t i = 1; i < chain.size(); ++i) SSL_CTX_add1_chain_cert(ctx, chain[i].get());
-  if (SSL_CTX_use_PrivateKey(ctx, key.get()) != 1 || SSL_CTX_check_private_key(ctx) != 1)
-    fail(settings.key, "does not match the certificate " + settings.cert,
-         "give the key that was issued with that certificate");
+// Whether the identity can serve in `role` (certs::check_role): "" when it
+// can, else "FILE: what is missing; fix: how to reissue it".
+std::string role_problem(const Settings& settings, const Identity& id, certs::Purpose role) {
+  std::optional<std::string> host;
+  if (!settings.own_name.empty()) host = settings.own_name;
+  // The server certificate serving as client certificate too: made from a
+  // server template.
+  const bool both_roles = settings.client_cert == settings.cert;
+  certs::RoleVerdict verdict =
+      certs::check_role(pem_of(id.chain[0].get()), role, host,
+                        {.cert = id.cert_file,
+                         .key = id.key_file,
+                         .ca = settings.ca,
+                         .template_file = both_roles ? "server.info" : ""});
+  if (verdict.ok()) return {};
+  std::string fix = verdict.fix;
+  // The usual cause (issue #19): a server-only certificate, as libvirt's
+  // server template makes, used for dialling too because client_cert defaults
+  // to cert.
+  if (role == certs::Purpose::TlsClient && both_roles) {
+    std::string dir = std::filesystem::path(settings.cert).parent_path().string();
+    if (dir.empty()) dir = ".";
+    fix = "this host also dials its peers with " + settings.cert +
+          " ([tls] client_cert defaults to cert): give it a client certificate, e.g. libvirt's "
+          "client_cert = \"" +
+          dir + "/client-cert.pem\" and client_key = \"" + dir + "/client-key.pem\" in [tls]; or " +
+          fix;
+  }
+  return id.cert_file + ": " + verdict.message() + "; fix: " + fix;
+}
 
-  // The host's own certificate must pass the same checks its peers will make.
+// The identity's own chain, verified as its peers will: against the store,
+// with the intermediates it carries, for its role (the EKU of every CA in the
+// chain must allow it too).
+void verify_identity(const Settings& settings, X509_STORE* store, const Identity& id, int purpose) {
   X509StoreCtxPtr vctx(X509_STORE_CTX_new());
   STACK_OF(X509)* untrusted = sk_X509_new_null();
-  for (size_t i = 1; i < chain.size(); ++i) sk_X509_push(untrusted, chain[i].get());
-  X509_STORE_CTX_init(vctx.get(), store, chain[0].get(), untrusted);
+  for (size_t i = 1; i < id.chain.size(); ++i) sk_X509_push(untrusted, id.chain[i].get());
+  X509_STORE_CTX_init(vctx.get(), store, id.chain[0].get(), untrusted);
+  X509_STORE_CTX_set_purpose(vctx.get(), purpose);
   int ok = X509_verify_cert(vctx.get());
   int err = X509_STORE_CTX_get_error(vctx.get());
   sk_X509_free(untrusted);
-  if (ok != 1) {
-    std::string fix;
-    switch (err) {
-      case X509_V_ERR_CERT_HAS_EXPIRED:
-      case X509_V_ERR_CERT_NOT_YET_VALID:
-      case X509_V_ERR_CERT_REVOKED:
-        fix = "issue a current certificate (xmig-certs rotate)";
-        break;
-      case X509_V_ERR_CRL_HAS_EXPIRED:
-      case X509_V_ERR_CRL_NOT_YET_VALID:
-      case X509_V_ERR_UNABLE_TO_GET_CRL:
-        fix = "put a current CRL of the CA into " + settings.crl + " (or remove [tls] crl)";
-        break;
-      default:
-        fix =
-            "issue the certificate from the CA in " + settings.ca + " or add its CA to that bundle";
-    }
-    fail(settings.cert,
-         std::string("does not verify against ") + settings.ca + ": " +
-             X509_verify_cert_error_string(err),
-         fix);
+  if (ok == 1) {
+    ERR_clear_error();
+    return;
   }
-  ERR_clear_error();
+  std::string fix;
+  switch (err) {
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+    case X509_V_ERR_CERT_REVOKED:
+      fix = "issue a current certificate (xmig-certs rotate)";
+      break;
+    case X509_V_ERR_CRL_HAS_EXPIRED:
+    case X509_V_ERR_CRL_NOT_YET_VALID:
+    case X509_V_ERR_UNABLE_TO_GET_CRL:
+      fix = "put a current CRL of the CA into " + settings.crl + " (or remove [tls] crl)";
+      break;
+    case X509_V_ERR_INVALID_PURPOSE:
+      // The leaf passed check_role: a CA of its chain restricts the purposes.
+      fix = std::string("a CA in its chain has an extendedKeyUsage without ") +
+            (purpose == X509_PURPOSE_SSL_SERVER ? "serverAuth" : "clientAuth") +
+            ": issue the certificate from a CA that allows it";
+      break;
+    default:
+      fix = "issue the certificate from the CA in " + settings.ca +
+            " or add its CA (and any intermediate CA) to that bundle";
+  }
+  fail(id.cert_file,
+       std::string("does not verify against ") + settings.ca + ": " +
+           X509_verify_cert_error_string(err),
+       fix);
+}
 
-  self->cert_ = describe_certificate(chain[0].get());
-  if (!settings.own_name.empty() &&
-      X509_check_host(chain[0].get(), settings.own_name.c_str(), settings.own_name.size(),
-                      X509_CHECK_FLAG_NO_WILDCARDS, nullptr) != 1) {
-    std::string names;
-    for (auto& n : self->cert_.dns_names) names += (names.empty() ? "" : ", ") + n;
-    throw Error(settings.cert + ": does not name this host \"" + settings.own_name +
-                "\" (DNS SANs: " + (names.empty() ? "none" : names) +
-                "); fix: issue it with xmig-certs issue --name " + settings.own_name +
-                ", or correct name in the config");
-  }
+// A context with xmig's protocol settings that presents `id`. `server`: the
+// listener's context (ALPN selection); otherwise the dialling one's.
+SslCtxPtr new_context(const Settings& settings, X509_STORE* store, const Identity& id,
+                      bool server) {
+  SslCtxPtr ctx(SSL_CTX_new(TLS_method()));
+  if (!ctx) throw Error("SSL_CTX_new failed: " + openssl_errors());
+  SSL_CTX* c = ctx.get();
+  SSL_CTX_set_min_proto_version(c, settings.allow_tls12 ? TLS1_2_VERSION : TLS1_3_VERSION);
+  SSL_CTX_set_ciphersuites(c, kTls13Suites);
+  SSL_CTX_set_cipher_list(c, kTls12Suites);
+  // Tunnel links are long-lived and never resumed: no tickets, no cache. Tickets
+  // would also be non-data records in the way of kTLS receive.
+  SSL_CTX_set_num_tickets(c, 0);
+  SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  // Whole writes (several records per SSL_write call); retries may pass a moved buffer.
+  SSL_CTX_set_mode(c, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  if (server) SSL_CTX_set_alpn_select_cb(c, select_channel, nullptr);
+  // The traffic secrets, kept in memory for installing kTLS RX (tls/ktls.hpp).
+  SSL_CTX_set_keylog_callback(c, keylog_callback);
+  SSL_CTX_set1_cert_store(c, store);
+
+  if (SSL_CTX_use_certificate(c, id.chain[0].get()) != 1)
+    fail(id.cert_file, "certificate rejected", "use the host certificate issued by the CA");
+  for (size_t i = 1; i < id.chain.size(); ++i) SSL_CTX_add1_chain_cert(c, id.chain[i].get());
+  if (SSL_CTX_use_PrivateKey(c, id.key.get()) != 1 || SSL_CTX_check_private_key(c) != 1)
+    fail(id.key_file, "does not match the certificate " + id.cert_file,
+         "give the key that was issued with that certificate");
+  return ctx;
+}
+
+}  // namespace
+
+std::shared_ptr<const Context> Context::load(const Settings& settings) {
+  std::shared_ptr<Context> self(new Context);  // private constructor
+  Settings& s = self->settings_;
+  s = settings;
+  if (s.client_cert.empty()) s.client_cert = s.cert;
+  if (s.client_key.empty()) s.client_key = s.key;
+
+  auto ca = read_certificates(s.ca, "ca");
+  Identity server = read_identity(s.cert, s.key, "cert", "key");
+  Identity client = read_identity(s.client_cert, s.client_key, "client_cert", "client_key");
+  X509StorePtr store = load_store(s, ca);
+  self->server_ctx_ = new_context(s, store.get(), server, true);
+  self->client_ctx_ = new_context(s, store.get(), client, false);
+
+  // Each certificate must serve in its role; both are judged, so that one
+  // --check names every certificate to reissue.
+  std::string problems;
+  for (const auto& problem : {role_problem(s, server, certs::Purpose::TlsServer),
+                              role_problem(s, client, certs::Purpose::TlsClient)})
+    if (!problem.empty()) problems += (problems.empty() ? "" : "\n") + problem;
+  if (!problems.empty()) throw Error(problems);
+
+  // The host's own certificates must pass the checks its peers will make.
+  verify_identity(s, store.get(), server, X509_PURPOSE_SSL_SERVER);
+  verify_identity(s, store.get(), client, X509_PURPOSE_SSL_CLIENT);
+
+  self->cert_ = describe_certificate(server.chain[0].get());
+  self->client_cert_ = describe_certificate(client.chain[0].get());
   return self;
 }
 
 SslPtr Context::new_client(const std::string& peer, const std::string& channel) const {
-  SslPtr ssl(SSL_new(ctx_));
+  SslPtr ssl(SSL_new(client_ctx_.get()));
   if (!ssl) throw Error("SSL_new failed: " + openssl_errors());
   SSL_set_connect_state(ssl.get());
-  SSL_set_hostflags(ssl.get(), X509_CHECK_FLAG_NO_WILDCARDS);
+  SSL_set_hostflags(ssl.get(), certs::kHostNameCheckFlags);
   SSL_set_verify(ssl.get(), SSL_VERIFY_PEER, note_wrong_host);
   if (SSL_set1_host(ssl.get(), peer.c_str()) != 1)
     throw Error("SSL_set1_host: " + openssl_errors());
@@ -311,7 +406,7 @@ SslPtr Context::new_client(const std::string& peer, const std::string& channel) 
 }
 
 SslPtr Context::new_server() const {
-  SslPtr ssl(SSL_new(ctx_));
+  SslPtr ssl(SSL_new(server_ctx_.get()));
   if (!ssl) throw Error("SSL_new failed: " + openssl_errors());
   SSL_set_accept_state(ssl.get());
   return ssl;
@@ -321,8 +416,7 @@ std::optional<std::string> identify_peer(SSL* ssl, const std::vector<std::string
   X509* cert = SSL_get0_peer_certificate(ssl);
   if (!cert || SSL_get_verify_result(ssl) != X509_V_OK) return std::nullopt;
   for (const auto& p : peers)
-    if (X509_check_host(cert, p.c_str(), p.size(), X509_CHECK_FLAG_NO_WILDCARDS, nullptr) == 1)
-      return p;
+    if (certs::names_host(cert, p)) return p;
   return std::nullopt;
 }
 

@@ -2,10 +2,13 @@
 //
 // A Context is loaded once from PEM files and is immutable afterwards; a reload
 // builds a new one and swaps the shared_ptr, so connections in flight keep the
-// material they started with. Loading refuses anything a careful operator
-// would: a key readable by others, a key that does not match its certificate,
-// a certificate that does not chain to the CA, is expired, or does not name
-// this host.
+// material they started with. It holds two identities: the server certificate,
+// shown to peers that dial this host, and the client certificate, shown when
+// this host dials a peer (by default the same files). Loading refuses anything
+// a careful operator would: a key readable by others, a key that does not
+// match its certificate, a certificate that does not chain to the CA, is
+// expired, or cannot serve in its role (certs::check_role: the usage and the
+// DNS SAN naming this host).
 //
 // tls/ never decides where bytes go and never forwards a byte itself: it only
 // says who the peer is and which channel it asked for.
@@ -29,12 +32,16 @@ struct Error : std::runtime_error {
 };
 
 struct Settings {
-  std::string ca;            // PEM bundle of trusted CAs (several during a CA rollover)
-  std::string cert;          // this host's certificate, used as server and as client
-  std::string key;           // its private key
+  std::string ca;    // PEM bundle of trusted CAs (several during a CA rollover)
+  std::string cert;  // this host's server certificate (may carry its intermediate CAs)
+  std::string key;   // its private key
+  // The certificate and key this host presents when it dials a peer; "" means
+  // cert and key.
+  std::string client_cert;
+  std::string client_key;
   std::string crl;           // optional PEM CRL file
   bool allow_tls12 = false;  // TLS 1.3 only unless set
-  std::string own_name;      // this host: the certificate must carry it as a DNS SAN
+  std::string own_name;      // this host: both certificates must carry it as a DNS SAN
 };
 
 struct CertInfo {
@@ -49,14 +56,19 @@ class Context {
   // Loads and checks the files; throws Error naming the file and the fix.
   static std::shared_ptr<const Context> load(const Settings& settings);
 
-  // A client session that offers ALPN "xmig/<channel>" and accepts only a
-  // server whose certificate chains to the CA and names `peer` (DNS SAN).
+  // A client session that presents the client certificate, offers ALPN
+  // "xmig/<channel>" and accepts only a server whose certificate chains to the
+  // CA and names `peer` (DNS SAN).
   SslPtr new_client(const std::string& peer, const std::string& channel) const;
-  // A server session: requires a client certificate chaining to the CA and an
-  // ALPN of the form "xmig/<channel>".
+  // A server session that presents the server certificate, requires a client
+  // certificate chaining to the CA and an ALPN of the form "xmig/<channel>".
   SslPtr new_server() const;
 
-  const CertInfo& cert() const { return cert_; }
+  const CertInfo& cert() const { return cert_; }                // the server certificate
+  const CertInfo& client_cert() const { return client_cert_; }  // the client certificate
+  // True when the client certificate is another file than the server's.
+  bool separate_client_cert() const { return settings_.client_cert != settings_.cert; }
+  // Settings with client_cert and client_key filled in.
   const Settings& settings() const { return settings_; }
 
   ~Context();
@@ -65,8 +77,9 @@ class Context {
 
  private:
   Context() = default;
-  SSL_CTX* ctx_ = nullptr;
-  CertInfo cert_;
+  SslCtxPtr server_ctx_;  // the server identity: sessions accepted from peers
+  SslCtxPtr client_ctx_;  // the client identity: sessions dialled to peers
+  CertInfo cert_, client_cert_;
   Settings settings_;
 };
 

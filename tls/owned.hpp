@@ -23,6 +23,7 @@ using SslPtr = std::unique_ptr<SSL, FreeWith<SSL_free>>;
 using SslCtxPtr = std::unique_ptr<SSL_CTX, FreeWith<SSL_CTX_free>>;
 using BioPtr = std::unique_ptr<BIO, FreeWith<BIO_free>>;
 using X509Ptr = std::unique_ptr<X509, FreeWith<X509_free>>;
+using X509StorePtr = std::unique_ptr<X509_STORE, FreeWith<X509_STORE_free>>;
 using X509CrlPtr = std::unique_ptr<X509_CRL, FreeWith<X509_CRL_free>>;
 using X509StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, FreeWith<X509_STORE_CTX_free>>;
 using PkeyPtr = std::unique_ptr<EVP_PKEY, FreeWith<EVP_PKEY_free>>;

@@ -319,8 +319,12 @@ int main(int argc, char** argv) {
   CLI::App* check_cmd = app.add_subcommand("check", "Check a node directory");
   check_cmd->footer(
       "Checks: every file present; server and client certificates verify against\n"
-      "ca-cert.pem; each key matches its certificate; the SAN names HOST; usage (server:\n"
-      "serverAuth, client: clientAuth, digitalSignature, not a CA); days until expiry of\n"
+      "ca-cert.pem (a certificate file may carry its intermediate CAs after it); each key\n"
+      "matches its certificate; each certificate fits its role, by the rule xmig-tunnel\n"
+      "--check applies: server-cert.pem allows serverAuth and client-cert.pem clientAuth\n"
+      "(when they have an extendedKeyUsage), keyUsage has digitalSignature, no CA, and both\n"
+      "name HOST as a DNS SAN (the CN never counts); a failure says how to reissue it with\n"
+      "certtool (the template lines to add) or xmig-certs; days until expiry of\n"
       "node and CA certificates; modes (a key accessible by others fails, as the tunnel\n"
       "refuses it; a group-readable key, e.g. libvirt's root:qemu 0640, is a warning; no\n"
       "file may be writable by group/others).\n"
@@ -328,7 +332,7 @@ int main(int argc, char** argv) {
   check_cmd->add_option("--dir", dir, "Node directory, e.g. /etc/pki/qemu")
       ->type_name("DIR")
       ->required();
-  check_cmd->add_option("--name", check_name, "Host name (or IP) the SAN must contain")
+  check_cmd->add_option("--name", check_name, "Host name the DNS SAN must hold (or IP: an IP SAN)")
       ->type_name("HOST");
   check_cmd->add_option("--warn-days", check_opts.warn_days, "Warn when fewer days are left")
       ->type_name("N")

@@ -16,8 +16,9 @@ int main(int argc, char** argv) {
       "connection and delivered to the peer's configured target for the channel. It accepts\n"
       "peers on `listen`, requiring a certificate from the CA that names a configured peer.\n\n"
       "Signals: SIGTERM/SIGINT stop accepting and drain running streams (bounded by\n"
-      "[limits].drain_timeout), then exit 0. SIGHUP reloads certificate, key, CA and CRL;\n"
-      "invalid new material is refused and the old stays in service."};
+      "[limits].drain_timeout), then exit 0. SIGHUP reloads the [tls] files (CA, server and\n"
+      "client certificates and keys, CRL); invalid new material is refused and the old stays\n"
+      "in service."};
   std::string config_path = "/etc/xmig/tunnel.toml";
   bool check_only = false;
   app.add_option("-c,--config", config_path, "TOML configuration file")->capture_default_str();

@@ -231,6 +231,20 @@ Config parse_config(const std::string& text, const std::string& path) {
         "cert", true, "fix: this host's certificate" + pki + "\"/etc/pki/qemu/server-cert.pem\"");
     c.tls.key = tls.string(
         "key", true, "fix: this host's private key" + pki + "\"/etc/pki/qemu/server-key.pem\"");
+    // The client identity: both keys or neither (then cert and key serve both roles).
+    const std::string client_fix =
+        "fix: set client_cert and client_key together" + pki +
+        "client_cert = \"/etc/pki/qemu/client-cert.pem\" and client_key = "
+        "\"/etc/pki/qemu/client-key.pem\"";
+    c.tls.client_cert = tls.string("client_cert", false, client_fix);
+    c.tls.client_key = tls.string("client_key", false, client_fix);
+    if (c.tls.client_cert.empty() != c.tls.client_key.empty())
+      tls.problem(c.tls.client_cert.empty() ? "client_key" : "client_cert",
+                  "is set without " +
+                      std::string(c.tls.client_cert.empty() ? "client_cert" : "client_key") + "; " +
+                      client_fix);
+    if (c.tls.client_cert.empty()) c.tls.client_cert = c.tls.cert;
+    if (c.tls.client_key.empty()) c.tls.client_key = c.tls.key;
     c.tls.crl = tls.string("crl", false, "");
     c.tls.min_version = tls.string("min_version", false, "", "1.3");
     if (c.tls.min_version != "1.3" && c.tls.min_version != "1.2")

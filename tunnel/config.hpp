@@ -34,9 +34,13 @@ struct RouteConfig {
 };
 
 struct TlsConfig {
-  std::string ca;                   // PEM bundle of trusted CAs
-  std::string cert;                 // this host's certificate (server and client)
-  std::string key;                  // its private key; must not be readable by group or others
+  std::string ca;    // PEM bundle of trusted CAs
+  std::string cert;  // this host's server certificate, shown to peers that dial it
+  std::string key;   // its private key; must not be readable by others
+  // The certificate and key shown when this host dials a peer (libvirt's
+  // client-cert.pem and client-key.pem); default: cert and key.
+  std::string client_cert;
+  std::string client_key;
   std::string crl;                  // optional PEM CRL
   std::string min_version = "1.3";  // "1.3" or "1.2"
   // kTLS: "auto" (offload when the kernel can, else user space), "required"

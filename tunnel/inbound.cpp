@@ -185,7 +185,9 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot s
       io::PumpOptions{.ktls = s.config.tls.ktls,
                       .key_limit_records = s.config.tls.key_limit_records,
                       .records_read = 1,
-                      .live = info.live});
+                      .live = info.live,
+                      // The target receives (QEMU, NBD server): see io/pump.hpp.
+                      .local_may_close_early = true});
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
-// Hot reload of the TLS material. New connections use the new material;
-// established connections keep the session they have. Material that fails
-// any check (parses, key matches, chains to the CA, not expired, names this
-// host) is refused and the old stays in service.
+// Hot reload of the TLS material (CA bundle, server and client certificate
+// and key, CRL). New connections use the new material; established
+// connections keep the session they have. Material that fails any check
+// (parses, key matches, chains to the CA, not expired, fit for its role and
+// naming this host) is refused and the old stays in service.
 #include <spdlog/spdlog.h>
 #include <sys/inotify.h>
 
@@ -51,8 +52,23 @@ asio::awaitable<void> settle_then_reload(Tunnel::State& s, std::shared_ptr<Settl
 }  // namespace
 
 tls::Settings tls_settings(const Config& c) {
-  return tls::Settings{c.tls.ca, c.tls.cert, c.tls.key, c.tls.crl, c.tls.min_version == "1.2",
-                       c.name};
+  return tls::Settings{.ca = c.tls.ca,
+                       .cert = c.tls.cert,
+                       .key = c.tls.key,
+                       .client_cert = c.tls.client_cert,
+                       .client_key = c.tls.client_key,
+                       .crl = c.tls.crl,
+                       .allow_tls12 = c.tls.min_version == "1.2",
+                       .own_name = c.name};
+}
+
+std::string describe_certificates(const tls::Context& context) {
+  std::string out = "certificate serial " + context.cert().serial + " expires in " +
+                    std::to_string(days_left(context.cert())) + " days";
+  if (context.separate_client_cert())
+    out += ", client certificate serial " + context.client_cert().serial + " expires in " +
+           std::to_string(days_left(context.client_cert())) + " days";
+  return out;
 }
 
 long days_left(const tls::CertInfo& cert) {
@@ -63,11 +79,11 @@ long days_left(const tls::CertInfo& cert) {
 void reload(Tunnel::State& s, const std::string& why) {
   try {
     auto fresh = tls::Context::load(tls_settings(s.config));
-    bool changed = fresh->cert().serial != s.tls->cert().serial;
+    bool changed = fresh->cert().serial != s.tls->cert().serial ||
+                   fresh->client_cert().serial != s.tls->client_cert().serial;
     s.tls = fresh;
     s.stats.record_reload(true);
-    spdlog::info("reload ({}): certificate serial {} expires in {} days{}", why,
-                 fresh->cert().serial, days_left(fresh->cert()),
+    spdlog::info("reload ({}): {}{}", why, describe_certificates(*fresh),
                  changed ? "" : " (same certificate; CA bundle and CRL reloaded)");
   } catch (const std::exception& e) {
     s.stats.record_reload(false);
@@ -130,7 +146,8 @@ void watch_tls_files(Tunnel::State& s) {
   std::set<std::string> names;  // file names to react to, in the watched directories
   std::set<std::string> dirs;
   for (const std::string& file :
-       {s.config.tls.ca, s.config.tls.cert, s.config.tls.key, s.config.tls.crl}) {
+       {s.config.tls.ca, s.config.tls.cert, s.config.tls.key, s.config.tls.client_cert,
+        s.config.tls.client_key, s.config.tls.crl}) {
     if (file.empty()) continue;
     fs::path p(file);
     names.insert(p.filename().string());

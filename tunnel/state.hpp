@@ -70,13 +70,17 @@ struct Tunnel::State {
 
 tls::Settings tls_settings(const Config& c);
 long days_left(const tls::CertInfo& cert);
+// "certificate serial S expires in N days" and, when the client certificate
+// is another file, ", client certificate serial C expires in M days".
+std::string describe_certificates(const tls::Context& context);
 
 // Loads the TLS material again and swaps it in only if all of it is valid;
 // otherwise logs why and keeps the old. `why` names the trigger for the log.
 void reload(Tunnel::State& s, const std::string& why);
 
-// Reloads when the certificate, key, CA bundle or CRL files change (inotify
-// on their directories, so files replaced by rename are seen too).
+// Reloads when one of the [tls] files changes: CA bundle, certificate, key,
+// client certificate, client key, CRL (inotify on their directories, so files
+// replaced by rename are seen too).
 void watch_tls_files(Tunnel::State& s);
 
 // Lists the connection as active in /status from now on, with the byte

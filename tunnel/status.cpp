@@ -45,7 +45,7 @@ void Stats::record_close(const ConnectionInfo& info, const io::PumpStats& stats)
       active.erase(it);
     }
   }
-  ++totals_.connections[info.direction + (stats.error.empty() ? " ok" : " error")];
+  ++totals_.connections[info.direction + " " + outcome(stats)];
   ++totals_.modes[stats.mode];
   totals_.to_peer += stats.plain_to_tls;
   totals_.from_peer += stats.tls_to_plain;
@@ -121,6 +121,7 @@ std::string status_json(const StatusFacts& f, const Stats::Snapshot& s) {
     j += "\"direction\":" + json_quote(c.info.direction) + ",\"peer\":" + json_quote(c.info.peer) +
          ",\"channel\":" + json_quote(c.info.channel) +
          ",\"migration\":" + json_quote(c.info.migration) + ",\"id\":" + std::to_string(c.id) +
+         ",\"result\":" + json_quote(outcome(c.stats)) +
          ",\"tls\":" + json_quote(c.info.tls_version) + ",\"cipher\":" + json_quote(c.info.cipher) +
          ",\"mode\":" + json_quote(c.stats.mode) + ",\"client\":" + json_quote(c.info.client) +
          ",\"to_peer\":" + std::to_string(c.stats.plain_to_tls) +
@@ -165,6 +166,11 @@ std::string metrics_text(const StatusFacts& f, const Stats::Snapshot& s) {
   return m;
 }
 
+std::string outcome(const io::PumpStats& stats) {
+  if (!stats.error.empty()) return "error";
+  return stats.local_closed_early ? "local-closed-early" : "ok";
+}
+
 void log_close(const ConnectionInfo& info, const io::PumpStats& st) {
   double seconds = std::chrono::duration<double>(st.duration).count();
   std::string line = fmt::format(
@@ -174,7 +180,7 @@ void log_close(const ConnectionInfo& info, const io::PumpStats& st) {
       info.migration.empty() ? "" : " migration=" + info.migration, info.local, info.remote,
       info.tls_version, info.cipher, st.mode, st.plain_to_tls, st.tls_to_plain, seconds,
       human_rate(st.plain_to_tls + st.tls_to_plain, seconds),
-      st.error.empty() ? "ok" : "\"" + st.error + "\"");
+      st.error.empty() ? outcome(st) : "\"" + st.error + "\"");
   if (st.error.empty())
     spdlog::info("{}", line);
   else

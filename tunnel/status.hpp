@@ -5,9 +5,10 @@
 // rename.
 //
 //   xmig_connections_active                      gauge
-//   xmig_connections_total{direction,result}     counter (direction out|in, result ok|error)
-//   xmig_connections_by_mode_total{mode}         counter (data path: userspace, ...)
-//   xmig_bytes_total{direction}                  counter (to_peer|from_peer): bytes of
+//   xmig_connections_total{direction,result}     counter (direction out|in, result
+//   ok|local-closed-early|error) xmig_connections_by_mode_total{mode}         counter (data path:
+//   userspace, ...) xmig_bytes_total{direction}                  counter (to_peer|from_peer): bytes
+//   of
 //                                                ended connections plus what running ones
 //                                                moved so far, so it grows during a
 //                                                migration, not only when it ends
@@ -128,6 +129,12 @@ struct StatusFacts {
 
 std::string status_json(const StatusFacts& facts, const Stats::Snapshot& s);
 std::string metrics_text(const StatusFacts& facts, const Stats::Snapshot& s);
+
+// How a connection ended, as the close line, /status and
+// xmig_connections_total{result} name it: "ok"; "local-closed-early" (the
+// local application closed with delivered bytes unread after the far side
+// had sent everything: not a transport failure, see io/pump.hpp); "error".
+std::string outcome(const io::PumpStats& stats);
 
 // One line per connection at close (spdlog).
 void log_close(const ConnectionInfo& info, const io::PumpStats& stats);

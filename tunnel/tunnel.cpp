@@ -183,13 +183,11 @@ int Tunnel::run() {
   open_listeners(s);
   asio::co_spawn(s.io, handle_signals(s), asio::detached);
   watch_tls_files(s);
-  const auto& cert = s.tls->cert();
   spdlog::info(
-      "ready: name={} listen={} peers={} routes={} workers={} run_dir={} status={} tls>={} "
-      "certificate serial {} expires in {} days",
+      "ready: name={} listen={} peers={} routes={} workers={} run_dir={} status={} tls>={} {}",
       s.config.name, s.config.listen.str(), s.config.peers.size(), s.config.routes.size(),
       s.workers.size(), s.config.run_dir, s.config.status.str(), s.config.tls.min_version,
-      cert.serial, days_left(cert));
+      describe_certificates(*s.tls));
   for (const auto& w : socket_warnings(s.config)) spdlog::warn("{}", w);
   notify_systemd("READY=1");
   s.io.run();
@@ -202,11 +200,21 @@ int check(const std::string& config_path) {
     Config c = load_config(config_path);
     auto context = tls::Context::load(tls_settings(c));
     const auto& cert = context->cert();
+    const auto& client = context->client_cert();
     std::cout << config_path << ": OK\n"
               << "  name " << c.name << ", TLS listener " << c.listen.str()
               << ", TLS >= " << c.tls.min_version << "\n"
               << "  certificate " << c.tls.cert << ": serial " << cert.serial << ", expires in "
-              << days_left(cert) << " days\n";
+              << days_left(cert) << " days, serves as the TLS server certificate of " << c.name
+              << "\n";
+    if (context->separate_client_cert())
+      std::cout << "  client certificate " << c.tls.client_cert << ": serial " << client.serial
+                << ", expires in " << days_left(client)
+                << " days, serves as the TLS client certificate of " << c.name << "\n";
+    else
+      std::cout << "  client certificate: the same file (client_cert not set), which serves as "
+                   "the TLS client certificate of "
+                << c.name << " too\n";
     for (const auto& p : c.peers)
       std::cout << "  peer " << p.name << " at " << p.address.str() << ": entries "
                 << c.socket_path(p.name, "{driver,qemu,nbd}") << "\n";

@@ -156,11 +156,12 @@ void check_enforcement(LiveContext& c) {
     }
   }
 
-  // 5. TLS 1.2 with this host's valid identity, when the config requires 1.3.
+  // 5. TLS 1.2 with this host's valid identity (the one it dials with), when
+  // the config requires 1.3.
   std::string cert_pem, key_pem;
   try {
-    cert_pem = certs::read_file(c.config.tls.cert);
-    key_pem = certs::read_file(c.config.tls.key);
+    cert_pem = certs::read_file(c.config.tls.client_cert);
+    key_pem = certs::read_file(c.config.tls.client_key);
   } catch (const std::exception& e) {
     c.report.add(kGroup, "identity", Status::Fail, e.what());
     return;

@@ -50,6 +50,8 @@ bool check_config(LiveContext& c) {
   s.ca = c.config.tls.ca;
   s.cert = c.config.tls.cert;
   s.key = c.config.tls.key;
+  s.client_cert = c.config.tls.client_cert;
+  s.client_key = c.config.tls.client_key;
   s.crl = c.config.tls.crl;
   s.allow_tls12 = c.config.tls.min_version == "1.2";
   s.own_name = c.config.name;

@@ -200,6 +200,10 @@ tls::SslPtr probe_session(const ProbeSpec& spec) {
     if (!cert || !key || SSL_CTX_use_certificate(ctx.get(), cert.get()) != 1 ||
         SSL_CTX_use_PrivateKey(ctx.get(), key.get()) != 1)
       throw tls::Error("probe identity unusable: " + openssl_errors());
+    // Intermediate CAs that follow the leaf in the certificate file.
+    while (X509Ptr extra{PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr)})
+      SSL_CTX_add1_chain_cert(ctx.get(), extra.get());
+    ERR_clear_error();
   }
   if (!spec.alpn.empty()) {
     std::string wire(1, static_cast<char>(spec.alpn.size()));

@@ -63,8 +63,9 @@ TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl,
 
 // What a probe presents and accepts.
 struct ProbeSpec {
-  std::string cert_pem{}, key_pem{};     // client identity; none when empty
-  std::string alpn{};                    // e.g. "xmig/verify"; none when empty
+  std::string cert_pem{},
+      key_pem{};       // client identity (leaf, then its intermediates); none when empty
+  std::string alpn{};  // e.g. "xmig/verify"; none when empty
   int min_version = 0, max_version = 0;  // TLS1_2_VERSION, ...; 0 = OpenSSL's default
 };
 

@@ -643,6 +643,99 @@ TEST_F(Reload, RefusesBrokenMaterialAndKeepsServing) {
   EXPECT_EQ(count_in_log(pair.a.log, "refused:"), 0) << logs();
 }
 
+// Setup: hv-a and hv-b with [tls] client_cert/client_key mapped to
+// client-cert.pem/client-key.pem (the Quick start's libvirt layout); hv-a's
+// client certificate is its own (serial C1, another certificate for hv-a than
+// its server certificate S), so what hv-a dials with is told apart from what
+// it serves.
+// Action on hv-a, one at a time: its client key replaced by the key of another
+// certificate; the good key back but readable by all users; the good key
+// with mode 0600; then a new client certificate C2 and its key.
+// What must hold: each broken client key is a refused reload (reloads.failed
+// grows, hv-a logs `reload (files changed) refused, still serving certificate
+// serial S: <pki>/client-key.pem: ...` with the reason) and a new connection
+// through the pair (hv-a dials hv-b with its client identity) still carries
+// 4 MiB intact; the good key is a successful reload; C2 is reloaded (`client
+// certificate serial C2` in the log) while the status still shows S, and a
+// new connection carries 4 MiB with it.
+TEST_F(Reload, BrokenClientKeyIsRefusedAndTheClientCertificateStaysInService) {
+  pair_ = std::make_unique<TunnelPair>(TunnelPairOptions{.client_files = true, .start = false});
+  TunnelPair& pair = *pair_;
+  const fs::path client_cert = pair.a.pki / "client-cert.pem";
+  const fs::path client_key = pair.a.pki / "client-key.pem";
+  auto issue_a = [&] {
+    certs::IssueOptions o;
+    o.name = "hv-a";
+    return certs::issue(pair.ca, o);
+  };
+  const certs::Pem c1 = issue_a();
+  certs::write_file_atomic(client_key, c1.key, 0600);
+  certs::write_file_atomic(client_cert, c1.cert, 0644);
+  pair.start(pair.a);
+  pair.start(pair.b);
+  auto sink = Listener::unix_socket(pair.delivery("nbd").string());
+  const std::string serial = serial_of_file(pair.a.pki / "server-cert.pem");
+  const std::string c1_serial = serial_of_file(client_cert);
+  ASSERT_NE(serial, c1_serial);
+  EXPECT_EQ(
+      count_lines_with_all(pair.a.log, {" ready: ", "client certificate serial " + c1_serial}), 1)
+      << logs();
+  ASSERT_EQ(fresh_connection_carries(pair, sink, "nbd", 700), "") << logs();
+
+  const std::string refused =
+      "reload (files changed) refused, still serving certificate serial " + serial + ": ";
+  struct Case {
+    std::string name;
+    std::function<void()> write;
+    std::string reason;  // in the refusal line
+  };
+  const std::vector<Case> cases{
+      {"client key of another certificate",
+       [&] { certs::write_file_atomic(client_key, issue_a().key, 0600); },
+       client_key.string() + ": does not match the certificate " + client_cert.string()},
+      {"client key readable by all users",
+       [&] { certs::write_file_atomic(client_key, c1.key, 0644); },
+       client_key.string() + ": the private key is accessible to all users"},
+  };
+  uint64_t seed = 700;
+  long failed = 0;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    Status before = status_of(pair.a);
+    c.write();
+    Status st = wait_status(pair.a, [&](const Status& s) { return s.failed > before.failed; });
+    EXPECT_EQ(st.failed, ++failed) << st.json << "\n" << logs();
+    EXPECT_EQ(st.serial, serial) << st.json;
+    EXPECT_EQ(count_lines_with_all(pair.a.log, {refused, c.reason}), 1) << logs();
+    EXPECT_EQ(fresh_connection_carries(pair, sink, "nbd", ++seed), "") << logs();
+  }
+
+  Status before = status_of(pair.a);
+  fs::permissions(client_key, fs::perms::owner_read | fs::perms::owner_write);
+  Status st = wait_status(pair.a, [&](const Status& s) { return s.ok > before.ok; });
+  EXPECT_EQ(st.ok, before.ok + 1) << st.json << "\n" << logs();
+
+  const certs::Pem c2 = issue_a();
+  before = st;
+  certs::write_file_atomic(client_key, c2.key, 0600);
+  certs::write_file_atomic(client_cert, c2.cert, 0644);
+  const std::string c2_serial = serial_of_file(client_cert);
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return count_lines_with_all(pair.a.log,
+                                    {"reload (files changed): certificate serial " + serial,
+                                     "client certificate serial " + c2_serial}) == 1;
+      },
+      kReloadWait))
+      << logs();
+  st = status_of(pair.a);
+  EXPECT_EQ(st.serial, serial) << st.json;
+  EXPECT_EQ(st.failed, failed) << st.json;
+  EXPECT_EQ(fresh_connection_carries(pair, sink, "nbd", ++seed), "") << logs();
+  EXPECT_EQ(count_in_log(pair.a.log, "refused:") + count_in_log(pair.b.log, "refused:"), 0)
+      << logs();
+}
+
 // Setup: hv-b's certificate and key are symbolic links into another directory
 // (as with certificates managed elsewhere, e.g. /etc/letsencrypt/live), so
 // replacing the link targets is invisible to the file watch, which looks at

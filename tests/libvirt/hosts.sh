@@ -187,6 +187,8 @@ socket_group = "libvirt-qemu"
 ca = "/etc/pki/qemu/ca-cert.pem"
 cert = "/etc/pki/qemu/server-cert.pem"
 key = "/etc/pki/qemu/server-key.pem"
+client_cert = "/etc/pki/qemu/client-cert.pem"
+client_key = "/etc/pki/qemu/client-key.pem"
 
 [[peer]]
 name = "${LV_PEER[$h]}"

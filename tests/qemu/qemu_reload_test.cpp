@@ -29,6 +29,7 @@
 #include "harness/streams.hpp"
 #include "harness/tls_probe.hpp"
 #include "harness/tunnel_pair.hpp"
+#include "tests/qemu/carried.hpp"
 
 namespace xmig::test {
 
@@ -218,15 +219,8 @@ TEST(QemuMigration, ThroughTunnelSurvivesCertificateRotation) {
   EXPECT_EQ(sha256_file(destination_ram), source_hash)
       << "destination RAM differs from the source's after migration through rotations";
 
-  // The tunnel side: 5 connections carried cleanly on each end, nothing refused.
-  const std::string out = "close: dir=out peer=hv-b channel=qemu ";
-  const std::string in = "close: dir=in peer=hv-a channel=qemu ";
-  wait_until(
-      [&] { return count_in_log(pair.a.log, out) >= 5 && count_in_log(pair.b.log, in) >= 5; }, 10s);
-  EXPECT_EQ(count_lines_with_all(pair.a.log, {out, "result=ok"}), 1 + kChannels) << logs();
-  EXPECT_EQ(count_in_log(pair.a.log, out), 1 + kChannels) << logs();
-  EXPECT_EQ(count_lines_with_all(pair.b.log, {in, "result=ok"}), 1 + kChannels) << logs();
-  EXPECT_EQ(count_in_log(pair.b.log, in), 1 + kChannels) << logs();
+  // The tunnel side: 5 connections carried on each end, nothing refused.
+  expect_qemu_connections_carried(pair, 1 + kChannels, logs());
   for (TunnelSide* side : {&pair.a, &pair.b}) {
     EXPECT_EQ(count_in_log(side->log, "refused"), 0) << logs();
     EXPECT_EQ(status_of(*side).failed, 0) << status_of(*side).json;

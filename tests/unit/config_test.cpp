@@ -67,6 +67,37 @@ TEST(Config, ExampleParsesWithDocumentedDefaults) {
   EXPECT_EQ(c.socket_path("hv-b", "qemu"), "/run/xmig/hv-b/qemu.sock");
 }
 
+// Pass: without client_cert and client_key, this host dials with cert and key;
+// with both set (libvirt's layout, as the Quick start maps it), it dials with
+// those.
+TEST(Config, ClientCertificateDefaultsToCertAndCanBeItsOwn) {
+  Config c = parse_config(kGood, "tunnel.toml");
+  EXPECT_EQ(c.tls.client_cert, "/etc/pki/qemu/server-cert.pem");
+  EXPECT_EQ(c.tls.client_key, "/etc/pki/qemu/server-key.pem");
+  Config own = parse_config(with("key = \"/etc/pki/qemu/server-key.pem\"\n",
+                                 "key = \"/etc/pki/qemu/server-key.pem\"\n"
+                                 "client_cert = \"/etc/pki/qemu/client-cert.pem\"\n"
+                                 "client_key = \"/etc/pki/qemu/client-key.pem\"\n"),
+                            "tunnel.toml");
+  EXPECT_EQ(own.tls.cert, "/etc/pki/qemu/server-cert.pem");
+  EXPECT_EQ(own.tls.client_cert, "/etc/pki/qemu/client-cert.pem");
+  EXPECT_EQ(own.tls.client_key, "/etc/pki/qemu/client-key.pem");
+}
+
+// Pass: client_cert without client_key (and the reverse) is refused, naming
+// the key that is set, the one missing and libvirt's file names as the fix.
+TEST(Config, ClientCertificateWithoutItsKeyIsRefused) {
+  std::string p = problems_of(with("[[peer]]", "client_cert = \"/pki/client-cert.pem\"\n[[peer]]"));
+  EXPECT_NE(p.find("tunnel.toml: [tls].client_cert"), std::string::npos) << p;
+  EXPECT_NE(p.find("is set without client_key; fix: set client_cert and client_key together"),
+            std::string::npos)
+      << p;
+  EXPECT_NE(p.find("/etc/pki/qemu/client-key.pem"), std::string::npos) << p;
+  p = problems_of(with("[[peer]]", "client_key = \"/pki/client-key.pem\"\n[[peer]]"));
+  EXPECT_NE(p.find("[tls].client_key"), std::string::npos) << p;
+  EXPECT_NE(p.find("is set without client_cert"), std::string::npos) << p;
+}
+
 // Pass: a TOML syntax error names the file, the line and asks for a fix.
 TEST(Config, SyntaxErrorNamesFileAndLine) {
   std::string p = problems_of("name = \"hv-a\"\nlisten = \n");
