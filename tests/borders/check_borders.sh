@@ -12,7 +12,7 @@ cd "$root" || exit 2
 declare -A may=(
   [base]="base"
   [certs]="certs"
-  [tls]="base tls"
+  [tls]="base certs tls"  # certificates are judged by certs/ (one rule: check_role)
   [io]="base tls io"
   [tunnel]="base tls io tunnel"
   [verify]="base certs tls tunnel verify"
