@@ -168,7 +168,9 @@ class SplicePump final : public Pump {
     if (down_full_ > 0) return fail(what + " with received bytes still to deliver");
     local_closed_ = what;
     stats_.local_closed_early = true;
-    send_close_notify();
+    // close_notify goes out once the far side's has come with no more data
+    // (end_down): a far side still sending must see a failure.
+    if (down_done_) send_close_notify();  // it has already
   }
 
   void send_close_notify() {
@@ -258,6 +260,7 @@ class SplicePump final : public Pump {
   void end_down() {
     if (local_closed_.empty()) ::shutdown(plain(), SHUT_WR);
     down_done_ = true;
+    if (!local_closed_.empty()) return send_close_notify();  // up ends on its completion
     if (up_done_) succeed();
   }
 

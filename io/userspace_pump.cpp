@@ -193,10 +193,13 @@ class UserspacePump final : public Pump {
     local_closed_ = true;
     local_closed_what_ = what;
     stats_.local_closed_early = true;
-    up_eof_ = true;
+    // close_notify goes out only once the far side's has come with no more
+    // data (pump_down): a far side still sending must see a failure, not an
+    // orderly end.
+    if (!down_done_) return pump_down();
+    up_eof_ = true;  // it has already: end our side now
     up_len_ = up_off_;
     pump_up();
-    pump_down();
   }
 
   // ---- plain -> TLS ------------------------------------------------------------
@@ -318,6 +321,12 @@ class UserspacePump final : public Pump {
     if (down_eof_ && !send_plain_busy_ && down_len_ == 0 && !down_done_) {
       if (!local_closed_) ::shutdown(plain(), SHUT_WR);
       down_done_ = true;
+      if (local_closed_ && !up_eof_) {
+        // Everything the far side sent was delivered: now end our side.
+        up_eof_ = true;
+        up_len_ = up_off_;
+        return pump_up();
+      }
       if (up_done_) succeed();
     }
   }
