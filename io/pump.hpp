@@ -13,7 +13,8 @@
 //   or a broken pipe) while nothing more was to come from the far side. QEMU
 //   7.2 does this at the end of a multifd migration: its source may send one
 //   empty packet after a channel's last SYNC, and the destination quits
-//   without reading it. The pump ends TLS with close_notify, counts the
+//   without reading it. The pump waits for the far side's close_notify,
+//   answers with its own, counts the
 //   connection as local_closed_early, and resets only if more data arrives.
 //
 // Pumps run on Workers: a fixed set of threads, each owning one io_uring ring
