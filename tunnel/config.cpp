@@ -1,6 +1,7 @@
 #include "tunnel/config.hpp"
 
 #include <toml++/toml.h>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -22,6 +23,9 @@ std::string line_of(const toml::node& node) {
   const auto& src = node.source();
   return src.begin.line ? " (line " + std::to_string(src.begin.line) + ")" : "";
 }
+
+constexpr double kMinSeconds = 0.001;
+constexpr double kMaxSeconds = 86400;
 
 // Reads one TOML table, remembering which keys it consumed so that unknown
 // keys (usually typos) are reported instead of silently ignored.
@@ -70,10 +74,11 @@ class Section {
     const toml::node* n = get(key);
     if (!n) return fallback;
     double s = -1;
-    if (auto i = n->value<int64_t>(); i && n->is_integer()) s = static_cast<double>(*i);
-    if (auto f = n->value<double>(); f && n->is_floating_point()) s = *f;
-    if (s <= 0 || s > 86400) {
-      problem(key, "must be a number of seconds between 0 and 86400, e.g. 10 or 2.5");
+    if (n->is_integer()) s = static_cast<double>(**n->as_integer());
+    if (n->is_floating_point()) s = **n->as_floating_point();
+    // Written so that nan and inf fail too; below a millisecond rounds to 0.
+    if (!(std::isfinite(s) && s >= kMinSeconds && s <= kMaxSeconds)) {
+      problem(key, "must be a number of seconds from 0.001 to 86400, e.g. 10 or 2.5");
       return fallback;
     }
     return std::chrono::milliseconds(static_cast<int64_t>(s * 1000));
@@ -82,8 +87,10 @@ class Section {
   unsigned number(const std::string& key, unsigned fallback, unsigned lo, unsigned hi) {
     const toml::node* n = get(key);
     if (!n) return fallback;
-    auto i = n->value<int64_t>();
-    if (!n->is_integer() || !i || *i < lo || *i > hi) {
+    // Only an integer node is read as one: toml++ converts a float like 1e100
+    // to int64_t without a range check.
+    const int64_t* i = n->is_integer() ? &n->as_integer()->get() : nullptr;
+    if (!i || *i < lo || *i > hi) {
       problem(key,
               "must be a whole number from " + std::to_string(lo) + " to " + std::to_string(hi));
       return fallback;
@@ -111,11 +118,13 @@ class Section {
   std::set<std::string> known_;
 };
 
-const toml::table* table_at(Section& s, const std::string& key, std::string* problem_text) {
+// An optional [key] table: nullptr when absent; when present but not a
+// table, the problem is reported here, under its own name.
+const toml::table* optional_table(Section& s, const std::string& key) {
   const toml::node* n = s.get(key);
   if (!n) return nullptr;
   if (!n->is_table()) {
-    *problem_text = "must be a table, written [" + key + "]";
+    s.problem(key, "must be a table, written [" + key + "]");
     return nullptr;
   }
   return n->as_table();
@@ -167,22 +176,13 @@ std::string Config::socket_path(const std::string& dir, const std::string& chann
   return run_dir + "/" + dir + "/" + channel + ".sock";
 }
 
-Config parse_config(const std::string& text, const std::string& path) {
-  toml::table root;
-  try {
-    root = toml::parse(text, path);
-  } catch (const toml::parse_error& e) {
-    std::ostringstream msg;
-    msg << path << ": line " << e.source().begin.line << ", column " << e.source().begin.column
-        << ": " << e.description() << "; fix: correct the TOML syntax there";
-    throw ConfigError({msg.str()});
-  }
+namespace {
 
-  std::vector<std::string> problems;
-  Config c;
-  c.path = path;
-  Section top(root, "", problems, path);
+// One reader per section: each reads its own keys into its part of Config and
+// reports its own problems, so a mistake in one section never shows up as an
+// error in another.
 
+void read_host(Section& top, Config& c) {
   c.name = top.string("name", true, "fix: set name = \"<this host>\" (its certificate's DNS SAN)");
   if (!c.name.empty() && !is_valid_host_name(c.name))
     top.problem("name", "\"" + c.name +
@@ -220,144 +220,179 @@ Config parse_config(const std::string& text, const std::string& path) {
     top.problem("socket_mode", "\"" + mode + "\" is not an octal mode; fix: e.g. \"0660\"");
   }
   c.socket_group = top.string("socket_group", false, "");
+}
 
-  // [tls]
-  std::string why;
-  if (const toml::table* t = table_at(top, "tls", &why)) {
-    Section tls(*t, "[tls].", problems, path);
-    const std::string pki = "; libvirt's layout works as is, e.g. ";
-    c.tls.ca = tls.string("ca", true, "fix: the CA bundle" + pki + "\"/etc/pki/qemu/ca-cert.pem\"");
-    c.tls.cert = tls.string(
-        "cert", true, "fix: this host's certificate" + pki + "\"/etc/pki/qemu/server-cert.pem\"");
-    c.tls.key = tls.string(
-        "key", true, "fix: this host's private key" + pki + "\"/etc/pki/qemu/server-key.pem\"");
-    // The client identity: both keys or neither (then cert and key serve both roles).
-    const std::string client_fix =
-        "fix: set client_cert and client_key together" + pki +
-        "client_cert = \"/etc/pki/qemu/client-cert.pem\" and client_key = "
-        "\"/etc/pki/qemu/client-key.pem\"";
-    c.tls.client_cert = tls.string("client_cert", false, client_fix);
-    c.tls.client_key = tls.string("client_key", false, client_fix);
-    if (c.tls.client_cert.empty() != c.tls.client_key.empty())
-      tls.problem(c.tls.client_cert.empty() ? "client_key" : "client_cert",
-                  "is set without " +
-                      std::string(c.tls.client_cert.empty() ? "client_cert" : "client_key") + "; " +
-                      client_fix);
-    if (c.tls.client_cert.empty()) c.tls.client_cert = c.tls.cert;
-    if (c.tls.client_key.empty()) c.tls.client_key = c.tls.key;
-    c.tls.crl = tls.string("crl", false, "");
-    c.tls.min_version = tls.string("min_version", false, "", "1.3");
-    if (c.tls.min_version != "1.3" && c.tls.min_version != "1.2")
-      tls.problem("min_version",
-                  "\"" + c.tls.min_version + "\"; fix: \"1.3\" (default) or \"1.2\"");
-    std::string ktls = tls.string("ktls", false, "", "auto");
-    if (auto policy = tls::parse_ktls_policy(ktls))
-      c.tls.ktls = *policy;
-    else
-      tls.problem("ktls", "\"" + ktls + "\"; fix: \"auto\" (default), \"required\" or \"off\"");
-    if (c.tls.ktls == tls::KtlsPolicy::Required && !tls::ktls_unavailable_reason().empty())
-      tls.problem("ktls",
-                  "\"required\" but this kernel has no kTLS: " + tls::ktls_unavailable_reason() +
-                      "; fix: load the module (modprobe tls) or set ktls = \"auto\"");
-    // RFC 8446 5.5: at most 2^24.5 full records under one AES-GCM key.
-    c.tls.key_limit_records = tls.number(
-        "key_limit_records", static_cast<unsigned>(tls::kDefaultKeyLimitRecords), 1, 23'726'566);
-    tls.reject_unknown_keys();
-  } else {
-    problems.push_back(
-        path + ": [tls]: " +
-        (why.empty() ? "missing; fix: add a [tls] section with ca, cert and key" : why));
+void read_tls(Section& tls, TlsConfig& out) {
+  const std::string pki = "; libvirt's layout works as is, e.g. ";
+  out.ca = tls.string("ca", true, "fix: the CA bundle" + pki + "\"/etc/pki/qemu/ca-cert.pem\"");
+  out.cert = tls.string("cert", true,
+                        "fix: this host's certificate" + pki + "\"/etc/pki/qemu/server-cert.pem\"");
+  out.key = tls.string("key", true,
+                       "fix: this host's private key" + pki + "\"/etc/pki/qemu/server-key.pem\"");
+  // The client identity: both keys or neither (then cert and key serve both roles).
+  const std::string client_fix = "fix: set client_cert and client_key together" + pki +
+                                 "client_cert = \"/etc/pki/qemu/client-cert.pem\" and client_key = "
+                                 "\"/etc/pki/qemu/client-key.pem\"";
+  out.client_cert = tls.string("client_cert", false, client_fix);
+  out.client_key = tls.string("client_key", false, client_fix);
+  if (out.client_cert.empty() != out.client_key.empty())
+    tls.problem(out.client_cert.empty() ? "client_key" : "client_cert",
+                "is set without " +
+                    std::string(out.client_cert.empty() ? "client_cert" : "client_key") + "; " +
+                    client_fix);
+  if (out.client_cert.empty()) out.client_cert = out.cert;
+  if (out.client_key.empty()) out.client_key = out.key;
+  out.crl = tls.string("crl", false, "");
+  out.min_version = tls.string("min_version", false, "", "1.3");
+  if (out.min_version != "1.3" && out.min_version != "1.2")
+    tls.problem("min_version", "\"" + out.min_version + "\"; fix: \"1.3\" (default) or \"1.2\"");
+  std::string ktls = tls.string("ktls", false, "", "auto");
+  if (auto policy = tls::parse_ktls_policy(ktls))
+    out.ktls = *policy;
+  else
+    tls.problem("ktls", "\"" + ktls + "\"; fix: \"auto\" (default), \"required\" or \"off\"");
+  if (out.ktls == tls::KtlsPolicy::Required && !tls::ktls_unavailable_reason().empty())
+    tls.problem("ktls",
+                "\"required\" but this kernel has no kTLS: " + tls::ktls_unavailable_reason() +
+                    "; fix: load the module (modprobe tls) or set ktls = \"auto\"");
+  // RFC 8446 5.5: at most 2^24.5 full records under one AES-GCM key.
+  out.key_limit_records = tls.number(
+      "key_limit_records", static_cast<unsigned>(tls::kDefaultKeyLimitRecords), 1, 23'726'566);
+}
+
+PeerConfig read_peer(Section& s, const std::string& own_name, std::set<std::string>& names) {
+  PeerConfig p;
+  p.name = s.string("name", true, "fix: the peer's host name, e.g. name = \"hv-b\"");
+  if (!p.name.empty()) {
+    if (!is_valid_host_name(p.name))
+      s.problem("name", "\"" + p.name + "\" is not a valid host name");
+    else if (p.name == own_name)
+      s.problem("name", "\"" + p.name + "\" is this host's own name; fix: list other hosts only");
+    else if (!names.insert(p.name).second)
+      s.problem("name", "\"" + p.name + "\" is listed twice; fix: keep one [[peer]] per host");
+  }
+  if (auto ep = s.endpoint("address", true, "fix: e.g. address = \"10.0.0.2:7443\"")) {
+    p.address = *ep;
+    if (p.address.is_unix())
+      s.problem("address", "a peer is reached over TCP; fix: e.g. address = \"10.0.0.2:7443\"");
+  }
+  return p;
+}
+
+// The defaults: driver to libvirt's socket, qemu/nbd under <run_dir>/<name>/.
+void default_targets(Config& c) {
+  if (c.name.empty()) return;
+  std::string ignored;
+  c.targets["driver"] = *parse_endpoint("unix:/run/libvirt/libvirt-sock", &ignored);
+  for (const char* ch : {"qemu", "nbd"})
+    if (auto ep = parse_endpoint("unix:" + c.socket_path(c.name, ch), &ignored))
+      c.targets[ch] = *ep;
+}
+
+void read_targets(Section& s, const toml::table& table, std::map<std::string, Endpoint>& out) {
+  for (auto&& [k, v] : table) {
+    std::string channel(k.str());
+    if (channel == "verify") {
+      s.problem(channel,
+                "is reserved: this host answers the verify channel itself (for "
+                "xmig-verify); fix: remove it or pick another channel name");
+      s.get(channel);
+      continue;
+    }
+    if (!is_valid_channel_name(channel)) {
+      s.problem(channel, "is not a valid channel name; fix: use a-z, 0-9, '-' and '_'");
+      s.get(channel);
+      continue;
+    }
+    if (auto ep = s.endpoint(channel, true, "fix: \"HOST:PORT\" or \"unix:PATH\""))
+      out[channel] = *ep;
+  }
+}
+
+RouteConfig read_route(Section& s, const std::set<std::string>& peer_names,
+                       std::set<std::string>& listens) {
+  RouteConfig r;
+  if (auto ep = s.endpoint("listen", true, "fix: e.g. listen = \"127.0.0.1:5000\"")) {
+    r.listen = *ep;
+    if (!listens.insert(r.listen.str()).second)
+      s.problem("listen", "\"" + r.listen.str() + "\" is used twice; fix: one listener each");
+  }
+  r.peer = s.string("peer", true, "fix: name one of the [[peer]] hosts");
+  if (!r.peer.empty() && !peer_names.count(r.peer))
+    s.problem("peer", "\"" + r.peer +
+                          "\" is not a configured [[peer]]; fix: add it or correct "
+                          "the name");
+  r.channel = s.string("channel", true, "fix: e.g. channel = \"bench\"");
+  if (!r.channel.empty() && !is_valid_channel_name(r.channel))
+    s.problem("channel", "\"" + r.channel +
+                             "\" is not a valid channel name; fix: use a-z, "
+                             "0-9, '-' and '_'");
+  return r;
+}
+
+void read_limits(Section& s, Limits& out) {
+  out.handshake_timeout = s.seconds("handshake_timeout", out.handshake_timeout);
+  out.connect_timeout = s.seconds("connect_timeout", out.connect_timeout);
+  out.drain_timeout = s.seconds("drain_timeout", out.drain_timeout);
+  out.max_connections = s.number("max_connections", out.max_connections, 1, 1'000'000);
+}
+
+toml::table parse_toml(const std::string& text, const std::string& path) {
+  try {
+    return toml::parse(text, path);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream msg;
+    msg << path << ": line " << e.source().begin.line << ", column " << e.source().begin.column
+        << ": " << e.description() << "; fix: correct the TOML syntax there";
+    throw ConfigError({msg.str()});
+  }
+}
+
+}  // namespace
+
+Config parse_config(const std::string& text, const std::string& path) {
+  toml::table root = parse_toml(text, path);
+  std::vector<std::string> problems;
+  Config c;
+  c.path = path;
+  Section top(root, "", problems, path);
+  read_host(top, c);
+
+  if (const toml::table* t = optional_table(top, "tls")) {
+    Section s(*t, "[tls].", problems, path);
+    read_tls(s, c.tls);
+    s.reject_unknown_keys();
+  } else if (!root.get("tls")) {
+    problems.push_back(path + ": [tls]: missing; fix: add a [tls] section with ca, cert and key");
   }
 
-  // [[peer]]
   std::set<std::string> peer_names;
   int index = 0;
   for (const toml::table* t : tables_in_array(top, "peer")) {
     Section s(*t, "[[peer]] #" + std::to_string(++index) + " ", problems, path);
-    PeerConfig p;
-    p.name = s.string("name", true, "fix: the peer's host name, e.g. name = \"hv-b\"");
-    if (!p.name.empty()) {
-      if (!is_valid_host_name(p.name))
-        s.problem("name", "\"" + p.name + "\" is not a valid host name");
-      else if (p.name == c.name)
-        s.problem("name", "\"" + p.name + "\" is this host's own name; fix: list other hosts only");
-      else if (!peer_names.insert(p.name).second)
-        s.problem("name", "\"" + p.name + "\" is listed twice; fix: keep one [[peer]] per host");
-    }
-    if (auto ep = s.endpoint("address", true, "fix: e.g. address = \"10.0.0.2:7443\"")) {
-      p.address = *ep;
-      if (p.address.is_unix())
-        s.problem("address", "a peer is reached over TCP; fix: e.g. address = \"10.0.0.2:7443\"");
-    }
+    c.peers.push_back(read_peer(s, c.name, peer_names));
     s.reject_unknown_keys();
-    c.peers.push_back(std::move(p));
   }
 
-  // [targets]
-  if (!c.name.empty()) {
-    c.targets["driver"] = *parse_endpoint("unix:/run/libvirt/libvirt-sock", &why);
-    for (const char* ch : {"qemu", "nbd"})
-      if (auto ep = parse_endpoint("unix:" + c.socket_path(c.name, ch), &why)) c.targets[ch] = *ep;
-  }
-  if (const toml::table* t = table_at(top, "targets", &why)) {
+  default_targets(c);
+  if (const toml::table* t = optional_table(top, "targets")) {
     Section s(*t, "[targets].", problems, path);
-    for (auto&& [k, v] : *t) {
-      std::string channel(k.str());
-      if (channel == "verify") {
-        s.problem(channel,
-                  "is reserved: this host answers the verify channel itself (for "
-                  "xmig-verify); fix: remove it or pick another channel name");
-        s.get(channel);
-        continue;
-      }
-      if (!is_valid_channel_name(channel)) {
-        s.problem(channel, "is not a valid channel name; fix: use a-z, 0-9, '-' and '_'");
-        s.get(channel);
-        continue;
-      }
-      if (auto ep = s.endpoint(channel, true, "fix: \"HOST:PORT\" or \"unix:PATH\""))
-        c.targets[channel] = *ep;
-    }
+    read_targets(s, *t, c.targets);
     s.reject_unknown_keys();
-  } else if (!why.empty()) {
-    problems.push_back(path + ": [targets]: " + why);
   }
 
-  // [[route]]
   std::set<std::string> listens = {c.listen.str()};
   index = 0;
   for (const toml::table* t : tables_in_array(top, "route")) {
     Section s(*t, "[[route]] #" + std::to_string(++index) + " ", problems, path);
-    RouteConfig r;
-    if (auto ep = s.endpoint("listen", true, "fix: e.g. listen = \"127.0.0.1:5000\"")) {
-      r.listen = *ep;
-      if (!listens.insert(r.listen.str()).second)
-        s.problem("listen", "\"" + r.listen.str() + "\" is used twice; fix: one listener each");
-    }
-    r.peer = s.string("peer", true, "fix: name one of the [[peer]] hosts");
-    if (!r.peer.empty() && !peer_names.count(r.peer))
-      s.problem("peer", "\"" + r.peer +
-                            "\" is not a configured [[peer]]; fix: add it or correct "
-                            "the name");
-    r.channel = s.string("channel", true, "fix: e.g. channel = \"bench\"");
-    if (!r.channel.empty() && !is_valid_channel_name(r.channel))
-      s.problem("channel", "\"" + r.channel +
-                               "\" is not a valid channel name; fix: use a-z, "
-                               "0-9, '-' and '_'");
+    c.routes.push_back(read_route(s, peer_names, listens));
     s.reject_unknown_keys();
-    c.routes.push_back(std::move(r));
   }
 
-  // [limits]
-  if (const toml::table* t = table_at(top, "limits", &why)) {
+  if (const toml::table* t = optional_table(top, "limits")) {
     Section s(*t, "[limits].", problems, path);
-    c.limits.handshake_timeout = s.seconds("handshake_timeout", c.limits.handshake_timeout);
-    c.limits.connect_timeout = s.seconds("connect_timeout", c.limits.connect_timeout);
-    c.limits.drain_timeout = s.seconds("drain_timeout", c.limits.drain_timeout);
-    c.limits.max_connections = s.number("max_connections", c.limits.max_connections, 1, 1'000'000);
+    read_limits(s, c.limits);
     s.reject_unknown_keys();
-  } else if (!why.empty()) {
-    problems.push_back(path + ": [limits]: " + why);
   }
 
   top.reject_unknown_keys();

@@ -181,6 +181,43 @@ TEST(Config, BadLimitsAreRefused) {
   EXPECT_NE(p.find("[limits].max_connections"), std::string::npos) << p;
 }
 
+// Pass: a section of the wrong type is one problem, under its own name, and
+// no other section is blamed for it (the reader used to report "[targets]"
+// and "[limits]" too).
+TEST(Config, WrongTypeOfSectionIsOneProblemNamingIt) {
+  std::string s = kGood;
+  s = s.substr(0, s.find("[tls]")) + "tls = \"oops\"\n" + s.substr(s.find("[[peer]]"));
+  try {
+    parse_config(s, "tunnel.toml");
+    FAIL() << "accepted";
+  } catch (const ConfigError& e) {
+    ASSERT_EQ(e.problems().size(), 1u) << e.what();
+    EXPECT_NE(e.problems()[0].find("tls"), std::string::npos) << e.what();
+    EXPECT_NE(e.problems()[0].find("must be a table, written [tls]"), std::string::npos)
+        << e.what();
+  }
+}
+
+// Pass: every number that is not finite, out of range or not an integer where
+// one is needed is refused by name (nan compared false to both bounds, 1e-9 s
+// rounded to a 0 ms timeout, 1e100 workers overflowed the conversion).
+TEST(Config, NumbersThatAreNotFiniteInRangeOrWholeAreRefused) {
+  for (const char* bad :
+       {"handshake_timeout = nan", "handshake_timeout = 1e-9", "connect_timeout = nan",
+        "drain_timeout = -nan", "drain_timeout = inf", "handshake_timeout = 0",
+        "max_connections = 1e100", "max_connections = 2.5"}) {
+    std::string p = problems_of(std::string(kGood) + "\n[limits]\n" + bad + "\n");
+    std::string key = std::string(bad).substr(0, std::string(bad).find(' '));
+    EXPECT_NE(p.find("[limits]." + key), std::string::npos) << bad << " -> " << p;
+  }
+  std::string p = problems_of(with("run_dir", "workers = 1e100\nrun_dir"));
+  EXPECT_NE(p.find("workers"), std::string::npos) << p;
+  EXPECT_NE(p.find("whole number from 0 to 256"), std::string::npos) << p;
+  Config ok =
+      parse_config(std::string(kGood) + "\n[limits]\nhandshake_timeout = 0.001\n", "tunnel.toml");
+  EXPECT_EQ(ok.limits.handshake_timeout.count(), 1);
+}
+
 // Pass: several problems are all reported at once, one per line.
 TEST(Config, ReportsEveryProblemAtOnce) {
   std::string s = with("name = \"hv-a\"\n", "");
