@@ -1,7 +1,14 @@
-// base/socket: the socket option every side of xmig sets the same way.
+// base/socket: what every side of xmig does the same way with a socket.
 #pragma once
 
+#include <sys/socket.h>
+
+#include <string>
+
 namespace xmig {
+
+// "ip:port" or "[ipv6]:port" of an IPv4/IPv6 address, else "".
+std::string address_text(const sockaddr_storage& address);
 
 // Aborting a connection: a zero linger (SO_LINGER on, 0 s) makes close() send
 // a reset, so the far end learns at once instead of waiting for data that will

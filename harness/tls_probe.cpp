@@ -33,30 +33,6 @@ struct PkeyFree {
 };
 using BioPtr = std::unique_ptr<BIO, BioFree>;
 
-// Why an SSL call returned `ret`, in words: the error queue, a verification
-// failure, a close_notify, an EOF, a timeout or an errno.
-std::string describe_failure(SSL* ssl, int ret, int saved_errno) {
-  int err = SSL_get_error(ssl, ret);
-  std::string why = openssl_errors();
-  long verify = SSL_get_verify_result(ssl);
-  if (verify != X509_V_OK)
-    why +=
-        std::string(why.empty() ? "" : "; ") + "verify: " + X509_verify_cert_error_string(verify);
-  if (!why.empty()) return why;
-  switch (err) {
-    case SSL_ERROR_ZERO_RETURN:
-      return "peer sent close_notify";
-    case SSL_ERROR_SYSCALL:
-      if (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK) return "timed out";
-      return saved_errno ? strerror(saved_errno) : "peer closed the connection (EOF)";
-    case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE:
-      return "timed out";
-    default:
-      return "SSL error " + std::to_string(err);
-  }
-}
-
 std::string pem_text(const std::string& text, const std::string& file) {
   if (!text.empty() || file.empty()) return text;
   return read_file(file);
@@ -182,7 +158,7 @@ TlsProbeResult TlsProbe::connect(uint16_t port) {
   errno = 0;
   int ret = SSL_connect(ssl);
   if (ret != 1) {
-    r.error = "handshake: " + describe_failure(ssl, ret, errno);
+    r.error = "handshake: " + blocking_ssl_failure(ssl, ret, errno);
     return r;
   }
   r.handshake_ok = true;
@@ -207,7 +183,7 @@ TlsProbeResult TlsProbe::connect(uint16_t port) {
   if (ret == 1)
     r.verdict = verdict;
   else
-    r.error = "reading the verdict: " + describe_failure(ssl, ret, errno);
+    r.error = "reading the verdict: " + blocking_ssl_failure(ssl, ret, errno);
   return r;
 }
 
@@ -217,7 +193,7 @@ std::string TlsProbe::write(std::string_view bytes) {
     ERR_clear_error();
     errno = 0;
     int ret = SSL_write(ssl_.get(), bytes.data(), static_cast<int>(bytes.size()));
-    if (ret <= 0) return describe_failure(ssl_.get(), ret, errno);
+    if (ret <= 0) return blocking_ssl_failure(ssl_.get(), ret, errno);
     bytes.remove_prefix(static_cast<size_t>(ret));
   }
   return "";

@@ -37,31 +37,6 @@ void set_timeouts(int fd, std::chrono::milliseconds timeout) {
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
-// Why an SSL call failed, in words (and clears the error queue).
-std::string ssl_failure(SSL* ssl, int ret, int saved_errno) {
-  int err = SSL_get_error(ssl, ret);
-  std::string why = openssl_errors();
-  // A probe that does not verify the server still gets a verify result: only
-  // report it when verification was asked for.
-  long verify = SSL_get_verify_result(ssl);
-  if (verify != X509_V_OK && (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER))
-    why +=
-        std::string(why.empty() ? "" : "; ") + "verify: " + X509_verify_cert_error_string(verify);
-  if (!why.empty()) return why;
-  switch (err) {
-    case SSL_ERROR_ZERO_RETURN:
-      return "the peer sent close_notify";
-    case SSL_ERROR_SYSCALL:
-      if (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK) return "timed out";
-      return saved_errno ? strerror(saved_errno) : "the peer closed the connection";
-    case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE:
-      return "timed out";
-    default:
-      return "SSL error " + std::to_string(err);
-  }
-}
-
 }  // namespace
 
 std::string PeerAddress::str() const {
@@ -124,7 +99,7 @@ TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl,
   errno = 0;
   int ret = SSL_connect(ssl_);
   if (ret != 1) {
-    s.error = "handshake: " + ssl_failure(ssl_, ret, errno);
+    s.error = "handshake: " + blocking_ssl_failure(ssl_, ret, errno);
     return s;
   }
   s.handshake_ok = true;
@@ -157,7 +132,7 @@ TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl,
     int err = SSL_get_error(ssl_, ret);
     s.verdict_timed_out = (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_WANT_READ) &&
                           (saved == EAGAIN || saved == EWOULDBLOCK);
-    s.error = "reading the verdict: " + ssl_failure(ssl_, ret, saved);
+    s.error = "reading the verdict: " + blocking_ssl_failure(ssl_, ret, saved);
   }
   return s;
 }
@@ -168,7 +143,7 @@ bool TlsSession::write_all(std::string_view bytes) {
     errno = 0;
     int ret = SSL_write(ssl.get(), bytes.data(), static_cast<int>(bytes.size()));
     if (ret <= 0) {
-      error = "write: " + ssl_failure(ssl.get(), ret, errno);
+      error = "write: " + blocking_ssl_failure(ssl.get(), ret, errno);
       return false;
     }
     bytes.remove_prefix(static_cast<size_t>(ret));
@@ -182,7 +157,7 @@ size_t TlsSession::read_some(char* buf, size_t n) {
   int ret = SSL_read(ssl.get(), buf, static_cast<int>(n));
   if (ret > 0) return static_cast<size_t>(ret);
   if (SSL_get_error(ssl.get(), ret) != SSL_ERROR_ZERO_RETURN)
-    error = "read: " + ssl_failure(ssl.get(), ret, errno);
+    error = "read: " + blocking_ssl_failure(ssl.get(), ret, errno);
   return 0;
 }
 

@@ -11,7 +11,7 @@ cd "$root" || exit 2
 # What each folder may include from (besides system and third-party headers).
 declare -A may=(
   [base]="base"
-  [certs]="certs"
+  [certs]="base certs"
   [tls]="base certs tls"  # certificates are judged by certs/ (one rule: check_role)
   [io]="base tls io"
   [tunnel]="base tls io tunnel"
@@ -19,6 +19,12 @@ declare -A may=(
   [harness]="base certs tunnel harness"
   [bench]="base certs harness bench"
   [tools]="base certs tunnel verify harness bench"
+)
+# Where a folder may use only part of another: xmig-verify reads the tunnel's
+# config and speaks its wire protocol, and links neither its data path nor
+# its workers (it links xmig_config, not xmig_tunnel).
+declare -A only=(
+  [verify:tunnel]="tunnel/config.hpp tunnel/endpoint.hpp tunnel/protocol.hpp"
 )
 # Headers private to their folder.
 private="io/worker.hpp io/ring.hpp certs/detail.hpp verify/live_detail.hpp"
@@ -36,6 +42,15 @@ for folder in "${!may[@]}"; do
     [[ " ${may[$folder]} " == *" $used "* ]] ||
       fail "$file:$line: $folder/ must not include from $used/ ($text)"
   done < <(grep -rnE '^[[:space:]]*#include "[a-z_]+/' "$folder" --include='*.cpp' --include='*.hpp')
+done
+
+for pair in "${!only[@]}"; do
+  folder=${pair%%:*} used=${pair#*:}
+  while IFS=: read -r file line text; do
+    [[ $text =~ \"($used/[a-z_]+\.hpp)\" ]] || continue
+    [[ " ${only[$pair]} " == *" ${BASH_REMATCH[1]} "* ]] ||
+      fail "$file:$line: $folder/ may use only ${only[$pair]} of $used/ ($text)"
+  done < <(grep -rnE "^[[:space:]]*#include \"$used/" "$folder" --include='*.cpp' --include='*.hpp')
 done
 
 for header in $private; do
