@@ -18,7 +18,7 @@ declare -A may=(
   [tunnel]="base tls io tunnel"
   [verify]="base certs tls tunnel verify"
   [harness]="base certs tunnel verify harness"
-  [bench]="base certs harness bench"
+  [bench]="base certs tunnel harness bench"
   [tools]="base certs tunnel verify harness bench"
 )
 # Where a folder may use only part of another: xmig-verify reads the tunnel's
