@@ -165,18 +165,11 @@ int note_wrong_host(int ok, X509_STORE_CTX* ctx) {
 // is refused (and logged) knowing who asked.
 int select_channel(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
                    unsigned inlen, void*) {
-  for (unsigned i = 0; i < inlen;) {
-    unsigned len = in[i];
-    if (i + 1 + len > inlen) break;
-    std::string_view proto(reinterpret_cast<const char*>(in + i + 1), len);
-    if (channel_from_alpn(proto)) {
-      *out = in + i + 1;
-      *outlen = static_cast<unsigned char>(len);
-      return SSL_TLSEXT_ERR_OK;
-    }
-    i += 1 + len;
-  }
-  return SSL_TLSEXT_ERR_ALERT_FATAL;
+  auto proto = first_channel_offer({reinterpret_cast<const char*>(in), inlen});
+  if (!proto) return SSL_TLSEXT_ERR_ALERT_FATAL;
+  *out = reinterpret_cast<const unsigned char*>(proto->data());
+  *outlen = static_cast<unsigned char>(proto->size());
+  return SSL_TLSEXT_ERR_OK;
 }
 
 const char* kTls13Suites =

@@ -19,6 +19,7 @@ declare -A may=(
   [harness]="base certs tunnel harness"
   [bench]="base certs harness bench"
   [tools]="base certs tunnel verify harness bench"
+  [fuzz]="base tls tunnel verify fuzz"
 )
 # Headers private to their folder.
 private="io/worker.hpp io/ring.hpp certs/detail.hpp verify/live_detail.hpp"
@@ -48,7 +49,7 @@ done
 while IFS=: read -r file line text; do
   fail "$file:$line: a target outside tests/ compiles a source from tests/ ($text)"
 done < <(grep -rnE '(SOURCE_DIR\}|\.\.)/tests/[^ )]*\.cpp' --include=CMakeLists.txt --include='*.cmake' \
-  base certs tls io tunnel verify harness bench tools CMakeLists.txt)
+  base certs tls io tunnel verify harness bench tools fuzz CMakeLists.txt)
 
 if ((failures > 0)); then
   echo "$failures border violation(s)"
