@@ -250,7 +250,10 @@ std::vector<double> ratios(const Series& a, const Series& ref, const std::string
 std::string ratio_text(const std::vector<double>& v) {
   if (v.empty()) return "–";
   std::string rounds;
-  for (double x : v) rounds += (rounds.empty() ? "" : " ") + fmt(x, 2);
+  for (double x : v) {
+    if (!rounds.empty()) rounds += ' ';
+    rounds += fmt(x, 2);
+  }
   return fmt(stats(v).median, 2) + "x [" + rounds + "]";
 }
 

@@ -44,7 +44,11 @@ bool write_all(int fd, const std::string& content) {
 Staged::Staged(fs::path final_path, const std::string& content, unsigned mode)
     : final_(std::move(final_path)) {
   fs::path dir = final_.parent_path().empty() ? fs::path(".") : final_.parent_path();
-  std::string tmpl = (dir / ("." + final_.filename().string() + ".tmp-XXXXXX")).string();
+  std::string name =
+      ".";  // appended, not "." + string&&: GCC 12 -O3 misreads that as overlapping (-Wrestrict)
+  name += final_.filename().string();
+  name += ".tmp-XXXXXX";
+  std::string tmpl = (dir / name).string();
   // mkostemp creates the file 0600, so key bytes are never readable by others.
   int fd = ::mkostemp(tmpl.data(), O_CLOEXEC);
   if (fd < 0) fail_write(final_, errno);

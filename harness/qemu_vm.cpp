@@ -29,7 +29,9 @@ namespace {
 // Position just after `"key"` followed by `:` and whitespace, or npos. A key is
 // told apart from an equal string value by the colon that follows it.
 size_t value_start(std::string_view json, std::string_view key) {
-  std::string quoted = "\"" + std::string(key) + "\"";
+  std::string quoted = "\"";
+  quoted += key;
+  quoted += '"';
   for (size_t pos = json.find(quoted); pos != std::string_view::npos;
        pos = json.find(quoted, pos + 1)) {
     size_t i = pos + quoted.size();

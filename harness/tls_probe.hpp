@@ -31,6 +31,7 @@
 
 #include "tunnel/protocol.hpp"
 #include "verify/probe.hpp"
+#include "verify/tls_records.hpp"
 
 namespace xmig::harness {
 

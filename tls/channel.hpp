@@ -28,4 +28,19 @@ inline std::optional<std::string_view> channel_from_alpn(std::string_view proto)
   return ch;
 }
 
+// What the server picks from a ClientHello's ALPN list (untrusted bytes, as
+// they travel: each protocol is one length byte and that many bytes, RFC 7301):
+// the first "xmig/<channel>" offered, as a view into `wire`. nullopt when none
+// is, or when a length runs past the end before one is found.
+inline std::optional<std::string_view> first_channel_offer(std::string_view wire) {
+  while (!wire.empty()) {
+    size_t len = static_cast<unsigned char>(wire.front());
+    if (1 + len > wire.size()) return std::nullopt;
+    std::string_view proto = wire.substr(1, len);
+    if (channel_from_alpn(proto)) return proto;
+    wire.remove_prefix(1 + len);
+  }
+  return std::nullopt;
+}
+
 }  // namespace xmig::tls

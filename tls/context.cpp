@@ -165,18 +165,11 @@ int note_wrong_host(int ok, X509_STORE_CTX* ctx) {
 // is refused (and logged) knowing who asked.
 int select_channel(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
                    unsigned inlen, void*) {
-  for (unsigned i = 0; i < inlen;) {
-    unsigned len = in[i];
-    if (i + 1 + len > inlen) break;
-    std::string_view proto(reinterpret_cast<const char*>(in + i + 1), len);
-    if (channel_from_alpn(proto)) {
-      *out = in + i + 1;
-      *outlen = static_cast<unsigned char>(len);
-      return SSL_TLSEXT_ERR_OK;
-    }
-    i += 1 + len;
-  }
-  return SSL_TLSEXT_ERR_ALERT_FATAL;
+  auto proto = first_channel_offer({reinterpret_cast<const char*>(in), inlen});
+  if (!proto) return SSL_TLSEXT_ERR_ALERT_FATAL;
+  *out = reinterpret_cast<const unsigned char*>(proto->data());
+  *outlen = static_cast<unsigned char>(proto->size());
+  return SSL_TLSEXT_ERR_OK;
 }
 
 const char* kTls13Suites =
@@ -272,7 +265,8 @@ std::string role_problem(const Settings& settings, const Identity& id, certs::Pu
   if (role == certs::Purpose::TlsClient && both_roles) {
     std::string dir = std::filesystem::path(settings.cert).parent_path().string();
     if (dir.empty()) dir = ".";
-    fix = "this host also dials its peers with " + settings.cert +
+    // Starts from a std::string: "literal" + string&& makes GCC 12 -O3 warn (-Wrestrict).
+    fix = std::string("this host also dials its peers with ") + settings.cert +
           " ([tls] client_cert defaults to cert): give it a client certificate, e.g. libvirt's "
           "client_cert = \"" +
           dir + "/client-cert.pem\" and client_key = \"" + dir + "/client-key.pem\" in [tls]; or " +

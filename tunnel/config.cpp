@@ -315,7 +315,8 @@ RouteConfig read_route(Section& s, const std::set<std::string>& peer_names,
   if (auto ep = s.endpoint("listen", true, "fix: e.g. listen = \"127.0.0.1:5000\"")) {
     r.listen = *ep;
     if (!listens.insert(r.listen.str()).second)
-      s.problem("listen", "\"" + r.listen.str() + "\" is used twice; fix: one listener each");
+      s.problem("listen",
+                std::string("\"") + r.listen.str() + "\" is used twice; fix: one listener each");
   }
   r.peer = s.string("peer", true, "fix: name one of the [[peer]] hosts");
   if (!r.peer.empty() && !peer_names.count(r.peer))

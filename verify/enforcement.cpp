@@ -9,6 +9,7 @@
 #include "certs/certs.hpp"
 #include "tunnel/protocol.hpp"
 #include "verify/live_detail.hpp"
+#include "verify/tls_records.hpp"
 
 namespace xmig::verify::detail {
 

@@ -38,7 +38,7 @@ struct FlowTable::Segment {
 std::string Address::str() const {
   char buf[INET6_ADDRSTRLEN] = "?";
   inet_ntop(v6 ? AF_INET6 : AF_INET, ip.data(), buf, sizeof buf);
-  return v6 ? "[" + std::string(buf) + "]:" + std::to_string(port)
+  return v6 ? std::string("[") + buf + "]:" + std::to_string(port)
             : std::string(buf) + ":" + std::to_string(port);
 }
 

@@ -240,18 +240,6 @@ PlaintextReply send_plaintext(const PeerAddress& peer, std::string_view bytes,
   return r;
 }
 
-bool only_tls_alerts(std::string_view reply) {
-  while (!reply.empty()) {
-    if (reply.size() < SSL3_RT_HEADER_LENGTH) return false;
-    size_t len = static_cast<uint8_t>(reply[3]) * 256u + static_cast<uint8_t>(reply[4]);
-    if (static_cast<uint8_t>(reply[0]) != SSL3_RT_ALERT || reply[1] != SSL3_VERSION_MAJOR ||
-        reply.size() < SSL3_RT_HEADER_LENGTH + len)
-      return false;
-    reply.remove_prefix(SSL3_RT_HEADER_LENGTH + len);
-  }
-  return true;
-}
-
 std::optional<std::chrono::system_clock::time_point> peer_not_after(SSL* ssl) {
   X509* cert = SSL_get0_peer_certificate(ssl);
   if (!cert) return std::nullopt;

@@ -94,10 +94,6 @@ struct PlaintextReply {
 PlaintextReply send_plaintext(const PeerAddress& peer, std::string_view bytes,
                               std::chrono::milliseconds timeout);
 
-// True when bytes are only TLS alert records (what a TLS server may answer to
-// something that is not TLS), or nothing.
-bool only_tls_alerts(std::string_view bytes);
-
 // The peer certificate's notAfter, if the session has one.
 std::optional<std::chrono::system_clock::time_point> peer_not_after(SSL* ssl);
 

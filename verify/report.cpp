@@ -59,7 +59,9 @@ std::string render_text(const Report& r) {
     ++counts[static_cast<int>(f.status)];
     if (f.group != group) {
       group = f.group;
-      out += "\n" + printable(group) + "\n";
+      out += '\n';
+      out += printable(group);
+      out += '\n';
     }
     out += std::string("  ") + to_string(f.status) + "  " + printable(f.check) + ": " +
            printable(f.reason) + "\n";

@@ -361,4 +361,16 @@ void TlsRecordParser::resync_scan() {
   if (n > kHeader - 1) resync_.erase(0, n - (kHeader - 1));
 }
 
+bool only_tls_alerts(std::string_view reply) {
+  while (!reply.empty()) {
+    if (reply.size() < SSL3_RT_HEADER_LENGTH) return false;
+    size_t len = static_cast<uint8_t>(reply[3]) * 256u + static_cast<uint8_t>(reply[4]);
+    if (static_cast<uint8_t>(reply[0]) != SSL3_RT_ALERT || reply[1] != SSL3_VERSION_MAJOR ||
+        reply.size() < SSL3_RT_HEADER_LENGTH + len)
+      return false;
+    reply.remove_prefix(SSL3_RT_HEADER_LENGTH + len);
+  }
+  return true;
+}
+
 }  // namespace xmig::verify

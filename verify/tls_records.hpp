@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace xmig::verify {
 
@@ -42,6 +43,10 @@ inline constexpr uint8_t kLastContentType = 24;
 // a content type kFirstContentType..kLastContentType, version 3.0..3.4, a
 // length within kMaxTlsRecordBody.
 bool plausible_tls_header(const uint8_t* p);
+
+// True when bytes are only TLS alert records (what a TLS server may answer to
+// something that is not TLS), or nothing.
+bool only_tls_alerts(std::string_view bytes);
 
 // "TLS_AES_128_GCM_SHA256" for the suites xmig and common stacks use, else "0xC0FF".
 std::string cipher_suite_name(uint16_t suite);

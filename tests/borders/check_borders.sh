@@ -20,6 +20,7 @@ declare -A may=(
   [harness]="base certs tunnel verify harness"
   [bench]="base certs tunnel harness bench"
   [tools]="base certs tunnel verify harness bench"
+  [fuzz]="base tls tunnel verify fuzz"
 )
 # Where a folder may use only part of another: xmig-verify reads the tunnel's
 # config and speaks its wire protocol, and links neither its data path nor
@@ -29,15 +30,15 @@ declare -A only=(
 )
 # Each library's public headers: the only ones another folder of the product may
 # include (every CMake target exports the source root, so this list, not the
-# include path, is what says what is public). Tests may include more, to test
-# a part on its own, but never a header in $private.
+# include path, is what says what is public). Tests and fuzz targets may
+# include more, to drive a part on its own, but never a header in $private.
 declare -A public=(
   [base]="asio.hpp fd.hpp json.hpp openssl_errors.hpp socket.hpp"
   [certs]="certs.hpp host_name.hpp"
   [tls]="channel.hpp context.hpp handshake.hpp ktls.hpp owned.hpp"
   [io]="pump.hpp"
   [tunnel]="config.hpp endpoint.hpp protocol.hpp tunnel.hpp"
-  [verify]="verify.hpp status_client.hpp probe.hpp"
+  [verify]="verify.hpp status_client.hpp probe.hpp tls_records.hpp"
   [harness]="certtool.hpp files.hpp process.hpp qemu_vm.hpp streams.hpp tls_probe.hpp tunnel_pair.hpp"
   [bench]="load.hpp measure.hpp record.hpp relay.hpp"
 )
@@ -70,6 +71,7 @@ for pair in "${!only[@]}"; do
 done
 
 for folder in "${!may[@]}"; do
+  [[ $folder == fuzz ]] && continue # fuzz targets, like tests, drive one part on its own
   while IFS=: read -r file line text; do
     [[ $text =~ \"([a-z_]+)/([a-z_]+\.hpp)\" ]] || continue
     owner=${BASH_REMATCH[1]} header=${BASH_REMATCH[2]}
@@ -89,7 +91,7 @@ done
 while IFS=: read -r file line text; do
   fail "$file:$line: a target outside tests/ compiles a source from tests/ ($text)"
 done < <(grep -rnE '(SOURCE_DIR\}|\.\.)/tests/[^ )]*\.cpp' --include=CMakeLists.txt --include='*.cmake' \
-  base certs tls io tunnel verify harness bench tools CMakeLists.txt)
+  base certs tls io tunnel verify harness bench tools fuzz CMakeLists.txt)
 
 if ((failures > 0)); then
   echo "$failures border violation(s)"

@@ -137,7 +137,8 @@ TEST_F(VerifyQemuCapture, PcapPassesQemuMigrationThroughTunnel) {
 
   VerifyRun r = run_verify({"--pcap", pcap.string()}, work_->path());
   EXPECT_EQ(r.exit_code, 0) << r.output << summary << pair.logs();
-  EXPECT_TRUE(contains(r.output, ":" + std::to_string(pair.b.port) + ": TLS 1.3 TLS_AES_"));
+  EXPECT_TRUE(
+      contains(r.output, std::string(":") + std::to_string(pair.b.port) + ": TLS 1.3 TLS_AES_"));
   EXPECT_TRUE(contains(r.output, "ALPN xmig/qemu"));
   EXPECT_FALSE(contains(r.output, "in plaintext"));
   EXPECT_FALSE(contains(r.output, "FAIL"));

@@ -7,7 +7,9 @@ set -f  # test filters hold * characters
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-mount -t tmpfs tmp /tmp
+# /tmp stays the initramfs' own folder (the root is already in RAM and
+# writable): a tmpfs mounted over it would hide the programs of a checkout that
+# lives under /tmp, which keep their host paths in the guest.
 mkdir -p /root
 echo /bin/modprobe > /proc/sys/kernel/modprobe
 ip link set lo up
