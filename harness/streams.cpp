@@ -62,8 +62,18 @@ Fd connect_unix(const std::string& path) {
   return fd;
 }
 
-Fd connect_tcp(uint16_t port) {
+void bind_source(int fd, const std::string& source) {
+  if (source.empty()) return;
+  sockaddr_in from{};
+  from.sin_family = AF_INET;
+  if (::inet_pton(AF_INET, source.c_str(), &from.sin_addr) != 1 ||
+      ::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) != 0)
+    throw std::runtime_error("bind " + source + ": " + strerror(errno));
+}
+
+Fd connect_tcp(uint16_t port, const std::string& source) {
   Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  bind_source(fd.get(), source);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);

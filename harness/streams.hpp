@@ -23,7 +23,12 @@ struct Hashed {
 };
 
 Fd connect_unix(const std::string& path);
-Fd connect_tcp(uint16_t port);  // 127.0.0.1
+// To 127.0.0.1:port, from `source` (an IPv4 address of this machine, any of
+// 127/8) when given, so that a test can be a source other than the peers.
+Fd connect_tcp(uint16_t port, const std::string& source = "");
+// Binds a socket to the IPv4 address `source` before it connects ("" does
+// nothing); throws std::runtime_error saying why not.
+void bind_source(int fd, const std::string& source);
 
 class Listener {
  public:

@@ -1,5 +1,7 @@
 #include "harness/tls_probe.hpp"
 
+#include "harness/streams.hpp"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -68,10 +70,18 @@ BioPtr memory_bio(const std::string& pem) {
   return bio;
 }
 
-Fd connect_loopback(uint16_t port, std::chrono::milliseconds timeout, std::string& error) {
+Fd connect_loopback(uint16_t port, std::chrono::milliseconds timeout, std::string& error,
+                    const std::string& source = "") {
   Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) {
     error = std::string("socket: ") + strerror(errno);
+    return fd;
+  }
+  try {
+    bind_source(fd.get(), source);
+  } catch (const std::exception& e) {
+    error = e.what();
+    fd.reset();
     return fd;
   }
   set_socket_timeouts(fd.get(), timeout);  // SO_SNDTIMEO also bounds connect()
@@ -163,7 +173,7 @@ TlsProbe::~TlsProbe() {
 
 TlsProbeResult TlsProbe::connect(uint16_t port) {
   TlsProbeResult r;
-  fd_ = connect_loopback(port, opts_.timeout, r.error);
+  fd_ = connect_loopback(port, opts_.timeout, r.error, opts_.source_address);
   if (!fd_) return r;
   r.local_port = local_port_of(fd_.get());
 
