@@ -8,6 +8,7 @@
 // Figures (transfer times, connections held, RSS) are printed with the prefix
 // "abuse:" so that a run shows them (ctest -V).
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <cstdio>

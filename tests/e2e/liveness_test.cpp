@@ -9,6 +9,7 @@
 // Detection times are printed with the prefix "liveness:".
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <cstdio>
 #include <fstream>
@@ -112,9 +113,10 @@ void expect_accounted(const RunningStream& s, const TunnelPair& pair, bool a_log
   EXPECT_GE(s.received.bytes, kBeforeFault);
   EXPECT_EQ(s.received.sha256, expected_sha256(s.received.bytes, kSeed));
   EXPECT_NE(s.sent.error, "") << "the client's send must fail, not end as if complete";
-  if (b_logged)
+  if (b_logged) {
     EXPECT_EQ(close_field(pair.b.log, "in", "from_peer"), static_cast<long long>(s.received.bytes))
         << pair.logs();
+  }
   if (a_logged) {
     long long carried = close_field(pair.a.log, "out", "to_peer");
     EXPECT_GE(carried, static_cast<long long>(s.received.bytes)) << pair.logs();
@@ -235,6 +237,7 @@ TEST(Liveness, PausedButAliveStreamIsNeverCut) {
   send_all(data.data() + kMiB, kMiB);
   shutdown_write(client.get());
   reader.join();
+  target.reset();  // the application's end of the stream back
   EXPECT_EQ(received.size(), data.size()) << pair.logs();
   EXPECT_TRUE(received == data);
   EXPECT_TRUE(wait_until(
