@@ -81,12 +81,13 @@ std::optional<Admission::Pending> Admission::admit(const std::string& source, Re
                                   src.ban_reason)};
     return std::nullopt;
   }
-  // The bucket fills at the rate, up to a burst of as many.
+  // The bucket fills at the rate, up to a burst of as many. A peer's own
+  // migrations open connections as fast as they need: its address has no rate.
   const double rate = limits_.handshake_rate_per_source;
   if (src.refilled == Clock::time_point{}) src.tokens = rate;
   src.tokens = std::min(rate, src.tokens + seconds(now - src.refilled) * rate);
   src.refilled = now;
-  if (src.tokens < 1) {
+  if (!peer && src.tokens < 1) {
     refusal = {.kind = "rate",
                .why = fmt::format("more than {} new connections a second "
                                   "(handshake_rate_per_source)",
@@ -94,7 +95,7 @@ std::optional<Admission::Pending> Admission::admit(const std::string& source, Re
     violation(source, src, refusal.why);
     return std::nullopt;
   }
-  src.tokens -= 1;
+  if (!peer) src.tokens -= 1;
   if (src.pending >= limits_.max_pending_per_source) {
     refusal = {.kind = "pending-source",
                .why = fmt::format("{} handshakes from this source already pending "

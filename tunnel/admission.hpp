@@ -8,7 +8,8 @@
 //   apart, so that strangers cannot use up their budget) and from one source
 //   (max_pending_per_source);
 // - new connections per second from one source (handshake_rate_per_source,
-//   a token bucket with a burst of as many).
+//   a token bucket with a burst of as many; not for the peers' addresses,
+//   whose migrations open connections as fast as they need).
 // Established streams are counted elsewhere (max_connections), so pending
 // handshakes never take their places.
 //

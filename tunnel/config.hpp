@@ -67,7 +67,8 @@ struct Limits {
   // source (an IPv4 address, or an IPv6 /64).
   unsigned max_pending_handshakes = 256;
   unsigned max_pending_per_source = 64;
-  // New TLS connections one source may open per second (a burst of as many).
+  // New TLS connections one source may open per second (a burst of as many;
+  // the configured peers' addresses are not rate-limited).
   unsigned handshake_rate_per_source = 100;
   // A source that fails authentication or exceeds the limits above ban_after
   // times within ban_window is refused for ban_time (ban_after 0: never).
