@@ -10,9 +10,14 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <unistd.h>
 #include <atomic>
+
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <regex>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -383,6 +388,83 @@ TEST(Abuse, MemoryPerPendingHandshakeAndPerStreamIsBounded) {
       kCount, per_stream / 1024);
   EXPECT_LT(per_pending, 16 * 1024);
   EXPECT_LT(per_stream, 256 * 1024);
+}
+
+}  // namespace
+}  // namespace xmig::test
+
+namespace xmig::test {
+
+using namespace harness;
+namespace {
+
+// CPU seconds (user + system) a process has used, from /proc/<pid>/stat.
+double cpu_seconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), {});
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+  std::string skip;
+  for (int i = 0; i < 11; ++i) fields >> skip;  // state .. cmajflt
+  double user = 0, system = 0;
+  fields >> user >> system;
+  return (user + system) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// Pass: hv-b's open-file limit lowered to 48 (prlimit) and 80 idle
+// connections from a stranger: accept fails with EMFILE, and hv-b pauses
+// (log lines "Too many open files; next accept in N ms", fewer than 40 in
+// 3 s, N up to 1000) using under 0.5 CPU seconds in those 3 s instead of
+// spinning; once the strangers go (the limit stays), hv-b's own entry and
+// hv-a's 1 MiB to hv-b work.
+TEST(Abuse, AcceptErrorsBackOffInsteadOfSpinning) {
+  TunnelPairOptions opts;
+  opts.log_level = "info";
+  opts.b_extra = "[limits]\nmax_pending_per_source = 1000\nhandshake_rate_per_source = 1000\n";
+  TunnelPair pair(opts);
+  const pid_t b = pair.b.process->pid();
+  ASSERT_EQ(run({"/usr/bin/prlimit", "--pid", std::to_string(b), "--nofile=48:48"}), 0);
+  std::vector<Fd> strangers;
+  for (int i = 0; i < 80; ++i) strangers.push_back(connect_tcp(pair.b.port, "127.0.0.8"));
+  ASSERT_TRUE(wait_until(
+      [&] { return count_in_log(pair.b.log, "Too many open files; next accept in") > 0; }, 5s))
+      << pair.logs();
+  const double cpu_before = cpu_seconds(b);
+  const int lines_before = count_in_log(pair.b.log, "next accept in");
+  std::this_thread::sleep_for(3s);
+  const double cpu = cpu_seconds(b) - cpu_before;
+  const int lines = count_in_log(pair.b.log, "next accept in") - lines_before;
+  std::printf("abuse: EMFILE for 3 s: %d accept error lines, %.2f CPU s\n", lines, cpu);
+  EXPECT_LT(lines, 40) << pair.logs();
+  EXPECT_LT(cpu, 0.5);
+  EXPECT_GE(count_in_log(pair.b.log, "next accept in 1000 ms"), 1) << pair.logs();
+  strangers.clear();
+  own_entry_works(pair);  // hv-b -> hv-a
+  auto sink = Listener::unix_socket(pair.delivery("qemu").string());
+  Fd client = connect_unix(pair.entry("qemu").string());
+  Hashed sent = send_stream(client.get(), kMiB, 5);
+  shutdown_write(client.get());
+  Fd target = sink.accept(10s);
+  ASSERT_TRUE(target) << pair.logs();
+  EXPECT_EQ(recv_stream(target.get()).sha256, sent.sha256);
+}
+
+// Pass: 16 status clients that connect and send nothing hold every place of
+// the status endpoint: a 17th request gets no answer; 5 s later the silent
+// ones have been closed (EOF) and a request is answered with the status.
+TEST(Abuse, StatusEndpointHasATimeoutAndACap) {
+  TunnelPairOptions opts;
+  opts.log_level = "info";
+  TunnelPair pair(opts);
+  std::vector<Fd> silent;
+  for (int i = 0; i < 16; ++i)
+    silent.push_back(connect_unix((pair.b.run_dir / "status.sock").string()));
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(status_request(pair.b, "/status").find("\"name\":\"hv-b\""), std::string::npos);
+  for (auto& fd : silent) EXPECT_TRUE(wait_readable(fd.get(), 7s));
+  EXPECT_NE(status_request(pair.b, "/status").find("\"name\":\"hv-b\""), std::string::npos)
+      << pair.logs();
+  EXPECT_EQ(count_in_log(pair.b.log, "refused: status endpoint: 16 requests already"), 1)
+      << pair.logs();
 }
 
 }  // namespace
