@@ -98,7 +98,9 @@ std::string status_json(const StatusFacts& f, const Stats::Snapshot& s) {
   j += ",\"reloads\":{\"ok\":" + std::to_string(s.reloads_ok) +
        ",\"failed\":" + std::to_string(s.reloads_failed) + "}";
   j += ",\"pending_handshakes\":" + std::to_string(f.pending_handshakes);
-  j += ",\"bans\":{\"total\":" + std::to_string(f.bans_total) + ",\"active\":[";
+  // Not "active": readers of /status look that key up for the running
+  // connections (verify/status_client.cpp).
+  j += ",\"bans\":{\"total\":" + std::to_string(f.bans_total) + ",\"in_force\":[";
   first = true;
   for (const auto& b : f.bans) {
     j += first ? "{" : ",{";

@@ -30,7 +30,7 @@
 //                    from_peer (bytes so far), rate (bytes/s both ways together,
 //                    averaged over its age), age_seconds
 //   "pending_handshakes"   TLS connections accepted and not yet authenticated
-//   "bans":{"total","active":[...]}   bans since start, and those in force:
+//   "bans":{"total","in_force":[...]}   bans since start, and those in force:
 //                    source, until_unix, seconds_left, violations, reason, refused
 //   "recent":[...]   the last 32 that ended, newest last: direction, peer, channel,
 //                    migration, id, tls, cipher, mode, client, to_peer, from_peer,

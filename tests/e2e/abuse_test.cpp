@@ -293,7 +293,7 @@ TEST(Abuse, BanEngagesOnTheThirdFailureAndLiftsAfterBanTime) {
       << pair.logs();
   const double lifted_after = seconds_since(banned_at);
   EXPECT_GE(lifted_after, 2.5);
-  EXPECT_NE(status_request(pair.b, "/status").find("\"active\":[]"), std::string::npos);
+  EXPECT_NE(status_request(pair.b, "/status").find("\"in_force\":[]"), std::string::npos);
   auto again = probe("127.0.0.5", true);
   EXPECT_EQ(again.verdict, 'A') << again.error << pair.logs();
   EXPECT_TRUE(wait_until(
