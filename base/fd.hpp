@@ -1,8 +1,10 @@
 // base/fd: Fd, the sole owner of a file descriptor; closes it exactly once.
 #pragma once
 
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <utility>
 
 namespace xmig {
@@ -34,5 +36,17 @@ class Fd {
  private:
   int fd_ = -1;
 };
+
+// Raises this process's open-file limit to its hard limit and returns the
+// limit in force: each connection holds two descriptors, and the usual soft
+// limit (1024) would refuse connections long before the configured limits.
+inline uint64_t raise_fd_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return 0;
+  limit.rlim_cur = limit.rlim_max;
+  ::setrlimit(RLIMIT_NOFILE, &limit);
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  return limit.rlim_cur;
+}
 
 }  // namespace xmig

@@ -2,10 +2,29 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
 namespace xmig {
+
+namespace {
+
+bool set_int(int fd, int level, int option, int value) {
+  return ::setsockopt(fd, level, option, &value, sizeof value) == 0;
+}
+
+// The kernel counts keepalive times in whole seconds, at least one.
+int whole_seconds(std::chrono::milliseconds ms) {
+  return static_cast<int>(std::max<int64_t>(1, (ms.count() + 999) / 1000));
+}
+
+}  // namespace
 
 std::string address_text(const sockaddr_storage& ss) {
   char ip[INET6_ADDRSTRLEN] = {};
@@ -34,6 +53,15 @@ void set_timeouts(int fd, std::chrono::milliseconds timeout) {
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
+void bind_source(int fd, const std::string& source) {
+  if (source.empty()) return;
+  sockaddr_in from{};
+  from.sin_family = AF_INET;
+  if (::inet_pton(AF_INET, source.c_str(), &from.sin_addr) != 1 ||
+      ::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) != 0)
+    throw std::runtime_error("bind " + source + ": " + std::strerror(errno));
+}
+
 uint16_t local_port_of(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
@@ -41,6 +69,14 @@ uint16_t local_port_of(int fd) {
   if (ss.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
   if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
   return 0;
+}
+
+bool set_liveness(int fd, const Liveness& l) {
+  return set_int(fd, SOL_SOCKET, SO_KEEPALIVE, 1) &&
+         set_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, whole_seconds(l.idle)) &&
+         set_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, whole_seconds(l.interval)) &&
+         set_int(fd, IPPROTO_TCP, TCP_KEEPCNT, static_cast<int>(l.count)) &&
+         set_int(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, static_cast<int>(l.user_timeout.count()));
 }
 
 }  // namespace xmig

@@ -1,5 +1,7 @@
 #include "harness/process.hpp"
 
+#include <fstream>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
@@ -126,6 +128,13 @@ bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds tim
     if (std::chrono::steady_clock::now() >= deadline) return false;
     std::this_thread::sleep_for(20ms);
   }
+}
+
+uint64_t rss_bytes(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;  // "N kB"
+  return 0;
 }
 
 }  // namespace xmig::harness

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
@@ -53,6 +54,10 @@ class Process {
 // killed); output is appended to log_path when given.
 int run(std::vector<std::string> argv, std::string log_path = {},
         std::chrono::milliseconds timeout = 120s);
+
+// A process's resident memory (VmRSS in /proc/<pid>/status), in bytes; 0
+// when it cannot be read.
+uint64_t rss_bytes(pid_t pid);
 
 // Polls cond every 20 ms until it is true or the timeout passes.
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout);

@@ -62,8 +62,9 @@ Fd connect_unix(const std::string& path) {
   return fd;
 }
 
-Fd connect_tcp(uint16_t port) {
+Fd connect_tcp(uint16_t port, const std::string& source) {
   Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  bind_source(fd.get(), source);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);

@@ -23,7 +23,9 @@ struct Hashed {
 };
 
 Fd connect_unix(const std::string& path);
-Fd connect_tcp(uint16_t port);  // 127.0.0.1
+// To 127.0.0.1:port, from `source` (an IPv4 address of this machine, any of
+// 127/8) when given, so that a test can be a source other than the peers.
+Fd connect_tcp(uint16_t port, const std::string& source = "");
 
 class Listener {
  public:

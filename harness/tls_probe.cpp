@@ -43,7 +43,7 @@ TlsProbe::~TlsProbe() {
 TlsProbeResult TlsProbe::connect(uint16_t port) {
   close();
   session_ = verify::open_session(loopback(port), verify::probe_session(spec_), opts_.timeout,
-                                  opts_.request);
+                                  opts_.request, opts_.source_address);
   return {.handshake_ok = session_.handshake_ok,
           .verdict = session_.verdict,
           .error = session_.error,

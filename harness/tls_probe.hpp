@@ -56,6 +56,10 @@ struct TlsProbeOptions {
   std::string request = tunnel::encode(tunnel::Request{});
   // Bound for connect, each read and each write.
   std::chrono::milliseconds timeout{5000};
+  // The probe's own address, e.g. "127.0.0.2" (any 127/8 address is this
+  // machine), so that a test can knock as a source other than the peer;
+  // "" = the kernel's choice.
+  std::string source_address{};
 };
 
 struct TlsProbeResult {

@@ -42,10 +42,9 @@ io_uring_sqe* Pump::sqe(unsigned op) {
 
 void Pump::complete(unsigned op, int res) {
   --inflight_;
-  if (ending_)
-    close_if_idle();
-  else
-    on_complete(op, res);
+  if (!ending_) return on_complete(op, res);
+  if (res > 0) on_late_complete(op, res);
+  close_if_idle();
 }
 
 void Pump::succeed() {

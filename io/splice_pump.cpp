@@ -132,6 +132,11 @@ class SplicePump final : public Pump {
     }
   }
 
+  void on_late_complete(unsigned op, int res) override {
+    if (op == UpOut) count_plain_to_tls(static_cast<uint64_t>(res));
+    if (op == DownSend) count_tls_to_plain(static_cast<uint64_t>(res));
+  }
+
   // A splice blocks in io_uring's worker pool; a cancellation (which then
   // interrupts it) must name its output file: the pipes' ends.
   std::vector<int> other_files() const override { return {up_.read.get(), up_.write.get()}; }

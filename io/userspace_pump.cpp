@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 
 #include "base/openssl_errors.hpp"
 #include "io/worker.hpp"
@@ -35,6 +36,21 @@ constexpr size_t kChunk = 16 * kRecord;  // one receive: 16 full records (256 Ki
 // Plaintext that one round of SSL_read may produce from kChunk of ciphertext
 // plus the partial record OpenSSL kept from the last round.
 constexpr size_t kDownCapacity = kChunk + 2 * kRecord;
+
+// A fixed-size byte buffer that is not zero-filled: its pages become
+// resident only when data first lands in them, so an idle stream costs a few
+// KiB, not the 1 MiB its four buffers can hold (README "Memory").
+class Buffer {
+ public:
+  explicit Buffer(size_t size)
+      : bytes_(std::make_unique_for_overwrite<uint8_t[]>(size)), size_(size) {}
+  uint8_t* data() { return bytes_.get(); }
+  size_t size() const { return size_; }
+
+ private:
+  std::unique_ptr<uint8_t[]> bytes_;
+  size_t size_;
+};
 
 // Ciphertext between OpenSSL and the ring.
 struct Wire {
@@ -177,6 +193,10 @@ class UserspacePump final : public Pump {
         send_plain_busy_ = false;
         return pump_down();
     }
+  }
+
+  void on_late_complete(unsigned op, int res) override {
+    if (op == SendPlain) count_tls_to_plain(static_cast<uint64_t>(res));
   }
 
   // The local application closed with bytes unread. Not a transport
@@ -340,18 +360,18 @@ class UserspacePump final : public Pump {
   uint64_t limit_;  // records per key, 0 = none
   uint64_t up_records_ = 0;
 
-  std::vector<uint8_t> up_in_;
+  Buffer up_in_;
   size_t up_len_ = 0, up_off_ = 0;
   bool up_eof_ = false, recv_plain_busy_ = false, close_notify_queued_ = false;
   std::vector<uint8_t> tls_sending_;
   size_t tls_sent_ = 0;
   bool send_tls_busy_ = false, up_done_ = false;
 
-  std::vector<uint8_t> down_in_;
+  Buffer down_in_;
   bool recv_tls_busy_ = false, down_eof_ = false;
-  std::vector<uint8_t> down_out_;
+  Buffer down_out_;
   size_t down_len_ = 0;
-  std::vector<uint8_t> plain_sending_;
+  Buffer plain_sending_;
   size_t plain_len_ = 0, plain_sent_ = 0;
   bool send_plain_busy_ = false, down_done_ = false;
 

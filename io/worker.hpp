@@ -92,6 +92,11 @@ class Pump {
 
  protected:
   virtual void on_complete(unsigned op, int res) = 0;
+  // A completion with res > 0 that came back after the pump had ended (its
+  // operation was done before the cancellation reached it): the bytes it
+  // moved into a socket still count, so that the close line says exactly
+  // what the far side or the application got.
+  virtual void on_late_complete(unsigned /*op*/, int /*res*/) {}
   // Extra files whose operations fail() must cancel besides the two sockets
   // (io_uring matches a cancellation by an operation's own file: for a
   // splice, its output). Up to four.

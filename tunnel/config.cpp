@@ -336,6 +336,26 @@ void read_limits(Section& s, Limits& out) {
   out.connect_timeout = s.seconds("connect_timeout", out.connect_timeout);
   out.drain_timeout = s.seconds("drain_timeout", out.drain_timeout);
   out.max_connections = s.number("max_connections", out.max_connections, 1, 1'000'000);
+  out.max_pending_handshakes =
+      s.number("max_pending_handshakes", out.max_pending_handshakes, 1, 1'000'000);
+  out.max_pending_per_source =
+      s.number("max_pending_per_source", out.max_pending_per_source, 1, 1'000'000);
+  out.handshake_rate_per_source =
+      s.number("handshake_rate_per_source", out.handshake_rate_per_source, 1, 1'000'000);
+  out.ban_after = s.number("ban_after", out.ban_after, 0, 1'000'000);
+  out.ban_window = s.seconds("ban_window", out.ban_window);
+  out.ban_time = s.seconds("ban_time", out.ban_time);
+  if (const toml::node* n = s.get("ban_exempt_peers")) {
+    if (n->is_boolean())
+      out.ban_exempt_peers = **n->as_boolean();
+    else
+      s.problem("ban_exempt_peers", "must be true or false");
+  }
+  Liveness& live = out.liveness;
+  live.idle = s.seconds("keepalive_idle", live.idle);
+  live.interval = s.seconds("keepalive_interval", live.interval);
+  live.count = s.number("keepalive_count", live.count, 1, 127);
+  live.user_timeout = s.seconds("user_timeout", live.user_timeout);
 }
 
 toml::table parse_toml(const std::string& text, const std::string& path) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "base/socket.hpp"
 #include "tls/ktls.hpp"
 #include "tunnel/endpoint.hpp"
 
@@ -52,11 +53,33 @@ struct TlsConfig {
   uint64_t key_limit_records = tls::kDefaultKeyLimitRecords;
 };
 
+// [limits]: what one source, or all of them, may hold of this host, and how
+// long anything may take. See the README's configuration reference.
 struct Limits {
   std::chrono::milliseconds handshake_timeout{10'000};
   std::chrono::milliseconds connect_timeout{10'000};
   std::chrono::milliseconds drain_timeout{30'000};
+  // Established streams at once, counted for each direction on its own: peers'
+  // streams into this host, and this host's own entries towards its peers
+  // (so neither can starve the other).
   unsigned max_connections = 4096;
+  // TLS connections accepted and not yet authenticated, in all and from one
+  // source (an IPv4 address, or an IPv6 /64).
+  unsigned max_pending_handshakes = 256;
+  unsigned max_pending_per_source = 64;
+  // New TLS connections one source may open per second (a burst of as many;
+  // the configured peers' addresses are not rate-limited).
+  unsigned handshake_rate_per_source = 100;
+  // A source that fails authentication or exceeds the limits above ban_after
+  // times within ban_window is refused for ban_time (ban_after 0: never).
+  unsigned ban_after = 3;
+  std::chrono::milliseconds ban_window{300'000};
+  std::chrono::milliseconds ban_time{900'000};
+  // The addresses of configured [[peer]]s are never banned (they are still
+  // held to the limits).
+  bool ban_exempt_peers = true;
+  // Keepalive and TCP_USER_TIMEOUT on every TLS connection (base/socket.hpp).
+  Liveness liveness;
 };
 
 struct Config {

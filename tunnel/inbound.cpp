@@ -25,6 +25,7 @@ struct Refusal : std::runtime_error {
 
 // Sends a refusal verdict and close_notify; best effort, never waits.
 void send_verdict_nowait(SSL* ssl, Verdict v) {
+  if (!ssl) return;
   uint8_t byte = static_cast<uint8_t>(v);
   SSL_write(ssl, &byte, 1);
   tls::send_close_notify(ssl);
@@ -43,18 +44,26 @@ asio::awaitable<Request> read_request(asio::ip::tcp::socket& sock, SSL* ssl) {
   co_return *request;
 }
 
-// The handshake and the request, within the handshake timeout.
-asio::awaitable<Request> start_admit(Tunnel::State& s, asio::ip::tcp::socket& sock, SSL* ssl,
-                                     ConnectionInfo& info) {
+// The handshake and the request, within the handshake timeout. The pending
+// handshake's place is given back as soon as the peer has authenticated.
+asio::awaitable<Request> start_admit(Tunnel::State& s, asio::ip::tcp::socket& sock,
+                                     tls::SslPtr& ssl, ConnectionInfo& info,
+                                     std::optional<Admission::Pending>& pending) {
   Deadline deadline(s.io, s.config.limits.handshake_timeout, [&] { sock.cancel(); });
   try {
-    co_await tls::handshake(sock, ssl);
-    info.tls_version = tls::protocol_version(ssl);
-    info.cipher = tls::cipher_name(ssl);
-    auto peer = tls::identify_peer(ssl, s.peer_names);
+    // A connection that sends nothing costs no TLS session: it is made when
+    // the ClientHello begins to arrive.
+    co_await sock.async_wait(asio::socket_base::wait_read, asio::use_awaitable);
+    auto context = s.tls;
+    ssl = context->new_server();
+    tls::prepare_session(ssl.get(), s.config.tls.ktls);
+    co_await tls::handshake(sock, ssl.get());
+    info.tls_version = tls::protocol_version(ssl.get());
+    info.cipher = tls::cipher_name(ssl.get());
+    auto peer = tls::identify_peer(ssl.get(), s.peer_names);
     if (!peer) {
       std::string names;
-      if (X509* cert = SSL_get0_peer_certificate(ssl)) {
+      if (X509* cert = SSL_get0_peer_certificate(ssl.get())) {
         char subject[256];
         X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject);
         names = subject;
@@ -64,12 +73,13 @@ asio::awaitable<Request> start_admit(Tunnel::State& s, asio::ip::tcp::socket& so
       throw Refusal(Verdict::NotAPeer, "certificate " + names + " names no configured [[peer]]");
     }
     info.peer = *peer;
-    info.channel = tls::negotiated_channel(ssl);
+    pending.reset();
+    info.channel = tls::negotiated_channel(ssl.get());
     if (info.channel.empty())
       throw Refusal(Verdict::UnknownChannel, "the client named no channel (ALPN xmig/<channel>)");
     if (info.channel != kVerifyChannel && !s.config.targets.count(info.channel))
       throw Refusal(Verdict::UnknownChannel, "unknown channel \"" + info.channel + "\"");
-    Request request = co_await read_request(sock, ssl);
+    Request request = co_await read_request(sock, ssl.get());
     info.migration = request.migration;
     co_return request;
   } catch (const boost::system::system_error& e) {
@@ -124,24 +134,44 @@ asio::awaitable<Fd> connect_target(Tunnel::State& s, const Request& request, Con
   co_return target;
 }
 
-asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot slot) {
-  std::string source;
-  {
-    boost::system::error_code ec;
-    auto ep = sock.remote_endpoint(ec);
-    source = ec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
-  }
+// A refusal line of the TLS listener: rate-limited per source and kind (see
+// refusal_log.hpp), except for the configured peers' addresses, whose every
+// refusal stays in the log (xmig-verify's probes among them).
+void log_refusal(Tunnel::State& s, const std::string& source, const std::string& kind,
+                 const std::string& line) {
+  if (s.admission.is_peer(source))
+    spdlog::warn("{}", line);
+  else
+    s.refusal_log.warn(source + " " + kind, line);
+}
+
+// A refusal before the source has authenticated: a violation of the source
+// (see admission.hpp).
+void refuse_stranger(Tunnel::State& s, const std::string& source, const std::string& from,
+                     const std::string& why) {
+  s.admission.failed(source, why);
+  log_refusal(s, source, "handshake", "refused: from " + from + ": " + why);
+}
+
+asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, std::string from,
+                            Admission::Pending pending_place) {
+  const std::string source = pending_place.source();
+  std::optional<Admission::Pending> pending(std::move(pending_place));
   sock.set_option(asio::ip::tcp::no_delay(true));
-  auto context = s.tls;
-  tls::SslPtr ssl = context->new_server();
-  tls::prepare_session(ssl.get(), s.config.tls.ktls);
-  ConnectionInfo info{.direction = "in", .remote = source, .client = source};
+  set_liveness(sock.native_handle(), s.config.limits.liveness);
+  tls::SslPtr ssl;
+  ConnectionInfo info{.direction = "in", .remote = from, .client = from};
   Fd target;
+  std::optional<Slot> slot;
   std::shared_ptr<IncomingFolders::Use> folder;
   std::shared_ptr<FixedSetOwner::Claim> claim;
   try {
-    Request request = co_await start_admit(s, sock, ssl.get(), info);
+    Request request = co_await start_admit(s, sock, ssl, info, pending);
     if (s.stopping) throw Refusal(Verdict::Busy, "shutting down");
+    if (s.inbound >= s.config.limits.max_connections)
+      throw Refusal(Verdict::Busy, fmt::format("max_connections ({}) streams from peers reached",
+                                               s.config.limits.max_connections));
+    slot.emplace(s.connections, s.inbound);
     if (!request.migration.empty()) {
       try {
         folder = s.incoming.acquire(request.migration);
@@ -162,19 +192,21 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot s
     send_verdict_nowait(ssl.get(), r.verdict);
     s.stats.record_refusal();
     if (info.peer.empty())
-      spdlog::warn("refused: from {}: {}", source, r.what());
+      refuse_stranger(s, source, from, r.what());
     else
-      spdlog::warn("refused: from {} peer {} channel {}{}: {}", source, info.peer, info.channel,
+      spdlog::warn("refused: from {} peer {} channel {}{}: {}", from, info.peer, info.channel,
                    info.migration.empty() ? "" : " migration " + info.migration, r.what());
     co_return;
   } catch (const std::exception& e) {
     s.stats.record_refusal();
-    spdlog::warn("refused: from {}{}: {}", source, info.peer.empty() ? "" : " peer " + info.peer,
-                 e.what());
+    if (info.peer.empty())
+      refuse_stranger(s, source, from, e.what());
+    else
+      spdlog::warn("refused: from {} peer {}: {}", from, info.peer, e.what());
     co_return;
   }
-  spdlog::debug("open: {} ({}) channel {} -> {}", info.peer, source, info.channel, info.local);
-  auto held = std::make_shared<Slot>(std::move(slot));
+  spdlog::debug("open: {} ({}) channel {} -> {}", info.peer, from, info.channel, info.local);
+  auto held = std::make_shared<Slot>(std::move(*slot));
   start_connection(s, info);
   // The request was one record read here: the kernel's RX sequence starts at 1.
   s.workers.start_pump(
@@ -193,21 +225,29 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, Slot s
 }  // namespace
 
 asio::awaitable<void> serve_peers(Tunnel::State& s, asio::ip::tcp::acceptor& acceptor) {
+  AcceptBackoff backoff(s.config.listen.str());
   while (!s.stopping) {
     boost::system::error_code ec;
     auto sock = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
     if (s.stopping) co_return;
     if (ec) {
-      spdlog::error("accept on {}: {}", s.config.listen.str(), ec.message());
+      co_await backoff.after_error(ec);
       continue;
     }
-    if (s.connections >= s.config.limits.max_connections) {
+    backoff.succeeded();
+    auto remote = sock.remote_endpoint(ec);
+    if (ec) continue;  // already gone
+    const std::string source = source_of(remote.address());
+    const std::string from = remote.address().to_string() + ":" + std::to_string(remote.port());
+    Admission::Refusal refusal;
+    auto pending = s.admission.admit(source, refusal);
+    if (!pending) {
       s.stats.record_refusal();
-      spdlog::warn("refused: TLS listener: max_connections ({}) reached",
-                   s.config.limits.max_connections);
+      log_refusal(s, source, refusal.kind, "refused: from " + from + ": " + refusal.why);
+      reset_on_close(sock.native_handle());
       continue;
     }
-    asio::co_spawn(s.io, admit(s, std::move(sock), Slot(s.connections)), asio::detached);
+    asio::co_spawn(s.io, admit(s, std::move(sock), from, std::move(*pending)), asio::detached);
   }
 }
 

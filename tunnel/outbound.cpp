@@ -30,6 +30,7 @@ asio::awaitable<void> start_dial(Tunnel::State& s, const PeerConfig& peer,
     Deadline deadline(s.io, limits.connect_timeout, [&] { d.sock.close(); });
     try {
       co_await connect_tcp(d.sock, peer.address);
+      set_liveness(d.sock.native_handle(), limits.liveness);
     } catch (const boost::system::system_error& e) {
       throw std::runtime_error("connect to " + peer.address.str() + ": " +
                                (deadline.expired() ? "timed out" : e.code().message()));
@@ -100,22 +101,27 @@ template <class Acceptor>
 asio::awaitable<void> serve_entry(Tunnel::State& s, Acceptor& acceptor, const PeerConfig& peer,
                                   std::string channel, std::string local_name,
                                   std::string migration) {
+  AcceptBackoff backoff(local_name);
   while (!s.stopping) {
     boost::system::error_code ec;
     auto sock = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
     if (s.stopping || !acceptor.is_open()) co_return;  // closed: stopping, or a set released
     if (ec) {
-      spdlog::error("accept on {}: {}", local_name, ec.message());
+      co_await backoff.after_error(ec);
       continue;
     }
-    if (s.connections >= s.config.limits.max_connections) {
+    backoff.succeeded();
+    // This host's own entries have a budget of their own: no peer, and no
+    // stranger, can take their places.
+    if (s.outbound >= s.config.limits.max_connections) {
       s.stats.record_refusal();
       spdlog::warn("refused: entry {}: max_connections ({}) reached", local_name,
                    s.config.limits.max_connections);
       reset_on_close(sock.native_handle());
       continue;
     }
-    co_await dial(s, Fd(sock.release()), Slot(s.connections), peer, channel, local_name, migration);
+    co_await dial(s, Fd(sock.release()), Slot(s.connections, s.outbound), peer, channel, local_name,
+                  migration);
   }
 }
 

@@ -10,17 +10,38 @@ namespace xmig::tunnel {
 
 namespace {
 
+// A status client has this long to send its request and take the answer; one
+// that connects and says nothing holds a place until then.
+constexpr std::chrono::seconds kStatusExchangeTimeout{5};
+// Status exchanges at once; more are closed at accept.
+constexpr size_t kMaxStatusClients = 16;
+
 StatusFacts facts_of(const Tunnel::State& s) {
   const auto& cert = s.tls->cert();
-  return StatusFacts{
-      s.config.name, s.connections.load(), cert.serial,
-      std::chrono::duration_cast<std::chrono::seconds>(cert.not_after.time_since_epoch()).count(),
-      s.config.tls.min_version};
+  return StatusFacts{.name = s.config.name,
+                     .active = s.connections.load(),
+                     .cert_serial = cert.serial,
+                     .cert_not_after_unix = std::chrono::duration_cast<std::chrono::seconds>(
+                                                cert.not_after.time_since_epoch())
+                                                .count(),
+                     .tls_min_version = s.config.tls.min_version,
+                     .pending_handshakes = s.admission.pending(),
+                     .bans_total = s.admission.bans_total(),
+                     .bans = s.admission.bans()};
 }
 
 // One HTTP/1.0 exchange: GET /status or GET /metrics, then close.
 template <class Socket>
-asio::awaitable<void> answer(Tunnel::State& s, Socket sock) {
+asio::awaitable<void> answer(Tunnel::State& s, Socket sock, std::shared_ptr<size_t> clients) {
+  struct Place {  // one of kMaxStatusClients, while the exchange lasts
+    std::shared_ptr<size_t> count;
+    ~Place() { --*count; }
+  } place{clients};
+  ++*clients;
+  Deadline deadline(s.io, kStatusExchangeTimeout, [&] {
+    boost::system::error_code ignored;
+    sock.close(ignored);
+  });
   std::string request;
   try {
     std::array<char, 1024> buf;
@@ -54,11 +75,24 @@ asio::awaitable<void> answer(Tunnel::State& s, Socket sock) {
 
 template <class Acceptor>
 asio::awaitable<void> serve_status_on(Tunnel::State& s, Acceptor& acceptor) {
+  AcceptBackoff backoff("status " + s.config.status.str());
+  auto clients = std::make_shared<size_t>(0);
   while (!s.stopping) {
     boost::system::error_code ec;
     auto sock = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
-    if (ec || s.stopping) continue;
-    asio::co_spawn(s.io, answer(s, std::move(sock)), asio::detached);
+    if (s.stopping) co_return;
+    if (ec) {
+      co_await backoff.after_error(ec);
+      continue;
+    }
+    backoff.succeeded();
+    if (*clients >= kMaxStatusClients) {
+      s.refusal_log.warn("status", fmt::format("refused: status endpoint: {} requests already "
+                                               "being answered",
+                                               kMaxStatusClients));
+      continue;
+    }
+    asio::co_spawn(s.io, answer(s, std::move(sock), clients), asio::detached);
   }
 }
 

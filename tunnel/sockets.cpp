@@ -4,10 +4,12 @@
 #include <grp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -162,6 +164,14 @@ Deadline::Deadline(asio::io_context& io, std::chrono::milliseconds timeout,
 Deadline::~Deadline() {
   state_->disarmed = true;
   timer_.cancel();
+}
+
+asio::awaitable<void> AcceptBackoff::after_error(const boost::system::error_code& ec) {
+  spdlog::error("accept on {}: {}; next accept in {} ms", where_, ec.message(), delay_.count());
+  asio::steady_timer pause(co_await asio::this_coro::executor, delay_);
+  boost::system::error_code ignored;
+  co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  delay_ = std::min(delay_ * 2, kLongest);
 }
 
 gid_t lookup_group(const std::string& name) {

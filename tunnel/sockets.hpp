@@ -64,6 +64,25 @@ class Deadline {
   asio::steady_timer timer_;
 };
 
+// What an accept loop does after an error. An error like EMFILE (no file
+// descriptor left) repeats at once as long as its cause lasts: without a
+// pause the loop would spin on a core and write a line each time. So it waits
+// before the next accept, 10 ms after the first error, doubling up to 1 s
+// while errors follow one another, and logs one line per wait; an accept that
+// succeeds starts again from 10 ms.
+class AcceptBackoff {
+ public:
+  static constexpr std::chrono::milliseconds kFirst{10}, kLongest{1000};
+
+  explicit AcceptBackoff(std::string where) : where_(std::move(where)) {}
+  asio::awaitable<void> after_error(const boost::system::error_code& ec);
+  void succeeded() { delay_ = kFirst; }
+
+ private:
+  std::string where_;  // the listener, for the log
+  std::chrono::milliseconds delay_ = kFirst;
+};
+
 // "group name" -> gid; throws std::runtime_error when unknown. "" -> -1.
 gid_t lookup_group(const std::string& name);
 

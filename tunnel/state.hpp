@@ -11,29 +11,40 @@
 #include "base/asio.hpp"
 #include "io/pump.hpp"
 #include "tls/context.hpp"
+#include "tunnel/admission.hpp"
 #include "tunnel/config.hpp"
 #include "tunnel/migrations.hpp"
+#include "tunnel/refusal_log.hpp"
 #include "tunnel/sockets.hpp"
 #include "tunnel/status.hpp"
 #include "tunnel/tunnel.hpp"
 
 namespace xmig::tunnel {
 
-// Counts a connection from accept to close; the count is what max_connections
-// and the drain look at.
+// Counts an established stream until it closes: in all (what the drain and
+// xmig_connections_active look at) and in its direction (what
+// max_connections looks at).
 class Slot {
  public:
-  explicit Slot(std::atomic<size_t>& count) : count_(&count) { ++*count_; }
-  ~Slot() {
-    if (count_) --*count_;
+  Slot(std::atomic<size_t>& all, std::atomic<size_t>& direction)
+      : all_(&all), direction_(&direction) {
+    ++*all_;
+    ++*direction_;
   }
-  Slot(Slot&& o) noexcept : count_(std::exchange(o.count_, nullptr)) {}
+  ~Slot() {
+    if (!all_) return;
+    --*all_;
+    --*direction_;
+  }
+  Slot(Slot&& o) noexcept
+      : all_(std::exchange(o.all_, nullptr)), direction_(std::exchange(o.direction_, nullptr)) {}
   Slot(const Slot&) = delete;
   Slot& operator=(const Slot&) = delete;
   Slot& operator=(Slot&&) = delete;
 
  private:
-  std::atomic<size_t>* count_;
+  std::atomic<size_t>* all_;
+  std::atomic<size_t>* direction_;
 };
 
 // A per-migration socket set reserved over the control socket (source side).
@@ -56,10 +67,15 @@ struct Tunnel::State {
   IncomingFolders incoming{config};
   FixedSetOwner fixed_set;
   io::Workers workers;
-  std::atomic<size_t> connections{0};
+  // Established streams (and entries' connections while they dial): in all,
+  // from peers, and from this host's own entries.
+  std::atomic<size_t> connections{0}, inbound{0}, outbound{0};
   bool stopping = false;
   std::vector<std::string> peer_names;
   Stats stats;
+  RefusalLog refusal_log;
+  // Pending handshakes, per-source budgets and bans of the TLS listener.
+  Admission admission{io, config.limits, peer_sources(io, config.peers), refusal_log};
 
   std::list<UnixProtocol::acceptor> unix_listeners;
   std::list<asio::ip::tcp::acceptor> tcp_listeners;

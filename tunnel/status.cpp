@@ -97,6 +97,20 @@ std::string status_json(const StatusFacts& f, const Stats::Snapshot& s) {
   j += ",\"refusals\":" + std::to_string(s.refusals);
   j += ",\"reloads\":{\"ok\":" + std::to_string(s.reloads_ok) +
        ",\"failed\":" + std::to_string(s.reloads_failed) + "}";
+  j += ",\"pending_handshakes\":" + std::to_string(f.pending_handshakes);
+  // Not "active": readers of /status look that key up for the running
+  // connections (verify/status_client.cpp).
+  j += ",\"bans\":{\"total\":" + std::to_string(f.bans_total) + ",\"in_force\":[";
+  first = true;
+  for (const auto& b : f.bans) {
+    j += first ? "{" : ",{";
+    first = false;
+    j += "\"source\":" + json_quote(b.source) + ",\"until_unix\":" + std::to_string(b.until_unix) +
+         ",\"seconds_left\":" + std::to_string(b.seconds_left) +
+         ",\"violations\":" + std::to_string(b.violations) + ",\"reason\":" + json_quote(b.reason) +
+         ",\"refused\":" + std::to_string(b.refused) + "}";
+  }
+  j += "]}";
   j += ",\"active\":[";
   first = true;
   for (const auto& a : s.active) {
@@ -163,6 +177,13 @@ std::string metrics_text(const StatusFacts& f, const Stats::Snapshot& s) {
          "Seconds until the loaded certificate expires.");
   m += "xmig_certificate_expiry_seconds " + std::to_string(f.cert_not_after_unix - now_unix()) +
        "\n";
+  metric("xmig_handshakes_pending", "gauge", "TLS connections accepted and not yet authenticated.");
+  m += "xmig_handshakes_pending " + std::to_string(f.pending_handshakes) + "\n";
+  metric("xmig_bans_total", "counter",
+         "Sources banned for failing authentication or exceeding their limits.");
+  m += "xmig_bans_total " + std::to_string(f.bans_total) + "\n";
+  metric("xmig_bans_active", "gauge", "Bans in force.");
+  m += "xmig_bans_active " + std::to_string(f.bans.size()) + "\n";
   return m;
 }
 
@@ -175,12 +196,15 @@ void log_close(const ConnectionInfo& info, const io::PumpStats& st) {
   double seconds = std::chrono::duration<double>(st.duration).count();
   std::string line = fmt::format(
       "close: dir={} peer={} channel={}{} local={} remote={} tls={} cipher={} mode={} "
-      "to_peer={} from_peer={} duration={:.3f}s throughput={} result={}",
+      "to_peer={} from_peer={} duration={:.3f}s throughput={} result={}{}",
       info.direction, info.peer, info.channel,
       info.migration.empty() ? "" : " migration=" + info.migration, info.local, info.remote,
       info.tls_version, info.cipher, st.mode, st.plain_to_tls, st.tls_to_plain, seconds,
-      human_rate(st.plain_to_tls + st.tls_to_plain, seconds),
-      st.error.empty() ? outcome(st) : "\"" + st.error + "\"");
+      human_rate(st.plain_to_tls + st.tls_to_plain, seconds), outcome(st),
+      // The same word as /status and the metric, so that a truncated stream
+      // (which an application on a UNIX socket sees as a plain EOF) is never
+      // read as a success; the reason after it.
+      st.error.empty() ? "" : " error=\"" + st.error + "\"");
   if (st.error.empty())
     spdlog::info("{}", line);
   else

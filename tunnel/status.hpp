@@ -16,6 +16,11 @@
 //   xmig_reloads_total{result}                   counter (ok|failed)
 //   xmig_certificate_expiry_seconds              gauge (seconds until the loaded
 //                                                certificate expires)
+//   xmig_handshakes_pending                      gauge (TLS connections accepted,
+//                                                not yet authenticated)
+//   xmig_bans_total                              counter (sources banned, see
+//                                                tunnel/admission.hpp)
+//   xmig_bans_active                             gauge (bans in force)
 //
 // GET /status (JSON), besides name, certificate, counters and modes:
 //   "bytes":{"to_peer","from_peer"}   the same sums as xmig_bytes_total
@@ -24,6 +29,9 @@
 //                    the fixed set and routes), client, local, id, to_peer and
 //                    from_peer (bytes so far), rate (bytes/s both ways together,
 //                    averaged over its age), age_seconds
+//   "pending_handshakes"   TLS connections accepted and not yet authenticated
+//   "bans":{"total","in_force":[...]}   bans since start, and those in force:
+//                    source, until_unix, seconds_left, violations, reason, refused
 //   "recent":[...]   the last 32 that ended, newest last: direction, peer, channel,
 //                    migration, id, tls, cipher, mode, client, to_peer, from_peer,
 //                    seconds, closed_unix, error
@@ -118,6 +126,16 @@ class Stats {
   std::atomic<uint64_t> refusals_{0}, reloads_ok_{0}, reloads_failed_{0};
 };
 
+// A source refused at accept for a while (tunnel/admission.hpp).
+struct BanInfo {
+  std::string source;  // an IPv4 address or an IPv6 /64
+  int64_t until_unix = 0;
+  double seconds_left = 0;
+  unsigned violations = 0;  // what led to it
+  std::string reason;       // the last of them
+  uint64_t refused = 0;     // connections refused since it began
+};
+
 // Live facts the endpoint reports alongside the counters.
 struct StatusFacts {
   std::string name;
@@ -125,6 +143,9 @@ struct StatusFacts {
   std::string cert_serial;
   int64_t cert_not_after_unix = 0;
   std::string tls_min_version;
+  size_t pending_handshakes = 0;  // accepted TLS connections not yet authenticated
+  uint64_t bans_total = 0;        // bans since start
+  std::vector<BanInfo> bans;      // in force now
 };
 
 std::string status_json(const StatusFacts& facts, const Stats::Snapshot& s);

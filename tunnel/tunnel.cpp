@@ -180,6 +180,7 @@ Tunnel::~Tunnel() = default;
 
 int Tunnel::run() {
   State& s = *state_;
+  raise_fd_limit();
   open_listeners(s);
   asio::co_spawn(s.io, handle_signals(s), asio::detached);
   watch_tls_files(s);

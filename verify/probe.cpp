@@ -60,10 +60,17 @@ PeerAddress resolve(const std::string& host, uint16_t port) {
 }
 
 Fd connect_with_timeout(const PeerAddress& peer, std::chrono::milliseconds timeout,
-                        std::string* error) {
+                        std::string* error, const std::string& source) {
   Fd fd(::socket(peer.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) {
     *error = std::string("socket: ") + strerror(errno);
+    return fd;
+  }
+  try {
+    bind_source(fd.get(), source);
+  } catch (const std::exception& e) {
+    *error = e.what();
+    fd.reset();
     return fd;
   }
   set_timeouts(fd.get(), timeout);  // SO_SNDTIMEO also bounds connect()
@@ -78,10 +85,10 @@ Fd connect_with_timeout(const PeerAddress& peer, std::chrono::milliseconds timeo
 }
 
 TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl, std::chrono::milliseconds timeout,
-                        std::optional<std::string> request) {
+                        std::optional<std::string> request, const std::string& source) {
   TlsSession s;
   s.ssl = std::move(ssl);
-  s.fd = connect_with_timeout(peer, timeout, &s.error);
+  s.fd = connect_with_timeout(peer, timeout, &s.error, source);
   if (!s.fd) return s;
   s.connected = true;
   s.local_port = local_port_of(s.fd.get());

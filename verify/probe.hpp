@@ -34,8 +34,9 @@ struct PeerAddress {
 PeerAddress resolve(const std::string& host, uint16_t port);
 
 // A TCP connection with timeouts; an invalid Fd and *error set when it fails.
+// From the numeric IPv4 address `source` when given.
 Fd connect_with_timeout(const PeerAddress& peer, std::chrono::milliseconds timeout,
-                        std::string* error);
+                        std::string* error, const std::string& source = "");
 
 // One blocking TLS connection to the peer, up to and including the verdict
 // byte the tunnel sends after authorization (tunnel/protocol.hpp).
@@ -63,8 +64,10 @@ struct TlsSession {
 // Connects, attaches `ssl` to the socket, runs the handshake, sends `request`
 // (default: the tunnel's Request for the fixed set, no guest; tests of
 // malformed requests send other bytes, "" sends nothing) and reads one byte.
+// From the numeric IPv4 address `source` when given.
 TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl, std::chrono::milliseconds timeout,
-                        std::optional<std::string> request = std::nullopt);
+                        std::optional<std::string> request = std::nullopt,
+                        const std::string& source = "");
 
 // What a probe presents and accepts.
 struct ProbeSpec {

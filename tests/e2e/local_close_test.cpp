@@ -89,12 +89,14 @@ TEST(Tunnel, TargetClosingWhileBytesStillComeIsATruncation) {
       },
       10s))
       << pair.logs();
-  EXPECT_EQ(count_lines_with_all(pair.b.log, {"close: dir=in", "result=\"local socket read",
-                                              "can no longer deliver"}),
-            1)
+  EXPECT_EQ(
+      count_lines_with_all(pair.b.log, {"close: dir=in", "result=error error=\"local socket read",
+                                        "can no longer deliver"}),
+      1)
       << pair.logs();
   EXPECT_EQ(count_in_log(pair.b.log, "local-closed-early"), 0) << pair.logs();
-  EXPECT_EQ(count_lines_with_all(pair.a.log, {"close: dir=out", "result=\""}), 1) << pair.logs();
+  EXPECT_EQ(count_lines_with_all(pair.a.log, {"close: dir=out", "result=error error=\""}), 1)
+      << pair.logs();
 }
 
 }  // namespace

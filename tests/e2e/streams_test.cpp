@@ -197,8 +197,8 @@ TEST(Tunnel, ClientResetMidStreamResetsTargetPromptly) {
   EXPECT_NE(got.get().error, "") << "a reset must not look like a clean end of stream";
   EXPECT_TRUE(wait_until(
       [&] {
-        return count_in_log(pair.a.log, "result=\"") >= 1 &&
-               count_in_log(pair.b.log, "result=\"") >= 1;
+        return count_in_log(pair.a.log, "result=error error=\"") >= 1 &&
+               count_in_log(pair.b.log, "result=error error=\"") >= 1;
       },
       5s))
       << pair.logs();

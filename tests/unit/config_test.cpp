@@ -218,6 +218,51 @@ TEST(Config, NumbersThatAreNotFiniteInRangeOrWholeAreRefused) {
   EXPECT_EQ(ok.limits.handshake_timeout.count(), 1);
 }
 
+// Pass: the [limits] keys of the listener's budgets, bans and liveness are
+// read into Limits; their defaults are those the README states; a wrong type
+// or an out-of-range value of each is refused by name.
+TEST(Config, AbuseAndLivenessLimitsAreReadAndChecked) {
+  Config d = parse_config(kGood, "tunnel.toml");
+  EXPECT_EQ(d.limits.max_pending_handshakes, 256u);
+  EXPECT_EQ(d.limits.max_pending_per_source, 64u);
+  EXPECT_EQ(d.limits.handshake_rate_per_source, 100u);
+  EXPECT_EQ(d.limits.ban_after, 3u);
+  EXPECT_EQ(d.limits.ban_window.count(), 300'000);
+  EXPECT_EQ(d.limits.ban_time.count(), 900'000);
+  EXPECT_TRUE(d.limits.ban_exempt_peers);
+  EXPECT_EQ(d.limits.liveness.idle.count(), 10'000);
+  EXPECT_EQ(d.limits.liveness.interval.count(), 5'000);
+  EXPECT_EQ(d.limits.liveness.count, 4u);
+  EXPECT_EQ(d.limits.liveness.user_timeout.count(), 30'000);
+  Config c =
+      parse_config(std::string(kGood) +
+                       "\n[limits]\nmax_pending_handshakes = 10\nmax_pending_per_source = 2\n"
+                       "handshake_rate_per_source = 5\nban_after = 0\nban_window = 60\n"
+                       "ban_time = 0.5\nban_exempt_peers = false\nkeepalive_idle = 1\n"
+                       "keepalive_interval = 2\nkeepalive_count = 3\nuser_timeout = 4.5\n",
+                   "tunnel.toml");
+  EXPECT_EQ(c.limits.max_pending_handshakes, 10u);
+  EXPECT_EQ(c.limits.max_pending_per_source, 2u);
+  EXPECT_EQ(c.limits.handshake_rate_per_source, 5u);
+  EXPECT_EQ(c.limits.ban_after, 0u);
+  EXPECT_EQ(c.limits.ban_window.count(), 60'000);
+  EXPECT_EQ(c.limits.ban_time.count(), 500);
+  EXPECT_FALSE(c.limits.ban_exempt_peers);
+  EXPECT_EQ(c.limits.liveness.idle.count(), 1'000);
+  EXPECT_EQ(c.limits.liveness.interval.count(), 2'000);
+  EXPECT_EQ(c.limits.liveness.count, 3u);
+  EXPECT_EQ(c.limits.liveness.user_timeout.count(), 4'500);
+  for (const char* bad :
+       {"max_pending_handshakes = 0", "max_pending_per_source = 1.5",
+        "handshake_rate_per_source = -1", "ban_after = nan", "ban_window = 0", "ban_time = inf",
+        "ban_exempt_peers = \"yes\"", "keepalive_idle = nan", "keepalive_interval = -1",
+        "keepalive_count = 0", "keepalive_count = 128", "user_timeout = 1e-9"}) {
+    std::string p = problems_of(std::string(kGood) + "\n[limits]\n" + bad + "\n");
+    std::string key = std::string(bad).substr(0, std::string(bad).find(' '));
+    EXPECT_NE(p.find("[limits]." + key), std::string::npos) << bad << " -> " << p;
+  }
+}
+
 // Pass: several problems are all reported at once, one per line.
 TEST(Config, ReportsEveryProblemAtOnce) {
   std::string s = with("name = \"hv-a\"\n", "");
