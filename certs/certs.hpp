@@ -21,6 +21,8 @@
 // and says how to fix it.
 #pragma once
 
+#include <openssl/types.h>
+
 #include <chrono>
 #include <filesystem>
 #include <optional>
@@ -112,6 +114,8 @@ struct CertInfo {
 };
 // Describes the first certificate in cert_pem. `source` names it in errors.
 CertInfo describe(const std::string& cert_pem, const std::string& source = "certificate");
+// Describes a certificate in memory (e.g. a peer's, during a handshake).
+CertInfo describe(X509* cert);
 
 // Number of certificates in a PEM bundle (throws when there is none).
 std::size_t count_certs(const std::string& bundle_pem, const std::string& source = "CA bundle");

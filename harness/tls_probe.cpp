@@ -112,6 +112,8 @@ TlsProbe::TlsProbe(TlsProbeOptions opts) : opts_(std::move(opts)) {
   ctx_.reset(SSL_CTX_new(TLS_client_method()));
   if (!ctx_) throw std::runtime_error("TlsProbe: SSL_CTX_new: " + openssl_errors());
   SSL_CTX* ctx = ctx_.get();
+  if (!opts_.groups.empty() && SSL_CTX_set1_groups_list(ctx, opts_.groups.c_str()) != 1)
+    throw std::runtime_error("TlsProbe: bad groups: " + openssl_errors());
   if (opts_.min_version && SSL_CTX_set_min_proto_version(ctx, opts_.min_version) != 1)
     throw std::runtime_error("TlsProbe: bad min_version: " + openssl_errors());
   if (opts_.max_version && SSL_CTX_set_max_proto_version(ctx, opts_.max_version) != 1)

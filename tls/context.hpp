@@ -102,6 +102,9 @@ CertInfo describe_certificate(X509* cert);
 // After a client handshake failed the host check: the DNS names the server's
 // certificate carried ("no DNS name" when none), else "".
 std::string presented_names(SSL* ssl);
+// After a handshake failed because the peer's certificate broke the peer rule
+// (certs::peer_certificate_problem): why, else "".
+std::string refused_certificate(SSL* ssl);
 
 // The pending OpenSSL error queue as one line (and clears it); "" when empty.
 std::string openssl_errors();
