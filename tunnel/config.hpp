@@ -73,7 +73,13 @@ struct Config {
   unsigned workers = 0;  // data-path threads; 0 = one per core
   std::string log_level = "info";
   unsigned socket_mode = 0660;  // entry sockets under run_dir
-  std::string socket_group;     // optional group owning run_dir's sockets
+  std::string socket_group;     // optional group owning run_dir's sockets (QEMU's)
+  // Optional group that may reach the driver entries (libvirt RPC on the
+  // peer, root there); without it they are root's only. Never socket_group.
+  std::string driver_group;
+  // Optional unprivileged user the tunnel becomes once its sockets are bound
+  // (tunnel/privileges.hpp); it then owns run_dir and the folders in it.
+  std::string user;
 
   const PeerConfig* find_peer(const std::string& peer_name) const;
   // <run_dir>/<dir>/<channel>.sock

@@ -55,7 +55,9 @@ struct Tunnel::State {
   // Before workers: a pump that ends as the workers stop still releases its folder.
   IncomingFolders incoming{config};
   FixedSetOwner fixed_set;
-  io::Workers workers;
+  // Started by Tunnel::run() once privileges are dropped (every thread runs
+  // with the dropped credentials).
+  std::unique_ptr<io::Workers> workers;
   std::atomic<size_t> connections{0};
   bool stopping = false;
   std::vector<std::string> peer_names;
