@@ -280,6 +280,20 @@ struct Finding {
   std::string fix{};      // what to do (empty when ok)
 };
 
+// The one rule for a private key file's mode: the tunnel loads keys by it
+// (tls::Context refuses a Failure) and `xmig-certs check` reports by it.
+// - accessible to all users (readable or writable): failure;
+// - writable by its group: failure (a member could swap in its own key);
+// - readable by its group: warning (libvirt's /etc/pki/qemu keys are commonly
+//   root:qemu 0640 so that QEMU can read them; every member can read the key);
+// - else ok.
+struct KeyModeVerdict {
+  Severity severity = Severity::Ok;
+  std::string what{};  // e.g. "the private key is accessible to all users (mode 0644)"
+  std::string fix{};   // empty when ok
+};
+KeyModeVerdict judge_key_mode(const fs::path& file, unsigned mode, const std::string& group);
+
 struct CheckOptions {
   std::optional<std::string> name{};  // host name the SAN must contain
   int warn_days = 30;                 // warn when fewer days are left

@@ -67,10 +67,11 @@ PkeyPtr read_key(const std::string& path, const std::string& role) {
   auto bio = open_pem(path, role);
   struct stat st {};
   ::stat(path.c_str(), &st);
-  if (st.st_mode & (S_IROTH | S_IWOTH))
-    throw Error(path + ": the private key is accessible to all users (mode " +
-                std::to_string((st.st_mode >> 6) & 7) + std::to_string((st.st_mode >> 3) & 7) +
-                std::to_string(st.st_mode & 7) + "); fix: chmod 600 " + path);
+  // The one key-mode rule (certs::judge_key_mode), which xmig-certs check
+  // reports by: a failure there is a refusal here.
+  const certs::KeyModeVerdict mode = certs::judge_key_mode(path, st.st_mode & 07777, "");
+  if (mode.severity == certs::Severity::Failure)
+    throw Error(path + ": " + mode.what + "; fix: " + mode.fix);
   PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_password, nullptr));
   if (!key) {
     // Say which of the usual causes it is: the three need different fixes.

@@ -36,7 +36,7 @@ struct RouteConfig {
 struct TlsConfig {
   std::string ca;    // PEM bundle of trusted CAs
   std::string cert;  // this host's server certificate, shown to peers that dial it
-  std::string key;   // its private key; must not be readable by others
+  std::string key;   // its private key; never accessible to all users nor group-writable
   // The certificate and key shown when this host dials a peer (libvirt's
   // client-cert.pem and client-key.pem); default: cert and key.
   std::string client_cert;
