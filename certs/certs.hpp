@@ -21,6 +21,8 @@
 // and says how to fix it.
 #pragma once
 
+#include <openssl/types.h>
+
 #include <chrono>
 #include <filesystem>
 #include <optional>
@@ -112,6 +114,8 @@ struct CertInfo {
 };
 // Describes the first certificate in cert_pem. `source` names it in errors.
 CertInfo describe(const std::string& cert_pem, const std::string& source = "certificate");
+// Describes a certificate in memory (e.g. a peer's, during a handshake).
+CertInfo describe(X509* cert);
 
 // Number of certificates in a PEM bundle (throws when there is none).
 std::size_t count_certs(const std::string& bundle_pem, const std::string& source = "CA bundle");
@@ -275,6 +279,20 @@ struct Finding {
   std::string message{};  // what was found
   std::string fix{};      // what to do (empty when ok)
 };
+
+// The one rule for a private key file's mode: the tunnel loads keys by it
+// (tls::Context refuses a Failure) and `xmig-certs check` reports by it.
+// - accessible to all users (readable or writable): failure;
+// - writable by its group: failure (a member could swap in its own key);
+// - readable by its group: warning (libvirt's /etc/pki/qemu keys are commonly
+//   root:qemu 0640 so that QEMU can read them; every member can read the key);
+// - else ok.
+struct KeyModeVerdict {
+  Severity severity = Severity::Ok;
+  std::string what{};  // e.g. "the private key is accessible to all users (mode 0644)"
+  std::string fix{};   // empty when ok
+};
+KeyModeVerdict judge_key_mode(const fs::path& file, unsigned mode, const std::string& group);
 
 struct CheckOptions {
   std::optional<std::string> name{};  // host name the SAN must contain

@@ -48,38 +48,46 @@ std::string group_name(gid_t gid) {
   return std::to_string(gid);
 }
 
-// Mode rules, the same line the tunnel draws when it loads a key:
-// - a key readable or writable by others: failure (the tunnel refuses it);
-// - a key readable by its group: warning (the tunnel accepts it; libvirt's
-//   /etc/pki/qemu keys are commonly root:qemu 0640 so that QEMU can read them,
-//   but then every member of that group can read the key);
-// - any file writable by group or others: failure (someone could swap in their
-//   own key, CA or certificate).
+}  // namespace
+
+KeyModeVerdict judge_key_mode(const fs::path& file, unsigned mode, const std::string& group) {
+  const std::string octal = octal_mode(mode);
+  if (mode & 006)
+    return {.severity = Severity::Failure,
+            .what = "the private key is accessible to all users (mode " + octal +
+                    "); xmig-tunnel refuses such a key",
+            .fix = "chmod 600 " + file.string() + " (and consider the key exposed: rotate it)"};
+  if (mode & 020)
+    return {.severity = Severity::Failure,
+            .what = "private key is writable by group/others (mode " + octal +
+                    "); xmig-tunnel refuses such a key",
+            .fix = "chmod go-w " + file.string()};
+  if (mode & 040)
+    return {.severity = Severity::Warning,
+            .what = "private key is readable by group " + group + " (mode " + octal +
+                    "); xmig-tunnel accepts this (libvirt keys are often root:qemu 0640), but "
+                    "every member of that group can read the key",
+            .fix = "if only root (or the tunnel's user) needs it: chmod 600 " + file.string() +
+                   "; otherwise make sure group " + group + " holds only the tunnel and QEMU"};
+  return {.severity = Severity::Ok, .what = "private key mode " + octal};
+}
+
+namespace {
+
+// File modes: a key by judge_key_mode; any other file writable by group or
+// others is a failure (someone could swap in their own CA or certificate).
 void check_mode(Report& r, const fs::path& file, bool is_key) {
   struct stat st {};
   if (::stat(file.c_str(), &st) != 0) return;
   unsigned mode = st.st_mode & 07777;
-  if (is_key && (mode & 006))
+  if (is_key) {
+    KeyModeVerdict v = judge_key_mode(file, mode, group_name(st.st_gid));
+    r.add(v.severity, "mode", file, v.what, v.fix);
+  } else if (mode & 022) {
     r.add(Severity::Failure, "mode", file,
-          "private key is accessible by all users (mode " + octal_mode(mode) +
-              "); xmig-tunnel refuses such a key",
-          "chmod 600 " + file.string() + " (and consider the key exposed: rotate it)");
-  else if (mode & 022)
-    r.add(Severity::Failure, "mode", file,
-          std::string(is_key ? "private key" : "file") + " is writable by group/others (mode " +
-              octal_mode(mode) + ")",
+          "file is writable by group/others (mode " + octal_mode(mode) + ")",
           "chmod go-w " + file.string());
-  else if (is_key && (mode & 040))
-    r.add(Severity::Warning, "mode", file,
-          "private key is readable by group " + group_name(st.st_gid) + " (mode " +
-              octal_mode(mode) +
-              "); xmig-tunnel accepts this (libvirt keys are often root:qemu 0640), but every "
-              "member of that group can read the key",
-          "if only root (or the tunnel's user) needs it: chmod 600 " + file.string() +
-              "; otherwise make sure group " + group_name(st.st_gid) +
-              " holds only the tunnel and QEMU");
-  else if (is_key)
-    r.add(Severity::Ok, "mode", file, "private key mode " + octal_mode(mode));
+  }
 }
 
 // Validity period of one certificate.

@@ -85,6 +85,35 @@ std::string reissue_fix(const RoleVerdict& v, Purpose role, const std::optional<
 
 }  // namespace
 
+bool is_leaf(X509* cert) {
+  return !is_ca(cert);
+}
+
+bool allows_role(X509* cert, Purpose role) {
+  // The same test OpenSSL makes when a peer verifies it for this purpose.
+  const uint32_t xku = X509_get_extended_key_usage(cert);
+  const uint32_t needed = role == Purpose::TlsServer ? XKU_SSL_SERVER : XKU_SSL_CLIENT;
+  return role == Purpose::Any || xku == UINT32_MAX || (xku & needed);
+}
+
+std::string peer_certificate_problem(X509* cert, Purpose role) {
+  const bool server = role == Purpose::TlsServer;
+  std::string problem;
+  if (!is_leaf(cert))
+    problem = "it is a CA certificate (basicConstraints CA:TRUE), not a host's";
+  else if (!allows_role(cert, role))
+    problem = std::string("its extendedKeyUsage lacks ") + (server ? "serverAuth" : "clientAuth");
+  const CertInfo info = describe(cert);
+  if (problem.empty() && info.dns_names.empty())
+    problem =
+        "it has no DNS SAN, and a peer is known by its DNS SAN only (never by its subject "
+        "CN or an IP SAN)";
+  ERR_clear_error();
+  if (problem.empty()) return {};
+  return std::string("the ") + (server ? "server" : "client") + "'s certificate (CN \"" +
+         info.subject_cn + "\") is not a peer's: " + problem;
+}
+
 std::string RoleVerdict::message(const std::string& check) const {
   std::vector<std::string> missing;
   for (const auto& p : problems)
@@ -103,7 +132,7 @@ RoleVerdict check_role(const std::string& cert_pem, Purpose role,
   v.role = std::string("the TLS ") + (server ? "server" : "client") + " certificate of " +
            (host ? *host : "this host");
 
-  if (is_ca(cert.get()))
+  if (!is_leaf(cert.get()))
     v.problems.push_back({.check = "usage",
                           .missing = "it is a CA certificate (basicConstraints CA:TRUE)",
                           .template_change = "remove the lines 'ca' and 'cert_signing_key'"});
@@ -115,9 +144,7 @@ RoleVerdict check_role(const std::string& cert_pem, Purpose role,
                           .template_change = "add the line 'signing_key'"});
 
   // The same test OpenSSL makes when a peer verifies it for this purpose.
-  uint32_t xku = X509_get_extended_key_usage(cert.get());
-  uint32_t needed = server ? XKU_SSL_SERVER : XKU_SSL_CLIENT;
-  if (xku != UINT32_MAX && !(xku & needed)) {
+  if (!allows_role(cert.get(), role)) {
     std::vector<std::string> allowed = eku_names(cert.get());
     std::string allows = allowed.empty()       ? "it allows nothing"
                          : allowed.size() == 1 ? "it allows " + allowed[0] + " only"

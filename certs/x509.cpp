@@ -88,16 +88,19 @@ std::string ip_text(const ASN1_OCTET_STRING* ip) {
 }  // namespace detail
 
 CertInfo describe(const std::string& cert_pem, const std::string& source) {
+  return describe(detail::parse_cert(cert_pem, source).get());
+}
+
+CertInfo describe(X509* cert) {
   using namespace detail;
-  X509Ptr cert = parse_cert(cert_pem, source);
   CertInfo info;
-  info.subject_cn = common_name(cert.get());
-  info.is_ca = is_ca(cert.get());
-  info.not_before = to_time_point(X509_get0_notBefore(cert.get()));
-  info.not_after = to_time_point(X509_get0_notAfter(cert.get()));
+  info.subject_cn = common_name(cert);
+  info.is_ca = is_ca(cert);
+  info.not_before = to_time_point(X509_get0_notBefore(cert));
+  info.not_after = to_time_point(X509_get0_notAfter(cert));
 
   GeneralNamesPtr sans(static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert.get(), NID_subject_alt_name, nullptr, nullptr)));
+      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
   for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans.get()); ++i) {
     const GENERAL_NAME* gn = sk_GENERAL_NAME_value(sans.get(), i);
     if (gn->type == GEN_DNS) {
@@ -109,7 +112,7 @@ CertInfo describe(const std::string& cert_pem, const std::string& source) {
     }
   }
 
-  BnPtr serial(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert.get()), nullptr));
+  BnPtr serial(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr));
   if (serial) {
     char* hex = BN_bn2hex(serial.get());
     if (hex) info.serial_hex = hex;
@@ -117,7 +120,7 @@ CertInfo describe(const std::string& cert_pem, const std::string& source) {
   }
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int md_len = 0;
-  if (X509_digest(cert.get(), EVP_sha256(), md, &md_len) == 1) {
+  if (X509_digest(cert, EVP_sha256(), md, &md_len) == 1) {
     for (unsigned int i = 0; i < md_len; ++i) {
       char byte[4];
       std::snprintf(byte, sizeof byte, i ? ":%02X" : "%02X", md[i]);

@@ -59,6 +59,15 @@ int run(std::vector<std::string> argv, std::string log_path = {},
 // when it cannot be read.
 uint64_t rss_bytes(pid_t pid);
 
+// Runs `body` in a forked child as another user: supplementary groups
+// `groups`, gid `gid`, uid `uid` (real, effective and saved; set by the
+// caller, who must be root). Returns the child's exit status: body's return
+// value, 126 when the identity could not be taken, 128+signal when killed.
+// The child runs nothing but `body` and system calls (the parent may have
+// threads): keep it to a few calls, then return.
+int run_as(uid_t uid, gid_t gid, const std::vector<gid_t>& groups,
+           const std::function<int()>& body);
+
 // Polls cond every 20 ms until it is true or the timeout passes.
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
 

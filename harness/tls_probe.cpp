@@ -32,7 +32,8 @@ TlsProbe::TlsProbe(TlsProbeOptions opts) : opts_(std::move(opts)) {
            .min_version = opts_.min_version,
            .max_version = opts_.max_version,
            .ca_pem = pem_text(opts_.ca_pem, opts_.ca_file),
-           .server_name = opts_.server_name};
+           .server_name = opts_.server_name,
+           .groups = opts_.groups};
   verify::probe_session(spec_);  // unusable options throw here, not at connect()
 }
 

@@ -50,6 +50,9 @@ struct TlsProbeOptions {
   // OpenSSL version constants (TLS1_2_VERSION, TLS1_3_VERSION); 0 = OpenSSL's
   // default bound. {TLS1_2_VERSION, TLS1_2_VERSION} is a TLS 1.2-only client.
   int min_version = 0, max_version = 0;
+  // Key exchange groups offered, OpenSSL's list syntax (e.g. "ffdhe2048");
+  // "" = OpenSSL's default.
+  std::string groups;
   // The record sent right after the handshake, before the verdict is read:
   // the tunnel's Request (tunnel/protocol.hpp). Default: the fixed set, no
   // guest. Tests of malformed requests put other bytes here.

@@ -179,6 +179,18 @@ std::string TunnelPair::logs() const {
   return out;
 }
 
+Reservation reserve(const TunnelSide& side, const std::string& peer, const std::string& id) {
+  Reservation r{.control = connect_unix((side.run_dir / "control.sock").string()), .reply = ""};
+  const std::string line = "reserve " + peer + " " + id + "\n";
+  if (::send(r.control.get(), line.data(), line.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(line.size()))
+    return {.control = Fd(), .reply = std::string("send: ") + strerror(errno)};
+  char c = 0;
+  while (wait_readable(r.control.get(), 5s) && ::recv(r.control.get(), &c, 1, 0) == 1 && c != '\n')
+    r.reply += c;
+  return r;
+}
+
 std::string status_request(const TunnelSide& side, const std::string& path) {
   std::string reply;
   try {

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fd.hpp"
 #include "certs/certs.hpp"
 #include "harness/files.hpp"
 #include "harness/process.hpp"
@@ -91,6 +92,14 @@ void make_node_pki(const fs::path& dir, const certs::Pem& ca, const std::string&
 // GET `path` (/status or /metrics) from side's status socket
 // (<run_dir>/status.sock): the body, or what went wrong (for messages).
 std::string status_request(const TunnelSide& side, const std::string& path);
+
+// A per-migration socket set held over side's control socket, as
+// xmig-migrate holds it: the set lives while `control` is open.
+struct Reservation {
+  Fd control;
+  std::string reply;  // "ok <folder>" or "error <reason>"
+};
+Reservation reserve(const TunnelSide& side, const std::string& peer, const std::string& id);
 
 // Counts lines of `log` that contain `needle`.
 int count_in_log(const fs::path& log, const std::string& needle);

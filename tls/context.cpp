@@ -67,10 +67,11 @@ PkeyPtr read_key(const std::string& path, const std::string& role) {
   auto bio = open_pem(path, role);
   struct stat st {};
   ::stat(path.c_str(), &st);
-  if (st.st_mode & (S_IROTH | S_IWOTH))
-    throw Error(path + ": the private key is accessible to all users (mode " +
-                std::to_string((st.st_mode >> 6) & 7) + std::to_string((st.st_mode >> 3) & 7) +
-                std::to_string(st.st_mode & 7) + "); fix: chmod 600 " + path);
+  // The one key-mode rule (certs::judge_key_mode), which xmig-certs check
+  // reports by: a failure there is a refusal here.
+  const certs::KeyModeVerdict mode = certs::judge_key_mode(path, st.st_mode & 07777, "");
+  if (mode.severity == certs::Severity::Failure)
+    throw Error(path + ": " + mode.what + "; fix: " + mode.fix);
   PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_password, nullptr));
   if (!key) {
     // Say which of the usual causes it is: the three need different fixes.
@@ -133,31 +134,68 @@ CertInfo describe_certificate(X509* x) {
 
 namespace {
 
-// Where a client session keeps the DNS names of a server certificate that
-// failed the host check: OpenSSL 3.0 drops the certificate when verification
-// fails, and the refusal should say whom the server claimed to be.
-void free_names(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+// Where a session keeps why its peer's certificate was refused, for the log:
+// OpenSSL 3.0 drops the certificate when verification fails. The DNS names
+// of a dialled server that failed the host check (whom it claimed to be), or
+// what certs::peer_certificate_problem found.
+void free_text(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
   delete static_cast<std::string*>(ptr);
 }
 
 int presented_names_index() {
-  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, free_names);
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, free_text);
   return index;
 }
 
-int note_wrong_host(int ok, X509_STORE_CTX* ctx) {
-  if (ok || X509_STORE_CTX_get_error(ctx) != X509_V_ERR_HOSTNAME_MISMATCH) return ok;
+int refusal_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, free_text);
+  return index;
+}
+
+void keep_text(SSL* ssl, int index, std::string text) {
+  delete static_cast<std::string*>(SSL_get_ex_data(ssl, index));
+  SSL_set_ex_data(ssl, index, new std::string(std::move(text)));
+}
+
+std::string kept_text(SSL* ssl, int index) {
+  auto* text = static_cast<std::string*>(SSL_get_ex_data(ssl, index));
+  return text ? *text : "";
+}
+
+// The verify callback of both sides. After OpenSSL verified the chain (and,
+// dialling, the host name), the peer's own certificate must meet the peer
+// rule (certs::peer_certificate_problem): a leaf, for its role, with a DNS
+// SAN. A failure keeps its reason for the log.
+int judge_peer(int ok, X509_STORE_CTX* ctx) {
   auto* ssl =
       static_cast<SSL*>(X509_STORE_CTX_get_ex_data(ctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
   X509* cert = X509_STORE_CTX_get_current_cert(ctx);
   if (!ssl || !cert) return ok;
-  std::string names;
-  for (const auto& n : describe_certificate(cert).dns_names)
-    names += (names.empty() ? "" : ", ") + n;
-  delete static_cast<std::string*>(SSL_get_ex_data(ssl, presented_names_index()));
-  SSL_set_ex_data(ssl, presented_names_index(),
-                  new std::string(names.empty() ? "no DNS name" : names));
-  return ok;
+  // A server judges the client that dialled it, a client the server it dialled.
+  const certs::Purpose role =
+      SSL_is_server(ssl) ? certs::Purpose::TlsClient : certs::Purpose::TlsServer;
+  if (!ok) {
+    if (X509_STORE_CTX_get_error(ctx) == X509_V_ERR_HOSTNAME_MISMATCH) {
+      // OpenSSL checks the name before it gets here with ok: a certificate
+      // that is no peer's at all is refused for that, the clearer reason.
+      if (std::string problem = certs::peer_certificate_problem(cert, role); !problem.empty()) {
+        keep_text(ssl, refusal_index(), std::move(problem));
+        X509_STORE_CTX_set_error(ctx, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+      }
+      std::string names;
+      for (const auto& n : describe_certificate(cert).dns_names)
+        names += (names.empty() ? "" : ", ") + n;
+      keep_text(ssl, presented_names_index(), names.empty() ? "no DNS name" : names);
+    }
+    return ok;
+  }
+  if (X509_STORE_CTX_get_error_depth(ctx) != 0) return ok;
+  std::string problem = certs::peer_certificate_problem(cert, role);
+  if (problem.empty()) return ok;
+  keep_text(ssl, refusal_index(), std::move(problem));
+  X509_STORE_CTX_set_error(ctx, X509_V_ERR_APPLICATION_VERIFICATION);
+  return 0;
 }
 
 // ALPN on the server: pick the first "xmig/<channel>" the client offers. Which
@@ -175,6 +213,10 @@ int select_channel(SSL*, const unsigned char** out, unsigned char* outlen, const
 const char* kTls13Suites =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 const char* kTls12Suites = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL";
+// Key exchange: elliptic curves only. An unauthenticated client must not be
+// able to pick a finite-field group (ffdhe8192 costs the server about 100
+// times the CPU of X25519 per handshake).
+const char* kGroups = "X25519:P-256:P-384";
 
 }  // namespace
 
@@ -336,7 +378,9 @@ SslCtxPtr new_context(const Settings& settings, X509_STORE* store, const Identit
   SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
   // Whole writes (several records per SSL_write call); retries may pass a moved buffer.
   SSL_CTX_set_mode(c, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-  SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  if (SSL_CTX_set1_groups_list(c, kGroups) != 1)
+    throw Error("SSL_CTX_set1_groups_list: " + openssl_errors());
+  SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, judge_peer);
   if (server) SSL_CTX_set_alpn_select_cb(c, select_channel, nullptr);
   // The traffic secrets, kept in memory for installing kTLS RX (tls/ktls.hpp).
   SSL_CTX_set_keylog_callback(c, keylog_callback);
@@ -385,11 +429,13 @@ std::shared_ptr<const Context> Context::load(const Settings& settings) {
 }
 
 SslPtr Context::new_client(const std::string& peer, const std::string& channel) const {
+  // An empty name would clear the host check (SSL_set1_host): never dial one.
+  if (peer.empty()) throw Error("no peer name to check the server's certificate against");
   SslPtr ssl(SSL_new(client_ctx_.get()));
   if (!ssl) throw Error("SSL_new failed: " + openssl_errors());
   SSL_set_connect_state(ssl.get());
   SSL_set_hostflags(ssl.get(), certs::kHostNameCheckFlags);
-  SSL_set_verify(ssl.get(), SSL_VERIFY_PEER, note_wrong_host);
+  SSL_set_verify(ssl.get(), SSL_VERIFY_PEER, judge_peer);
   if (SSL_set1_host(ssl.get(), peer.c_str()) != 1)
     throw Error("SSL_set1_host: " + openssl_errors());
   std::string alpn = alpn_for(channel);
@@ -435,8 +481,11 @@ CertInfo describe_certificate(const std::string& pem_path) {
 }
 
 std::string presented_names(SSL* ssl) {
-  auto* names = static_cast<std::string*>(SSL_get_ex_data(ssl, presented_names_index()));
-  return names ? *names : "";
+  return kept_text(ssl, presented_names_index());
+}
+
+std::string refused_certificate(SSL* ssl) {
+  return kept_text(ssl, refusal_index());
 }
 
 }  // namespace xmig::tls

@@ -5,7 +5,8 @@
 // material they started with. It holds two identities: the server certificate,
 // shown to peers that dial this host, and the client certificate, shown when
 // this host dials a peer (by default the same files). Loading refuses anything
-// a careful operator would: a key readable by others, a key that does not
+// a careful operator would: a key accessible to all users or writable by its
+// group (certs::judge_key_mode), a key that does not
 // match its certificate, a certificate that does not chain to the CA, is
 // expired, or cannot serve in its role (certs::check_role: the usage and the
 // DNS SAN naming this host).
@@ -102,6 +103,9 @@ CertInfo describe_certificate(X509* cert);
 // After a client handshake failed the host check: the DNS names the server's
 // certificate carried ("no DNS name" when none), else "".
 std::string presented_names(SSL* ssl);
+// After a handshake failed because the peer's certificate broke the peer rule
+// (certs::peer_certificate_problem): why, else "".
+std::string refused_certificate(SSL* ssl);
 
 // The pending OpenSSL error queue as one line (and clears it); "" when empty.
 std::string openssl_errors();

@@ -33,6 +33,8 @@ std::string failure(SSL* ssl, int err, int saved_errno) {
   std::string why;
   if (verify == X509_V_ERR_HOSTNAME_MISMATCH)
     why = wrong_host(ssl);
+  else if (verify == X509_V_ERR_APPLICATION_VERIFICATION && !refused_certificate(ssl).empty())
+    why = "certificate verify failed: " + refused_certificate(ssl);
   else if (verify != X509_V_OK)
     why = std::string("certificate verify failed: ") + X509_verify_cert_error_string(verify);
   else if (!queue.empty())

@@ -1,6 +1,7 @@
 #include "tunnel/config.hpp"
 
 #include <toml++/toml.h>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -17,6 +18,11 @@ std::string join(const std::vector<std::string>& v, const char* sep) {
   std::string out;
   for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
   return out;
+}
+
+std::string lower_case(std::string s) {
+  for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return s;
 }
 
 std::string line_of(const toml::node& node) {
@@ -183,8 +189,11 @@ namespace {
 // error in another.
 
 void read_host(Section& top, Config& c) {
-  c.name = top.string("name", true, "fix: set name = \"<this host>\" (its certificate's DNS SAN)");
-  if (!c.name.empty() && !is_valid_host_name(c.name))
+  const std::string name_fix = "fix: set name = \"<this host>\" (its certificate's DNS SAN)";
+  c.name = lower_case(top.string("name", true, name_fix));
+  if (top.get("name") && c.name.empty())
+    top.problem("name", "is empty; " + name_fix);
+  else if (!c.name.empty() && !is_valid_host_name(c.name))
     top.problem("name", "\"" + c.name +
                             "\" is not a valid host name; fix: use letters, digits, "
                             "'-' and '.' only");
@@ -220,6 +229,14 @@ void read_host(Section& top, Config& c) {
     top.problem("socket_mode", "\"" + mode + "\" is not an octal mode; fix: e.g. \"0660\"");
   }
   c.socket_group = top.string("socket_group", false, "");
+  c.driver_group = top.string("driver_group", false, "");
+  c.user = top.string("user", false, "");
+  if (!c.driver_group.empty() && c.driver_group == c.socket_group)
+    top.problem("driver_group",
+                "\"" + c.driver_group +
+                    "\" is socket_group too: the driver channel is libvirt RPC on the peer "
+                    "(root there), which QEMU must never reach; fix: remove driver_group (root "
+                    "only) or name a group of administrators");
 }
 
 void read_tls(Section& tls, TlsConfig& out) {
@@ -262,14 +279,22 @@ void read_tls(Section& tls, TlsConfig& out) {
 
 PeerConfig read_peer(Section& s, const std::string& own_name, std::set<std::string>& names) {
   PeerConfig p;
-  p.name = s.string("name", true, "fix: the peer's host name, e.g. name = \"hv-b\"");
-  if (!p.name.empty()) {
+  const std::string name_fix = "fix: the peer's host name, e.g. name = \"hv-b\"";
+  // Host names are compared case-insensitively (as certificates are): one
+  // spelling, lower case, so "HV-B" and "hv-b" are one peer.
+  p.name = lower_case(s.string("name", true, name_fix));
+  if (s.get("name") && p.name.empty()) {
+    // An empty name would check no name at all when dialling it.
+    s.problem("name", "is empty; " + name_fix);
+  } else if (!p.name.empty()) {
     if (!is_valid_host_name(p.name))
       s.problem("name", "\"" + p.name + "\" is not a valid host name");
     else if (p.name == own_name)
       s.problem("name", "\"" + p.name + "\" is this host's own name; fix: list other hosts only");
     else if (!names.insert(p.name).second)
-      s.problem("name", "\"" + p.name + "\" is listed twice; fix: keep one [[peer]] per host");
+      s.problem("name", "\"" + p.name +
+                            "\" is listed twice (names are compared ignoring case); fix: keep "
+                            "one [[peer]] per host");
   }
   if (auto ep = s.endpoint("address", true, "fix: e.g. address = \"10.0.0.2:7443\"")) {
     p.address = *ep;
@@ -318,7 +343,7 @@ RouteConfig read_route(Section& s, const std::set<std::string>& peer_names,
       s.problem("listen",
                 std::string("\"") + r.listen.str() + "\" is used twice; fix: one listener each");
   }
-  r.peer = s.string("peer", true, "fix: name one of the [[peer]] hosts");
+  r.peer = lower_case(s.string("peer", true, "fix: name one of the [[peer]] hosts"));
   if (!r.peer.empty() && !peer_names.count(r.peer))
     s.problem("peer", "\"" + r.peer +
                           "\" is not a configured [[peer]]; fix: add it or correct "

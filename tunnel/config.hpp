@@ -37,7 +37,7 @@ struct RouteConfig {
 struct TlsConfig {
   std::string ca;    // PEM bundle of trusted CAs
   std::string cert;  // this host's server certificate, shown to peers that dial it
-  std::string key;   // its private key; must not be readable by others
+  std::string key;   // its private key; never accessible to all users nor group-writable
   // The certificate and key shown when this host dials a peer (libvirt's
   // client-cert.pem and client-key.pem); default: cert and key.
   std::string client_cert;
@@ -96,7 +96,13 @@ struct Config {
   unsigned workers = 0;  // data-path threads; 0 = one per core
   std::string log_level = "info";
   unsigned socket_mode = 0660;  // entry sockets under run_dir
-  std::string socket_group;     // optional group owning run_dir's sockets
+  std::string socket_group;     // optional group owning run_dir's sockets (QEMU's)
+  // Optional group that may reach the driver entries (libvirt RPC on the
+  // peer, root there); without it they are root's only. Never socket_group.
+  std::string driver_group;
+  // Optional unprivileged user the tunnel becomes once its sockets are bound
+  // (tunnel/privileges.hpp); it then owns run_dir and the folders in it.
+  std::string user;
 
   const PeerConfig* find_peer(const std::string& peer_name) const;
   // <run_dir>/<dir>/<channel>.sock

@@ -50,11 +50,11 @@ std::shared_ptr<ReservedSet> open_set(Tunnel::State& s, const std::string& peer,
                              std::to_string(longest) + " bytes, more than a UNIX socket allows (" +
                              std::to_string(sizeof(sockaddr_un::sun_path) - 1) +
                              "); use a shorter id");
-  gid_t group = lookup_group(c.socket_group);
   try {
+    make_owned_directory(set->folder, entry_folder_access(c));
     for (const auto& channel : kMigrationChannels) {
       std::string path = c.socket_path(peer + "/" + id, channel);
-      set->entries.push_back(open_unix_listener(s.io, path, c.socket_mode, group));
+      set->entries.push_back(open_unix_listener(s.io, path, entry_access(c, channel)));
       set->paths.push_back(path);
     }
   } catch (...) {

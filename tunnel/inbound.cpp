@@ -98,9 +98,13 @@ asio::awaitable<Fd> connect_target(Tunnel::State& s, const Request& request, Con
   const Endpoint& configured = s.config.targets.at(info.channel);
   const Endpoint where = migration_target(s.config, configured, request.migration);
   info.local = where.str();
+  // A target in this host's incoming folder, which socket_group (QEMU) can
+  // write: only QEMU, never root, listens there.
+  const bool incoming = migration_target(s.config, configured, "x").path != configured.path;
   Fd target;
   try {
-    target = co_await connect_to(s.io, where, s.config.limits.connect_timeout);
+    target = co_await connect_to(s.io, where, s.config.limits.connect_timeout,
+                                 {.refuse_root = incoming && !s.config.socket_group.empty()});
   } catch (const std::exception& e) {
     throw Refusal(Verdict::TargetUnavailable, "target " + info.local + ": " + e.what());
   }
@@ -118,8 +122,7 @@ asio::awaitable<Fd> connect_target(Tunnel::State& s, const Request& request, Con
                                            ", but this stream carries guest " + request.guest_uuid +
                                            ": " + other_migration);
   }
-  const bool fixed_set = request.migration.empty() &&
-                         migration_target(s.config, configured, "x").path != configured.path;
+  const bool fixed_set = request.migration.empty() && incoming;
   if (fixed_set) {
     pid_t owner = 0, pid = listener_pid(target.get());
     claim = s.fixed_set.claim(pid, &owner);
@@ -209,7 +212,7 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, std::s
   auto held = std::make_shared<Slot>(std::move(*slot));
   start_connection(s, info);
   // The request was one record read here: the kernel's RX sequence starts at 1.
-  s.workers.start_pump(
+  s.workers->start_pump(
       std::move(target), Fd(sock.release()), std::move(ssl),
       [&s, info, held, folder, claim](const io::PumpStats& stats) {
         finish_connection(s, info, stats);

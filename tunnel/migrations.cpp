@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "base/fd.hpp"
+#include "tunnel/privileges.hpp"
 #include "tunnel/protocol.hpp"
 #include "tunnel/sockets.hpp"
 
@@ -40,10 +41,9 @@ std::string uuid_in_cmdline(const std::string& cmdline) {
 }  // namespace
 
 std::string guest_uuid_of_peer(int unix_fd) {
-  ucred cred{};
-  socklen_t len = sizeof cred;
-  if (::getsockopt(unix_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 0) return "";
-  std::ifstream in("/proc/" + std::to_string(cred.pid) + "/cmdline", std::ios::binary);
+  auto cred = peer_credentials(unix_fd);
+  if (!cred || cred->pid <= 0) return "";
+  std::ifstream in("/proc/" + std::to_string(cred->pid) + "/cmdline", std::ios::binary);
   std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   return uuid_in_cmdline(cmdline);
 }
@@ -58,6 +58,35 @@ Endpoint migration_target(const Config& c, const Endpoint& target, const std::st
   return moved;
 }
 
+Access entry_access(const Config& c, const std::string& channel) {
+  if (channel == "driver")
+    return c.driver_group.empty()
+               ? Access{.mode = 0600}
+               : Access{.mode = 0660, .group = lookup_group(c.driver_group, "driver_group")};
+  return {.mode = c.socket_mode, .group = lookup_group(c.socket_group)};
+}
+
+namespace {
+
+// The user the tunnel runs as (config user), who owns its folders.
+uid_t folder_owner(const Config& c) {
+  auto user = lookup_user(c.user);
+  return user ? user->uid : static_cast<uid_t>(-1);
+}
+
+}  // namespace
+
+Access entry_folder_access(const Config& c) {
+  unsigned mode = 0750;
+  if (!c.driver_group.empty()) mode |= 0001;
+  if (c.socket_mode & 0007) mode |= 0005;  // sockets open to all users
+  return {.mode = mode, .group = lookup_group(c.socket_group), .owner = folder_owner(c)};
+}
+
+Access incoming_folder_access(const Config& c) {
+  return {.mode = 01770, .group = lookup_group(c.socket_group), .owner = folder_owner(c)};
+}
+
 std::string IncomingFolders::folder(const std::string& id) const {
   return config_.run_dir + "/" + config_.name + "/" + id;
 }
@@ -68,7 +97,7 @@ std::shared_ptr<IncomingFolders::Use> IncomingFolders::acquire(const std::string
   if (count == 0) {
     try {
       // QEMU (socket_group) creates its listening sockets here.
-      make_directory(folder(id), 0770, lookup_group(config_.socket_group));
+      make_owned_directory(folder(id), incoming_folder_access(config_));
     } catch (...) {
       uses_.erase(id);
       throw;
@@ -89,10 +118,8 @@ void IncomingFolders::release(const std::string& id) {
 }
 
 pid_t listener_pid(int unix_fd) {
-  ucred cred{};
-  socklen_t len = sizeof cred;
-  if (::getsockopt(unix_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return 0;
-  return cred.pid;
+  auto cred = peer_credentials(unix_fd);
+  return cred ? cred->pid : 0;
 }
 
 std::shared_ptr<FixedSetOwner::Claim> FixedSetOwner::claim(pid_t listener, pid_t* owner) {

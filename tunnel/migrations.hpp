@@ -32,8 +32,25 @@
 #include "base/asio.hpp"
 #include "tunnel/config.hpp"
 #include "tunnel/endpoint.hpp"
+#include "tunnel/sockets.hpp"
 
 namespace xmig::tunnel {
+
+// Who may reach what the tunnel makes under run_dir (README, "Trust model").
+// The driver channel is libvirt RPC on the peer, where it runs as root: its
+// entries are root's only (0600), or driver_group's when one is configured
+// (0660), and never socket_group's, which QEMU belongs to.
+Access entry_access(const Config& c, const std::string& channel);
+// run_dir, a peer's entry folder <run_dir>/<peer>/ and its per-migration sets:
+// socket_group may pass through and list, never write (0750); with a
+// driver_group, everyone may pass through (0751) to the sockets, whose own
+// modes decide.
+Access entry_folder_access(const Config& c);
+// This host's incoming folders <run_dir>/<name>/ and <run_dir>/<name>/<id>/,
+// where QEMU (socket_group) creates its listening sockets: 01770, the sticky
+// bit keeping the group from removing or renaming what it did not create.
+// What the tunnel connects there is checked (inbound.cpp, connect_to).
+Access incoming_folder_access(const Config& c);
 
 // The guest UUID (-uuid) on the command line of the process at the other end
 // of a UNIX socket (SO_PEERCRED; for a connecting socket, the listener's
@@ -64,7 +81,7 @@ class IncomingFolders {
     std::string id_;
   };
 
-  // Creates the folder when it is the first use (mode 0770, socket_group).
+  // Creates the folder when it is the first use (incoming_folder_access).
   // Throws std::runtime_error saying why not (any thread).
   std::shared_ptr<Use> acquire(const std::string& id);
 

@@ -86,7 +86,7 @@ asio::awaitable<void> dial(Tunnel::State& s, Fd local, Slot slot, const PeerConf
   auto held = std::make_shared<Slot>(std::move(slot));
   start_connection(s, info);
   // The verdict was one record read here: the kernel's RX sequence starts at 1.
-  s.workers.start_pump(
+  s.workers->start_pump(
       std::move(local), Fd(d.sock.release()), std::move(d.ssl),
       [&s, info, held](const io::PumpStats& stats) { finish_connection(s, info, stats); },
       io::PumpOptions{.ktls = s.config.tls.ktls,

@@ -1,6 +1,7 @@
 #include "tunnel/sockets.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -8,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -50,34 +52,45 @@ bool someone_listens(const std::string& path) {
 
 }  // namespace
 
-void make_directory(const std::string& path, unsigned mode, gid_t group) {
-  std::string partial;
-  size_t pos = 0;
-  while (pos != std::string::npos) {
-    pos = path.find('/', pos + 1);
-    partial = path.substr(0, pos);
-    if (partial.empty()) continue;
-    bool last = pos == std::string::npos;
-    if (::mkdir(partial.c_str(), last ? mode : 0755) != 0 && errno != EEXIST)
-      throw std::runtime_error("cannot create directory " + partial + ": " + errno_text() +
+void make_owned_directory(const std::string& path, Access access) {
+  for (size_t pos = path.find('/', 1); pos != std::string::npos; pos = path.find('/', pos + 1)) {
+    const std::string parent = path.substr(0, pos);
+    if (::mkdir(parent.c_str(), 0755) != 0 && errno != EEXIST)
+      throw std::runtime_error("cannot create directory " + parent + ": " + errno_text() +
                                "; fix: check run_dir and the permissions of its parent");
   }
+  const bool created = ::mkdir(path.c_str(), access.mode & 07777) == 0;
+  if (!created && errno != EEXIST)
+    throw std::runtime_error("cannot create directory " + path + ": " + errno_text() +
+                             "; fix: check run_dir and the permissions of its parent");
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     throw std::runtime_error(path +
-                             " exists and is not a directory; fix: remove it or change run_dir");
-  ::chmod(path.c_str(), mode);
-  if (group != static_cast<gid_t>(-1) && ::chown(path.c_str(), -1, group) != 0)
-    throw std::runtime_error("cannot give " + path + " to group " + std::to_string(group) + ": " +
-                             errno_text());
+                             " exists and is not a directory (or is a symbolic link); fix: "
+                             "remove it or change run_dir");
+  const uid_t owner = access.owner != static_cast<uid_t>(-1) ? access.owner : ::geteuid();
+  // Just made (by root) for the user the tunnel becomes: handed over.
+  if (created && st.st_uid != owner && ::chown(path.c_str(), owner, -1) == 0) st.st_uid = owner;
+  if (st.st_uid != owner)
+    throw std::runtime_error(path + " belongs to uid " + std::to_string(st.st_uid) +
+                             ", not to the tunnel (uid " + std::to_string(owner) +
+                             "), which owns run_dir and the folders in it and never changes "
+                             "another user's folder; fix: remove it, or give run_dir a path of "
+                             "its own");
+  if (::chmod(path.c_str(), access.mode & 07777) != 0 ||
+      (access.group != static_cast<gid_t>(-1) && ::chown(path.c_str(), -1, access.group) != 0))
+    throw std::runtime_error("cannot set mode and group of " + path + ": " + errno_text());
 }
 
 UnixProtocol::acceptor open_unix_listener(asio::io_context& io, const std::string& path,
-                                          unsigned socket_mode, gid_t group) {
-  std::string dir = path.substr(0, path.rfind('/'));
-  // The directory must let through whoever the socket's mode lets in.
-  make_directory(dir, (socket_mode & 0007) ? 0755 : 0750, group);
+                                          Access access) {
+  const std::string dir = path.substr(0, path.rfind('/'));
   struct stat st {};
+  if (::stat(dir.empty() ? "/" : dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw std::runtime_error("cannot listen on " + path + ": its folder " + dir +
+                             " does not exist (outside run_dir the tunnel only creates the "
+                             "socket, never its folder); fix: create the folder, or put the "
+                             "socket under run_dir");
   if (::lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode))
       throw std::runtime_error(path +
@@ -98,8 +111,8 @@ UnixProtocol::acceptor open_unix_listener(asio::io_context& io, const std::strin
     throw std::runtime_error("cannot listen on " + path + ": " + e.code().message() +
                              "; fix: check the permissions of " + dir);
   }
-  ::chmod(path.c_str(), socket_mode);
-  if (group != static_cast<gid_t>(-1)) (void)::chown(path.c_str(), -1, group);
+  ::chmod(path.c_str(), access.mode);
+  if (access.group != static_cast<gid_t>(-1)) (void)::chown(path.c_str(), -1, access.group);
   return acceptor;
 }
 
@@ -129,14 +142,58 @@ asio::awaitable<void> connect_tcp(asio::ip::tcp::socket& sock, const Endpoint& e
   sock.set_option(asio::ip::tcp::no_delay(true));
 }
 
+namespace {
+
+// The UNIX target at `path`, opened as a file without following a link: the
+// fd names the inode that was checked, and connecting through
+// /proc/self/fd/N reaches that inode, whatever is renamed in meanwhile.
+Fd open_unix_target(const std::string& path, uid_t* owner) {
+  Fd node(::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!node) throw std::runtime_error(errno_text());
+  struct stat st {};
+  if (::fstat(node.get(), &st) != 0) throw std::runtime_error(errno_text());
+  if (S_ISLNK(st.st_mode))
+    throw std::runtime_error(
+        "is a symbolic link, which the tunnel never follows to a target (someone who can write "
+        "its folder may have planted it); fix: point the target at the socket itself");
+  if (!S_ISSOCK(st.st_mode)) throw std::runtime_error("is not a socket");
+  *owner = st.st_uid;
+  return node;
+}
+
+}  // namespace
+
+std::optional<ucred> peer_credentials(int unix_fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(unix_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return std::nullopt;
+  return cred;
+}
+
 asio::awaitable<Fd> connect_to(asio::io_context& io, const Endpoint& ep,
-                               std::chrono::milliseconds timeout) {
+                               std::chrono::milliseconds timeout, UnixTargetRule rule) {
   try {
     if (ep.is_unix()) {
+      uid_t owner = 0;
+      Fd node = open_unix_target(ep.path, &owner);
+      if (rule.refuse_root && owner == 0)
+        throw std::runtime_error(
+            "the socket belongs to root, and only an unprivileged process (QEMU) listens in a "
+            "folder socket_group can write: someone of that group may have linked a root "
+            "service there; refused before connecting");
       UnixProtocol::socket sock(io);
       Deadline deadline(io, timeout, [&] { sock.close(); });
-      co_await sock.async_connect(UnixProtocol::endpoint(ep.path), asio::use_awaitable);
-      co_return Fd(sock.release());
+      co_await sock.async_connect(
+          UnixProtocol::endpoint("/proc/self/fd/" + std::to_string(node.get())),
+          asio::use_awaitable);
+      Fd connected(sock.release());
+      auto listener = peer_credentials(connected.get());
+      if (!listener || listener->uid != owner)
+        throw std::runtime_error("the socket file belongs to uid " + std::to_string(owner) +
+                                 ", but the process " + "listening on it runs as uid " +
+                                 (listener ? std::to_string(listener->uid) : std::string("?")) +
+                                 ": a link to another user's socket, refused");
+      co_return connected;
     }
     asio::ip::tcp::socket sock(io);
     Deadline deadline(io, timeout, [&] { sock.close(); });
@@ -174,13 +231,13 @@ asio::awaitable<void> AcceptBackoff::after_error(const boost::system::error_code
   delay_ = std::min(delay_ * 2, kLongest);
 }
 
-gid_t lookup_group(const std::string& name) {
+gid_t lookup_group(const std::string& name, const std::string& key) {
   if (name.empty()) return static_cast<gid_t>(-1);
   struct group* g = ::getgrnam(name.c_str());
   if (!g)
-    throw std::runtime_error("socket_group \"" + name +
+    throw std::runtime_error(key + " \"" + name +
                              "\" does not exist; fix: name an "
-                             "existing group (e.g. libvirt-qemu) or remove the key");
+                             "existing group or remove the key");
   return g->gr_gid;
 }
 

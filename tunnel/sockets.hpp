@@ -8,6 +8,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "base/asio.hpp"
@@ -19,26 +20,52 @@ namespace xmig::tunnel {
 
 using UnixProtocol = asio::local::stream_protocol;
 
-// Binds a listening UNIX socket at `path`, creating its directory (mode
-// dir_mode). A stale socket left by a dead process is replaced; a socket that
-// a live process still listens on, or a path that is not a socket, is never
-// touched: both throw std::runtime_error saying what to do.
+// Who may reach a socket or folder the tunnel makes: its mode, and the group
+// owning it (-1: the tunnel's own group).
+struct Access {
+  unsigned mode = 0600;
+  gid_t group = static_cast<gid_t>(-1);
+  uid_t owner = static_cast<uid_t>(-1);  // folders only; -1: the tunnel's own user
+};
+
+// Binds a listening UNIX socket at `path` with `access`. The folder must
+// exist: the tunnel never creates or changes the folder of a socket (the
+// folders it owns are made by make_owned_directory). A stale socket left by a
+// dead process is replaced; a socket that a live process still listens on, or
+// a path that is not a socket, is never touched: both throw
+// std::runtime_error saying what to do.
 UnixProtocol::acceptor open_unix_listener(asio::io_context& io, const std::string& path,
-                                          unsigned socket_mode, gid_t group);
+                                          Access access);
 
 asio::ip::tcp::acceptor open_tcp_listener(asio::io_context& io, const Endpoint& ep);
 
-// mkdir -p with a mode (and group, when not -1) on the last component.
-void make_directory(const std::string& path, unsigned mode, gid_t group);
+// A folder the tunnel owns (<run_dir> and the folders in it): created with
+// `access` when missing (missing parents 0755, never changed when present);
+// when present it must be a directory (not a link) owned by access.owner (the
+// tunnel's user by default), and then gets `access`. A folder of another user is refused, never
+// taken over: throws std::runtime_error saying why.
+void make_owned_directory(const std::string& path, Access access);
 
 // Who is at the other end of an accepted local socket: "ip:port" (TCP),
 // "pid N" (UNIX, from SO_PEERCRED), or "" when unknown.
 std::string describe_client(int fd);
 
+// What a UNIX target must be besides a socket that is not a link.
+struct UnixTargetRule {
+  // Neither the socket file nor its listener may be root's: for targets in a
+  // folder others can write, where only unprivileged QEMU listens.
+  bool refuse_root = false;
+};
+
 // Connects to a TCP or UNIX endpoint within `timeout`; returns the connected
 // fd. Throws std::runtime_error saying why not.
+// A UNIX endpoint is opened without following a link and connected through
+// that very file (/proc/self/fd/N), so what is checked is what is connected,
+// before a connection is made: it must be a socket, not a symbolic link, and
+// obey `rule`; after connecting, the process listening on it must be the
+// socket file's owner (a hard link to another user's socket is refused).
 asio::awaitable<Fd> connect_to(asio::io_context& io, const Endpoint& ep,
-                               std::chrono::milliseconds timeout);
+                               std::chrono::milliseconds timeout, UnixTargetRule rule = {});
 
 // Connects a TCP socket to host:port (for the TLS side, which keeps the socket).
 asio::awaitable<void> connect_tcp(asio::ip::tcp::socket& sock, const Endpoint& ep);
@@ -83,7 +110,12 @@ class AcceptBackoff {
   std::chrono::milliseconds delay_ = kFirst;
 };
 
-// "group name" -> gid; throws std::runtime_error when unknown. "" -> -1.
-gid_t lookup_group(const std::string& name);
+// The credentials of the process at the other end of a UNIX socket
+// (SO_PEERCRED: for a connected socket, its listener's), or nullopt.
+std::optional<ucred> peer_credentials(int unix_fd);
+
+// "group name" -> gid; throws std::runtime_error naming the config `key` when
+// unknown. "" -> -1.
+gid_t lookup_group(const std::string& name, const std::string& key = "socket_group");
 
 }  // namespace xmig::tunnel

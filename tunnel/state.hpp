@@ -66,7 +66,9 @@ struct Tunnel::State {
   // Before workers: a pump that ends as the workers stop still releases its folder.
   IncomingFolders incoming{config};
   FixedSetOwner fixed_set;
-  io::Workers workers;
+  // Started by Tunnel::run() once privileges are dropped (every thread runs
+  // with the dropped credentials).
+  std::unique_ptr<io::Workers> workers;
   // Established streams (and entries' connections while they dial): in all,
   // from peers, and from this host's own entries.
   std::atomic<size_t> connections{0}, inbound{0}, outbound{0};

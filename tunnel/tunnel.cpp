@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "tunnel/privileges.hpp"
 #include "tunnel/state.hpp"
 
 namespace xmig::tunnel {
@@ -43,30 +44,31 @@ void notify_systemd(const char* state) {
 
 void open_listeners(Tunnel::State& s) {
   const Config& c = s.config;
-  gid_t group = lookup_group(c.socket_group);
+  const Access shared = {.mode = c.socket_mode, .group = lookup_group(c.socket_group)};
+  make_owned_directory(c.run_dir, entry_folder_access(c));
   // Where QEMU and the NBD server create the sockets this host delivers to.
-  make_directory(c.run_dir + "/" + c.name, 0770, group);
+  make_owned_directory(c.run_dir + "/" + c.name, incoming_folder_access(c));
 
   s.tcp_listeners.push_back(open_tcp_listener(s.io, c.listen));
   asio::co_spawn(s.io, serve_peers(s, s.tcp_listeners.back()), asio::detached);
 
   for (const auto& peer : c.peers) {
+    make_owned_directory(c.run_dir + "/" + peer.name, entry_folder_access(c));
     for (const auto& channel : kMigrationChannels) {
       std::string path = c.socket_path(peer.name, channel);
-      s.unix_listeners.push_back(open_unix_listener(s.io, path, c.socket_mode, group));
+      s.unix_listeners.push_back(open_unix_listener(s.io, path, entry_access(c, channel)));
       s.created_sockets.push_back(path);
       asio::co_spawn(s.io, serve_entry(s, s.unix_listeners.back(), peer, channel, path),
                      asio::detached);
     }
   }
   // Root only: a reserved set includes a driver entry (libvirt RPC on the peer).
-  s.unix_listeners.push_back(
-      open_unix_listener(s.io, c.control_path(), 0600, static_cast<gid_t>(-1)));
+  s.unix_listeners.push_back(open_unix_listener(s.io, c.control_path(), {.mode = 0600}));
   s.created_sockets.push_back(c.control_path());
   asio::co_spawn(s.io, serve_control(s, s.unix_listeners.back()), asio::detached);
 
   if (c.status.is_unix()) {
-    s.unix_listeners.push_back(open_unix_listener(s.io, c.status.path, c.socket_mode, group));
+    s.unix_listeners.push_back(open_unix_listener(s.io, c.status.path, shared));
     s.created_sockets.push_back(c.status.path);
     asio::co_spawn(s.io, serve_status(s, s.unix_listeners.back()), asio::detached);
   } else {
@@ -77,7 +79,8 @@ void open_listeners(Tunnel::State& s) {
     const PeerConfig& peer = *c.find_peer(route.peer);
     std::string name = route.listen.str();
     if (route.listen.is_unix()) {
-      s.unix_listeners.push_back(open_unix_listener(s.io, route.listen.path, c.socket_mode, group));
+      s.unix_listeners.push_back(
+          open_unix_listener(s.io, route.listen.path, entry_access(c, route.channel)));
       s.created_sockets.push_back(route.listen.path);
       asio::co_spawn(s.io, serve_entry(s, s.unix_listeners.back(), peer, route.channel, name),
                      asio::detached);
@@ -107,7 +110,7 @@ asio::awaitable<void> drain(Tunnel::State& s) {
     if (!aborted && std::chrono::steady_clock::now() >= deadline) {
       spdlog::warn("drain: {} connections still open after {} ms; aborting them",
                    s.connections.load(), s.config.limits.drain_timeout.count());
-      s.workers.abort_all("drain timeout");
+      s.workers->abort_all("drain timeout");
       aborted = true;
     }
     tick.expires_after(std::chrono::milliseconds(50));
@@ -170,7 +173,7 @@ std::vector<std::string> socket_warnings(const Config& c) {
 }  // namespace
 
 Tunnel::State::State(Config c)
-    : config(std::move(c)), tls(tls::Context::load(tls_settings(config))), workers(config.workers) {
+    : config(std::move(c)), tls(tls::Context::load(tls_settings(config))) {
   for (const auto& p : config.peers) peer_names.push_back(p.name);
 }
 
@@ -182,13 +185,19 @@ int Tunnel::run() {
   State& s = *state_;
   raise_fd_limit();
   open_listeners(s);
+  // Everything that needs root is done: the sockets are bound, the keys read.
+  const auto user = lookup_user(s.config.user);
+  if (user) drop_privileges(*user);
+  s.workers = std::make_unique<io::Workers>(s.config.workers);
   asio::co_spawn(s.io, handle_signals(s), asio::detached);
   watch_tls_files(s);
   spdlog::info(
-      "ready: name={} listen={} peers={} routes={} workers={} run_dir={} status={} tls>={} {}",
+      "ready: name={} listen={} peers={} routes={} workers={} run_dir={} status={} tls>={} {}{}",
       s.config.name, s.config.listen.str(), s.config.peers.size(), s.config.routes.size(),
-      s.workers.size(), s.config.run_dir, s.config.status.str(), s.config.tls.min_version,
-      describe_certificates(*s.tls));
+      s.workers->size(), s.config.run_dir, s.config.status.str(), s.config.tls.min_version,
+      describe_certificates(*s.tls),
+      user ? " user=" + user->name + " (uid " + std::to_string(user->uid) + ", no capabilities)"
+           : "");
   for (const auto& w : socket_warnings(s.config)) spdlog::warn("{}", w);
   notify_systemd("READY=1");
   s.io.run();
@@ -226,6 +235,9 @@ int check(const std::string& config_path) {
                 << "\n";
     std::cout << "  per-migration sets: " << c.socket_path("<peer>/<id>", "{driver,qemu,nbd}")
               << ", reserved by xmig-migrate over " << c.control_path() << "\n";
+    if (auto user = lookup_user(c.user))
+      std::cout << "  runs as user " << user->name << " (uid " << user->uid
+                << ") once its sockets are bound, without capabilities\n";
     for (const auto& w : socket_warnings(c)) std::cout << "warning: " << w << "\n";
     return 0;
   } catch (const ConfigError& e) {

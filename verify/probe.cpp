@@ -174,6 +174,8 @@ tls::SslPtr probe_session(const ProbeSpec& spec) {
   if ((spec.min_version && SSL_CTX_set_min_proto_version(ctx.get(), spec.min_version) != 1) ||
       (spec.max_version && SSL_CTX_set_max_proto_version(ctx.get(), spec.max_version) != 1))
     throw tls::Error("probe TLS version range unusable: " + openssl_errors());
+  if (!spec.groups.empty() && SSL_CTX_set1_groups_list(ctx.get(), spec.groups.c_str()) != 1)
+    throw tls::Error("probe groups \"" + spec.groups + "\" unusable: " + openssl_errors());
   if (!spec.cert_pem.empty() || !spec.key_pem.empty()) {
     BioPtr cb(BIO_new_mem_buf(spec.cert_pem.data(), static_cast<int>(spec.cert_pem.size())));
     X509Ptr cert(PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr));

@@ -80,6 +80,9 @@ struct ProbeSpec {
   // what the server refuses, not by who the server is).
   std::string ca_pem{};
   std::string server_name{};
+  // Key exchange groups offered, OpenSSL's list syntax (e.g. "ffdhe2048");
+  // OpenSSL's default when empty.
+  std::string groups{};
 };
 
 // A client session as the spec says. Throws tls::Error when the PEM is

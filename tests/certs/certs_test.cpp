@@ -357,29 +357,36 @@ TEST(Certs, CheckPassesOnFreshNodeDir) {
     EXPECT_TRUE(checks.count(c)) << c;
 }
 
-// Pass: check_node_dir judges key modes by the tunnel's rule: readable or
-// writable by others is a failure, readable by the group a warning (libvirt's
-// root:qemu 0640), 0600/0400 ok; a group-writable key or certificate fails.
-TEST(Certs, CheckKeyModesFollowTheTunnelsRule) {
+// Pass: the one key-mode rule (judge_key_mode, which the tunnel loads keys by
+// and check_node_dir reports by): 0600 and 0400 ok; readable by the group
+// (0640, 0440: libvirt's root:qemu keys) a warning naming the group;
+// accessible to all users (0604, 0644, 0602) or writable by the group (0660,
+// 0620) a failure saying the tunnel refuses it; check_node_dir reports the
+// key file's real mode by it, and a group-writable certificate fails.
+TEST(Certs, KeyModeRuleIsOneForTheTunnelAndTheCheck) {
+  const fs::path file = "/etc/pki/qemu/server-key.pem";
+  for (unsigned mode : {0600u, 0400u})
+    EXPECT_EQ(judge_key_mode(file, mode, "qemu").severity, Severity::Ok) << mode;
+  for (unsigned mode : {0640u, 0440u}) {
+    KeyModeVerdict v = judge_key_mode(file, mode, "qemu");
+    EXPECT_EQ(v.severity, Severity::Warning) << mode;
+    EXPECT_NE(v.what.find("readable by group qemu"), std::string::npos) << v.what;
+  }
+  for (unsigned mode : {0604u, 0644u, 0602u, 0660u, 0620u}) {
+    KeyModeVerdict v = judge_key_mode(file, mode, "qemu");
+    EXPECT_EQ(v.severity, Severity::Failure) << mode;
+    EXPECT_NE(v.what.find("xmig-tunnel refuses such a key"), std::string::npos) << v.what;
+    EXPECT_NE(v.fix.find(file.string()), std::string::npos) << v.fix;
+  }
+
   TempDir tmp;
   write_node_dir(tmp.path(), shared_ca().cert, issue(shared_ca(), node_opts()));
   const fs::path key = tmp.path() / "server-key.pem";
-  auto severity_of_key_mode = [&](unsigned mode) {
-    fs::permissions(key, fs::perms(mode));
-    Severity worst = Severity::Ok;
-    for (const auto& f : check_node_dir(tmp.path(), CheckOptions{.name = "hv-a.example.net"}))
-      if (f.check == "mode" && f.file == key.string() && f.severity > worst) worst = f.severity;
-    return worst;
-  };
-  EXPECT_EQ(severity_of_key_mode(0600), Severity::Ok);
-  EXPECT_EQ(severity_of_key_mode(0400), Severity::Ok);
-  EXPECT_EQ(severity_of_key_mode(0640), Severity::Warning);
-  EXPECT_EQ(severity_of_key_mode(0440), Severity::Warning);
-  EXPECT_EQ(severity_of_key_mode(0604), Severity::Failure);
-  EXPECT_EQ(severity_of_key_mode(0644), Severity::Failure);
-  EXPECT_EQ(severity_of_key_mode(0602), Severity::Failure);
-  EXPECT_EQ(severity_of_key_mode(0660), Severity::Failure);
-  EXPECT_EQ(severity_of_key_mode(0620), Severity::Failure);
+  fs::permissions(key, fs::perms(0660));
+  Severity worst = Severity::Ok;
+  for (const auto& f : check_node_dir(tmp.path(), CheckOptions{.name = "hv-a.example.net"}))
+    if (f.check == "mode" && f.file == key.string() && f.severity > worst) worst = f.severity;
+  EXPECT_EQ(worst, Severity::Failure);
   fs::permissions(key, fs::perms(0600));
   fs::permissions(tmp.path() / "server-cert.pem", fs::perms(0664));
   auto findings = check_node_dir(tmp.path(), CheckOptions{.name = "hv-a.example.net"});

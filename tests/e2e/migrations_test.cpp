@@ -17,23 +17,6 @@ namespace {
 
 constexpr uint64_t kMiB = 1 << 20;
 
-// A reservation held over hv-a's control socket, as xmig-migrate holds it.
-struct Reservation {
-  Fd control;
-  std::string reply;  // "ok <folder>" or "error <reason>"
-};
-
-Reservation reserve(const TunnelSide& side, const std::string& peer, const std::string& id) {
-  Reservation r{connect_unix((side.run_dir / "control.sock").string()), ""};
-  std::string line = "reserve " + peer + " " + id + "\n";
-  EXPECT_EQ(::send(r.control.get(), line.data(), line.size(), MSG_NOSIGNAL),
-            static_cast<ssize_t>(line.size()));
-  char c = 0;
-  while (wait_readable(r.control.get(), 5s) && ::recv(r.control.get(), &c, 1, 0) == 1 && c != '\n')
-    r.reply += c;
-  return r;
-}
-
 // Sends `bytes` of seed data into `entry` and receives them on `sink`;
 // returns {sent, received}.
 std::pair<Hashed, Hashed> carry(const fs::path& entry, Listener& sink, uint64_t bytes,

@@ -156,6 +156,45 @@ TEST(Config, DuplicateOrSelfPeerIsRefused) {
   EXPECT_NE(problems_of(self).find("this host's own name"), std::string::npos);
 }
 
+// Pass: an empty host name, this host's or a peer's, is a problem naming the
+// key ("name: is empty"; an empty peer name would check no name at all when
+// dialling it); "HV-B" next to "hv-b" is the same peer listed twice (names
+// compare ignoring case, as certificates do); names are kept in lower case,
+// routes find their peer in any case, and "HV-A" is this host's own name.
+TEST(Config, EmptyOrCaseVariantNamesAreRefused) {
+  std::string p = problems_of(with("name = \"hv-b\"", "name = \"\""));
+  EXPECT_NE(p.find("tunnel.toml: [[peer]] #1 name (line 12): is empty"), std::string::npos) << p;
+  p = problems_of(with("name = \"hv-a\"", "name = \"\""));
+  EXPECT_NE(p.find("tunnel.toml: name (line 2): is empty"), std::string::npos) << p;
+  p = problems_of(std::string(kGood) +
+                  "\n[[peer]]\nname = \"HV-B\"\naddress = \"10.0.0.3:7443\"\n");
+  EXPECT_NE(p.find("[[peer]] #2 name (line 24): \"hv-b\" is listed twice"), std::string::npos) << p;
+  p = problems_of(std::string(kGood) +
+                  "\n[[peer]]\nname = \"HV-A\"\naddress = \"10.0.0.3:7443\"\n");
+  EXPECT_NE(p.find("this host's own name"), std::string::npos) << p;
+
+  Config c = parse_config(with("name = \"hv-b\"", "name = \"Hv-B\""), "tunnel.toml");
+  ASSERT_EQ(c.peers.size(), 1u);
+  EXPECT_EQ(c.peers[0].name, "hv-b");
+  c = parse_config(with("peer = \"hv-b\"", "peer = \"HV-B\""), "tunnel.toml");
+  EXPECT_EQ(c.routes.at(0).peer, "hv-b");
+}
+
+// Pass: driver_group may not be socket_group (QEMU's group must never reach
+// libvirt RPC on a peer): a problem naming driver_group and the fix; another
+// group is accepted.
+TEST(Config, DriverGroupCannotBeTheSocketGroup) {
+  std::string p = problems_of(with("listen = \"0.0.0.0:7443\"",
+                                   "listen = \"0.0.0.0:7443\"\nsocket_group = \"kvm\"\n"
+                                   "driver_group = \"kvm\""));
+  EXPECT_NE(p.find("driver_group (line 6): \"kvm\" is socket_group too"), std::string::npos) << p;
+  Config c = parse_config(with("listen = \"0.0.0.0:7443\"",
+                               "listen = \"0.0.0.0:7443\"\nsocket_group = \"kvm\"\n"
+                               "driver_group = \"xmig-admin\""),
+                          "tunnel.toml");
+  EXPECT_EQ(c.driver_group, "xmig-admin");
+}
+
 // Pass: channel names are restricted (they become ALPN ids and file names),
 // and "verify" is reserved for xmig-verify's echo.
 TEST(Config, BadAndReservedChannelNamesAreRefused) {
