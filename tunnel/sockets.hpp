@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -38,12 +39,15 @@ std::string describe_client(int fd);
 std::string address_text(const sockaddr_storage& address);
 
 // Connects to a TCP or UNIX endpoint within `timeout`; returns the connected
-// fd. Throws std::runtime_error saying why not.
+// fd. A TCP socket carries SO_MARK `mark` when not 0 (Config::socket_mark()).
+// Throws std::runtime_error saying why not.
 asio::awaitable<Fd> connect_to(asio::io_context& io, const Endpoint& ep,
-                               std::chrono::milliseconds timeout);
+                               std::chrono::milliseconds timeout, uint32_t mark = 0);
 
-// Connects a TCP socket to host:port (for the TLS side, which keeps the socket).
-asio::awaitable<void> connect_tcp(asio::ip::tcp::socket& sock, const Endpoint& ep);
+// Connects a TCP socket to host:port (for the TLS side, which keeps the
+// socket), with SO_MARK `mark` when not 0.
+asio::awaitable<void> connect_tcp(asio::ip::tcp::socket& sock, const Endpoint& ep,
+                                  uint32_t mark = 0);
 
 // Calls on_expire (typically a socket's cancel) when `timeout` passes before
 // the Deadline is destroyed. Safe when the timer fires as it is destroyed.
