@@ -285,6 +285,24 @@ TEST_F(Intercept, StoppedTunnelFailsTheMigrationWithoutPlaintext) {
       << "the table went with the tunnel";
 }
 
+// Pass: in hv-a, root's connection to hv-b's driver port is taken by the
+// intercept listener, while the same connection by user nobody is reset by
+// the table (a driver connection is root on the peer's libvirt).
+TEST_F(Intercept, OnlyRootReachesThePeersDriverPort) {
+  start_tunnels();
+  const std::string taken = "intercept:" + lab_->b_ip + ":16509";  // in hv-a's line for it
+  const std::vector<std::string> nc = {"/bin/nc", "-z", "-w", "3", lab_->b_ip, "16509"};
+  EXPECT_EQ(NetnsLab::run_in(lab_->a, nc), 0) << "root's driver connection was not taken";
+  ASSERT_TRUE(wait_until([&] { return count_in_log(pair_->a.log, taken) >= 1; }, 10s))
+      << pair_->logs();
+  const int lines = count_in_log(pair_->a.log, taken);
+  std::vector<std::string> as_nobody = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534",
+                                        "--clear-groups"};
+  as_nobody.insert(as_nobody.end(), nc.begin(), nc.end());
+  EXPECT_NE(NetnsLab::run_in(lab_->a, as_nobody), 0) << "user nobody reached the driver port";
+  EXPECT_EQ(count_in_log(pair_->a.log, taken), lines) << pair_->logs();
+}
+
 // Pass: a connection made straight to the intercept listener (no redirect)
 // is refused, and hv-a's log says why.
 TEST_F(Intercept, StraightToTheListenerIsRefusedWithAReason) {
