@@ -181,6 +181,20 @@ std::vector<std::string> socket_warnings(const Config& c) {
   return out;
 }
 
+// Runs a command of the command line: its exit code, or 1 with every problem
+// of the config (or the one error) on stderr.
+template <class Command>
+int or_report_problems(Command command) {
+  try {
+    return command();
+  } catch (const ConfigError& e) {
+    for (const auto& p : e.problems()) std::cerr << p << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << e.what() << "\n";
+  }
+  return 1;
+}
+
 }  // namespace
 
 Tunnel::State::State(Config c)
@@ -210,7 +224,7 @@ int Tunnel::run() {
 }
 
 int check(const std::string& config_path) {
-  try {
+  return or_report_problems([&] {
     Config c = load_config(config_path);
     auto context = tls::Context::load(tls_settings(c));
     const auto& cert = context->cert();
@@ -256,16 +270,11 @@ int check(const std::string& config_path) {
               << ", reserved by xmig-migrate over " << c.control_path() << "\n";
     for (const auto& w : socket_warnings(c)) std::cout << "warning: " << w << "\n";
     return 0;
-  } catch (const ConfigError& e) {
-    for (const auto& p : e.problems()) std::cerr << p << "\n";
-  } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n";
-  }
-  return 1;
+  });
 }
 
 int print_nftables(const std::string& config_path) {
-  try {
+  return or_report_problems([&] {
     Config c = load_config(config_path);
     if (!c.intercept.enabled) {
       std::cerr << config_path
@@ -275,12 +284,7 @@ int print_nftables(const std::string& config_path) {
     }
     std::cout << nftables_ruleset(c);
     return 0;
-  } catch (const ConfigError& e) {
-    for (const auto& p : e.problems()) std::cerr << p << "\n";
-  } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n";
-  }
-  return 1;
+  });
 }
 
 }  // namespace xmig::tunnel
