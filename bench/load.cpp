@@ -67,38 +67,20 @@ class Failure {
 
 // ---- Endpoints and sockets ---------------------------------------------------
 
-std::string Endpoint::str() const {
-  if (is_unix) return "unix:" + path;
-  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
-  return host + ":" + std::to_string(port);
-}
-
 Endpoint parse_endpoint(const std::string& text) {
-  Endpoint e;
-  if (text.rfind("unix:", 0) == 0) {
-    e.is_unix = true;
-    e.path = text.substr(5);
-    if (e.path.empty() || e.path.size() > sizeof(sockaddr_un::sun_path) - 1)
-      throw std::invalid_argument("'" + text + "': UNIX socket path is empty or too long");
-    return e;
-  }
-  size_t colon = text.rfind(':');
-  if (colon == std::string::npos || colon + 1 == text.size())
-    throw std::invalid_argument("'" + text + "': expected HOST:PORT or unix:PATH");
-  e.host = text.substr(0, colon);
-  if (e.host.size() >= 2 && e.host.front() == '[' && e.host.back() == ']')
-    e.host = e.host.substr(1, e.host.size() - 2);
-  const std::string port = text.substr(colon + 1);
-  char* end = nullptr;
-  unsigned long p = std::strtoul(port.c_str(), &end, 10);
-  if (*end != '\0' || p > 65535)
-    throw std::invalid_argument("'" + text + "': port '" + port + "' is not 0..65535");
-  e.port = static_cast<uint16_t>(p);
+  // Port 0 (listen on a free port) is the one spelling the benchmark needs
+  // and a tunnel config must refuse: parse it as port 1, then set it.
+  const bool free_port = text.size() > 2 && text.ends_with(":0") && !text.starts_with("unix:");
+  const std::string spelled = free_port ? text.substr(0, text.size() - 1) + "1" : text;
+  std::string why;
+  std::optional<Endpoint> e = tunnel::parse_endpoint(spelled, &why);
+  if (!e) throw std::invalid_argument("'" + text + "': " + why);
+  if (free_port) e->port = 0;
   in6_addr probe{};
-  if (::inet_pton(AF_INET, e.host.c_str(), &probe) != 1 &&
-      ::inet_pton(AF_INET6, e.host.c_str(), &probe) != 1)
+  if (!e->is_unix() && ::inet_pton(AF_INET, e->host.c_str(), &probe) != 1 &&
+      ::inet_pton(AF_INET6, e->host.c_str(), &probe) != 1)
     throw std::invalid_argument("'" + text + "': host must be a numeric IPv4 or IPv6 address");
-  return e;
+  return *e;
 }
 
 namespace {
@@ -106,7 +88,7 @@ namespace {
 // Fills storage with the socket address of e; returns its length.
 socklen_t to_sockaddr(const Endpoint& e, sockaddr_storage& storage) {
   std::memset(&storage, 0, sizeof storage);
-  if (e.is_unix) {
+  if (e.is_unix()) {
     auto* a = reinterpret_cast<sockaddr_un*>(&storage);
     a->sun_family = AF_UNIX;
     std::strncpy(a->sun_path, e.path.c_str(), sizeof a->sun_path - 1);
@@ -135,7 +117,7 @@ Listener::Listener(const Endpoint& where, int backlog) : where_(where) {
   // the race for a connection must not block in accept().
   fd_ = ::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd_ < 0) throw std::runtime_error(errno_text("socket for " + where.str()));
-  if (where.is_unix) {
+  if (where.is_unix()) {
     ::unlink(where.path.c_str());
   } else {
     int one = 1;
@@ -146,7 +128,7 @@ Listener::Listener(const Endpoint& where, int backlog) : where_(where) {
     ::close(fd_);
     throw std::runtime_error(why);
   }
-  if (!where.is_unix && where.port == 0) {
+  if (!where.is_unix() && where.port == 0) {
     len = sizeof addr;
     ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
     where_.port =
@@ -157,7 +139,7 @@ Listener::Listener(const Endpoint& where, int backlog) : where_(where) {
 
 Listener::~Listener() {
   ::close(fd_);
-  if (where_.is_unix) ::unlink(where_.path.c_str());
+  if (where_.is_unix()) ::unlink(where_.path.c_str());
 }
 
 int Listener::accept(std::chrono::milliseconds timeout) {
@@ -176,7 +158,7 @@ int connect_to(const Endpoint& where) {
     ::close(fd);
     throw std::runtime_error(why);
   }
-  if (!where.is_unix) {
+  if (!where.is_unix()) {
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }

@@ -23,19 +23,18 @@
 #include <string>
 #include <vector>
 
+#include "tunnel/endpoint.hpp"
+
 namespace xmig::bench {
 
 // ---- Endpoints and sockets ---------------------------------------------------
 
-// "HOST:PORT" (numeric IPv4 or "[v6]") or "unix:PATH", as in the tunnel config.
-struct Endpoint {
-  bool is_unix = false;
-  std::string host;  // numeric address
-  uint16_t port = 0;
-  std::string path;
-  std::string str() const;
-};
-// Throws std::invalid_argument naming the text and what is wrong.
+// Where the benchmark listens or connects: the tunnel config's spelling
+// ("HOST:PORT", "[v6]:PORT", "unix:PATH"), parsed by the tunnel's own parser.
+using Endpoint = tunnel::Endpoint;
+// Also requires a numeric host (a benchmark never resolves names), and accepts
+// port 0 for a listener on a free port. Throws
+// std::invalid_argument naming the text and what is wrong.
 Endpoint parse_endpoint(const std::string& text);
 
 // A listening socket (TCP or UNIX). Port 0 picks a free port; endpoint() then

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "base/json.hpp"
 #include "certs/detail.hpp"
 
 namespace xmig::certs {
@@ -238,50 +239,17 @@ int exit_code(const std::vector<Finding>& findings) {
   return code;
 }
 
-namespace {
-
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
-}
-
-}  // namespace
-
 std::string findings_json(const fs::path& dir, const std::vector<Finding>& findings) {
   static const char* status[] = {"ok", "warning", "failure"};
-  std::string out = "{\"dir\": " + json_string(dir.string()) +
-                    ", \"status\": " + json_string(status[exit_code(findings)]) +
+  std::string out = "{\"dir\": " + json_quote(dir.string()) +
+                    ", \"status\": " + json_quote(status[exit_code(findings)]) +
                     ", \"exit_code\": " + std::to_string(exit_code(findings)) + ", \"findings\": [";
   for (std::size_t i = 0; i < findings.size(); ++i) {
     const Finding& f = findings[i];
     out += std::string(i ? ",\n  " : "\n  ") +
-           "{\"severity\": " + json_string(to_string(f.severity)) +
-           ", \"check\": " + json_string(f.check) + ", \"file\": " + json_string(f.file) +
-           ", \"message\": " + json_string(f.message) + ", \"fix\": " + json_string(f.fix) + "}";
+           "{\"severity\": " + json_quote(to_string(f.severity)) +
+           ", \"check\": " + json_quote(f.check) + ", \"file\": " + json_quote(f.file) +
+           ", \"message\": " + json_quote(f.message) + ", \"fix\": " + json_quote(f.fix) + "}";
   }
   out += findings.empty() ? "]}\n" : "\n]}\n";
   return out;

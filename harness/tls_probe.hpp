@@ -1,5 +1,6 @@
 // harness/tls_probe: probes for a tunnel's TLS port, as a test client or a
-// hostile one sees it.
+// hostile one sees it: xmig-verify's blocking probe client (verify/probe.hpp),
+// with a test's options and loopback addresses.
 //
 // TlsProbe is a blocking OpenSSL client: it connects to 127.0.0.1:port with
 // whatever a test asks for (a client certificate or none, a CA to verify the
@@ -28,8 +29,8 @@
 #include <string_view>
 #include <vector>
 
-#include "base/fd.hpp"
 #include "tunnel/protocol.hpp"
+#include "verify/probe.hpp"
 
 namespace xmig::harness {
 
@@ -88,35 +89,17 @@ class TlsProbe {
   void close();
 
  private:
-  struct CtxFree {
-    void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
-  };
-  struct SslFree {
-    void operator()(SSL* s) const { SSL_free(s); }
-  };
   TlsProbeOptions opts_;
-  std::unique_ptr<SSL_CTX, CtxFree> ctx_;
-  std::unique_ptr<SSL, SslFree> ssl_;
-  Fd fd_;
+  verify::ProbeSpec spec_;
+  verify::TlsSession session_;
 };
 
-struct PlaintextResult {
-  std::string reply;    // every byte the server sent until it closed or the timeout
-  bool closed = false;  // the server closed (EOF or reset) within the timeout
-  std::string error;    // a reset or failure, "" on a clean EOF / timeout
-  uint16_t local_port = 0;
-};
+using PlaintextResult = verify::PlaintextReply;
+using verify::only_tls_alerts;
 
 // Connects to 127.0.0.1:port, sends `bytes` as they are, then collects what
 // comes back until the server closes or `timeout` passes.
 PlaintextResult send_plaintext(uint16_t port, std::string_view bytes,
                                std::chrono::milliseconds timeout = std::chrono::seconds(5));
-
-// True when `reply` is nothing, or only TLS alert records (content type 21):
-// what a TLS server may answer to a client that does not speak TLS.
-bool is_only_tls_alerts(std::string_view reply);
-
-// Sets SO_RCVTIMEO and SO_SNDTIMEO on a socket.
-void set_socket_timeouts(int fd, std::chrono::milliseconds timeout);
 
 }  // namespace xmig::harness

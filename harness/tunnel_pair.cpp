@@ -1,4 +1,5 @@
 #include "harness/tunnel_pair.hpp"
+#include "base/socket.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -185,7 +186,7 @@ std::string status_request(const TunnelSide& side, const std::string& path) {
   std::string reply;
   try {
     Fd fd = connect_unix((side.run_dir / "status.sock").string());
-    set_socket_timeouts(fd.get(), std::chrono::milliseconds(5000));
+    set_timeouts(fd.get(), std::chrono::milliseconds(5000));
     const std::string request = "GET " + path + " HTTP/1.0\r\n\r\n";
     if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) < 0)
       return std::string("send: ") + strerror(errno);

@@ -13,6 +13,7 @@
 
 #include "base/asio.hpp"
 #include "base/fd.hpp"
+#include "base/socket.hpp"
 #include "tunnel/endpoint.hpp"
 
 namespace xmig::tunnel {
@@ -34,9 +35,6 @@ void make_directory(const std::string& path, unsigned mode, gid_t group);
 // Who is at the other end of an accepted local socket: "ip:port" (TCP),
 // "pid N" (UNIX, from SO_PEERCRED), or "" when unknown.
 std::string describe_client(int fd);
-
-// "ip:port" or "[ipv6]:port" of an IPv4/IPv6 address, else "".
-std::string address_text(const sockaddr_storage& address);
 
 // Connects to a TCP or UNIX endpoint within `timeout`; returns the connected
 // fd. A TCP socket carries SO_MARK `mark` when not 0 (Config::socket_mark()).

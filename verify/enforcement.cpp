@@ -98,7 +98,7 @@ void check_enforcement(LiveContext& c) {
       "TLS terminator that verifies nothing";
 
   // 1. No client certificate at all.
-  judge_refusal(c, "no client certificate", probe(c, {.alpn = alpn}),
+  judge_refusal(c, "no client certificate", probe(c, {.alpn = {alpn}}),
                 "the peer accepted a client without a certificate", others_fix);
 
   // 2. A self-signed certificate naming this host.
@@ -106,7 +106,7 @@ void check_enforcement(LiveContext& c) {
     certs::Pem self_signed = certs::make_ca({.name = me, .days = 1});
     judge_refusal(
         c, "self-signed certificate",
-        probe(c, {.cert_pem = self_signed.cert, .key_pem = self_signed.key, .alpn = alpn}),
+        probe(c, {.cert_pem = self_signed.cert, .key_pem = self_signed.key, .alpn = {alpn}}),
         "the peer accepted a self-signed certificate for " + me, others_fix);
   } catch (const std::exception& e) {
     c.report.add(kGroup, "self-signed certificate", Status::Fail,
@@ -118,7 +118,7 @@ void check_enforcement(LiveContext& c) {
     certs::Pem other_ca = certs::make_ca({.name = "xmig-verify throwaway CA", .days = 1});
     certs::Pem forged = certs::issue(other_ca, {.name = me, .days = 1});
     judge_refusal(c, "certificate of another CA",
-                  probe(c, {.cert_pem = forged.cert, .key_pem = forged.key, .alpn = alpn}),
+                  probe(c, {.cert_pem = forged.cert, .key_pem = forged.key, .alpn = {alpn}}),
                   "the peer accepted a certificate for " + me + " issued by another CA",
                   others_fix);
   } catch (const std::exception& e) {
@@ -169,7 +169,7 @@ void check_enforcement(LiveContext& c) {
   if (c.config.tls.min_version == "1.3") {
     TlsSession s = probe(c, {.cert_pem = cert_pem,
                              .key_pem = key_pem,
-                             .alpn = alpn,
+                             .alpn = {alpn},
                              .min_version = TLS1_2_VERSION,
                              .max_version = TLS1_2_VERSION});
     if (s.connected && s.handshake_ok) {
@@ -189,7 +189,8 @@ void check_enforcement(LiveContext& c) {
   // 6. An unknown channel, with this host's valid identity: verdict 'C'.
   {
     std::string channel = random_channel();
-    TlsSession s = probe(c, {.cert_pem = cert_pem, .key_pem = key_pem, .alpn = "xmig/" + channel});
+    TlsSession s =
+        probe(c, {.cert_pem = cert_pem, .key_pem = key_pem, .alpn = {"xmig/" + channel}});
     const std::string check = "unknown channel";
     if (!s.connected) {
       c.report.add(kGroup, check, Status::Fail, "could not probe: " + s.error);

@@ -8,6 +8,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 
 #include <cerrno>
@@ -17,6 +18,7 @@
 #include <stdexcept>
 
 #include "base/openssl_errors.hpp"
+#include "base/socket.hpp"
 #include "tls/owned.hpp"
 #include "tunnel/protocol.hpp"
 
@@ -28,39 +30,6 @@ using tls::BioPtr;
 using tls::PkeyPtr;
 using tls::SslCtxPtr;
 using tls::X509Ptr;
-
-void set_timeouts(int fd, std::chrono::milliseconds timeout) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-}
-
-// Why an SSL call failed, in words (and clears the error queue).
-std::string ssl_failure(SSL* ssl, int ret, int saved_errno) {
-  int err = SSL_get_error(ssl, ret);
-  std::string why = openssl_errors();
-  // A probe that does not verify the server still gets a verify result: only
-  // report it when verification was asked for.
-  long verify = SSL_get_verify_result(ssl);
-  if (verify != X509_V_OK && (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER))
-    why +=
-        std::string(why.empty() ? "" : "; ") + "verify: " + X509_verify_cert_error_string(verify);
-  if (!why.empty()) return why;
-  switch (err) {
-    case SSL_ERROR_ZERO_RETURN:
-      return "the peer sent close_notify";
-    case SSL_ERROR_SYSCALL:
-      if (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK) return "timed out";
-      return saved_errno ? strerror(saved_errno) : "the peer closed the connection";
-    case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE:
-      return "timed out";
-    default:
-      return "SSL error " + std::to_string(err);
-  }
-}
 
 }  // namespace
 
@@ -108,13 +77,14 @@ Fd connect_with_timeout(const PeerAddress& peer, std::chrono::milliseconds timeo
   return fd;
 }
 
-TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl,
-                        std::chrono::milliseconds timeout) {
+TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl, std::chrono::milliseconds timeout,
+                        std::optional<std::string> request) {
   TlsSession s;
   s.ssl = std::move(ssl);
   s.fd = connect_with_timeout(peer, timeout, &s.error);
   if (!s.fd) return s;
   s.connected = true;
+  s.local_port = local_port_of(s.fd.get());
   SSL* ssl_ = s.ssl.get();
   if (SSL_set_fd(ssl_, s.fd.get()) != 1) {
     s.error = "SSL_set_fd: " + openssl_errors();
@@ -124,7 +94,7 @@ TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl,
   errno = 0;
   int ret = SSL_connect(ssl_);
   if (ret != 1) {
-    s.error = "handshake: " + ssl_failure(ssl_, ret, errno);
+    s.error = "handshake: " + blocking_ssl_failure(ssl_, ret, errno);
     return s;
   }
   s.handshake_ok = true;
@@ -132,14 +102,19 @@ TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl,
   const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_);
   s.cipher = cipher ? SSL_CIPHER_get_name(cipher) : "";
   s.aead = cipher && SSL_CIPHER_is_aead(cipher);
-  // The tunnel answers only after the Request record (fixed set, no guest).
-  // A peer that refuses this client's certificate sends its alert after the
-  // client's side of the handshake is done and may reset the connection
-  // before the request goes out: the alert is still there to read, and it is
-  // the answer that counts.
-  const std::string request = tunnel::encode(tunnel::Request{});
-  ERR_clear_error();
-  SSL_write(ssl_, request.data(), static_cast<int>(request.size()));
+  const unsigned char* proto = nullptr;
+  unsigned proto_len = 0;
+  SSL_get0_alpn_selected(ssl_, &proto, &proto_len);
+  if (proto) s.alpn.assign(reinterpret_cast<const char*>(proto), proto_len);
+  // The tunnel answers only after the Request record. A peer that refuses
+  // this client's certificate sends its alert after the client's side of the
+  // handshake is done and may reset the connection before the request goes
+  // out: the alert is still there to read, and it is the answer that counts.
+  if (!request) request = tunnel::encode(tunnel::Request{});
+  if (!request->empty()) {
+    ERR_clear_error();
+    SSL_write(ssl_, request->data(), static_cast<int>(request->size()));
+  }
   char verdict = 0;
   ERR_clear_error();
   errno = 0;
@@ -157,7 +132,7 @@ TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl,
     int err = SSL_get_error(ssl_, ret);
     s.verdict_timed_out = (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_WANT_READ) &&
                           (saved == EAGAIN || saved == EWOULDBLOCK);
-    s.error = "reading the verdict: " + ssl_failure(ssl_, ret, saved);
+    s.error = "reading the verdict: " + blocking_ssl_failure(ssl_, ret, saved);
   }
   return s;
 }
@@ -168,7 +143,7 @@ bool TlsSession::write_all(std::string_view bytes) {
     errno = 0;
     int ret = SSL_write(ssl.get(), bytes.data(), static_cast<int>(bytes.size()));
     if (ret <= 0) {
-      error = "write: " + ssl_failure(ssl.get(), ret, errno);
+      error = "write: " + blocking_ssl_failure(ssl.get(), ret, errno);
       return false;
     }
     bytes.remove_prefix(static_cast<size_t>(ret));
@@ -182,38 +157,54 @@ size_t TlsSession::read_some(char* buf, size_t n) {
   int ret = SSL_read(ssl.get(), buf, static_cast<int>(n));
   if (ret > 0) return static_cast<size_t>(ret);
   if (SSL_get_error(ssl.get(), ret) != SSL_ERROR_ZERO_RETURN)
-    error = "read: " + ssl_failure(ssl.get(), ret, errno);
+    error = "read: " + blocking_ssl_failure(ssl.get(), ret, errno);
   return 0;
 }
 
 tls::SslPtr probe_session(const ProbeSpec& spec) {
   SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
   if (!ctx) throw tls::Error("SSL_CTX_new: " + openssl_errors());
-  if (spec.min_version) SSL_CTX_set_min_proto_version(ctx.get(), spec.min_version);
-  if (spec.max_version) SSL_CTX_set_max_proto_version(ctx.get(), spec.max_version);
-  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
-  if (!spec.cert_pem.empty()) {
+  if ((spec.min_version && SSL_CTX_set_min_proto_version(ctx.get(), spec.min_version) != 1) ||
+      (spec.max_version && SSL_CTX_set_max_proto_version(ctx.get(), spec.max_version) != 1))
+    throw tls::Error("probe TLS version range unusable: " + openssl_errors());
+  if (!spec.cert_pem.empty() || !spec.key_pem.empty()) {
     BioPtr cb(BIO_new_mem_buf(spec.cert_pem.data(), static_cast<int>(spec.cert_pem.size())));
     X509Ptr cert(PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr));
     BioPtr kb(BIO_new_mem_buf(spec.key_pem.data(), static_cast<int>(spec.key_pem.size())));
     PkeyPtr key(PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr));
     if (!cert || !key || SSL_CTX_use_certificate(ctx.get(), cert.get()) != 1 ||
-        SSL_CTX_use_PrivateKey(ctx.get(), key.get()) != 1)
+        SSL_CTX_use_PrivateKey(ctx.get(), key.get()) != 1 ||
+        SSL_CTX_check_private_key(ctx.get()) != 1)
       throw tls::Error("probe identity unusable: " + openssl_errors());
     // Intermediate CAs that follow the leaf in the certificate file.
     while (X509Ptr extra{PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr)})
       SSL_CTX_add1_chain_cert(ctx.get(), extra.get());
+    ERR_clear_error();  // the loop ends on "no start line"
+  }
+  SSL_CTX_set_verify(ctx.get(), spec.ca_pem.empty() ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, nullptr);
+  if (!spec.ca_pem.empty()) {
+    BioPtr bio(BIO_new_mem_buf(spec.ca_pem.data(), static_cast<int>(spec.ca_pem.size())));
+    int n = 0;
+    while (X509Ptr ca{PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)}) {
+      X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx.get()), ca.get());
+      ++n;
+    }
     ERR_clear_error();
+    if (n == 0) throw tls::Error("probe CA holds no PEM certificate");
   }
   if (!spec.alpn.empty()) {
-    std::string wire(1, static_cast<char>(spec.alpn.size()));
-    wire += spec.alpn;
+    std::string wire;
+    for (const auto& p : spec.alpn) (wire += static_cast<char>(p.size())) += p;
     SSL_CTX_set_alpn_protos(ctx.get(), reinterpret_cast<const unsigned char*>(wire.data()),
                             static_cast<unsigned>(wire.size()));
   }
   tls::SslPtr ssl(SSL_new(ctx.get()));  // holds its own reference to ctx
   if (!ssl) throw tls::Error("SSL_new: " + openssl_errors());
   SSL_set_connect_state(ssl.get());
+  if (!spec.ca_pem.empty() && !spec.server_name.empty()) {
+    SSL_set_hostflags(ssl.get(), X509_CHECK_FLAG_NO_WILDCARDS);
+    SSL_set1_host(ssl.get(), spec.server_name.c_str());
+  }
   return ssl;
 }
 
@@ -222,6 +213,7 @@ PlaintextReply send_plaintext(const PeerAddress& peer, std::string_view bytes,
   PlaintextReply r;
   Fd fd = connect_with_timeout(peer, timeout, &r.error);
   if (!fd) return r;
+  r.local_port = local_port_of(fd.get());
   if (::send(fd.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL) !=
       static_cast<ssize_t>(bytes.size())) {
     r.closed = true;

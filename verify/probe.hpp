@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/fd.hpp"
 #include "tls/context.hpp"
@@ -49,6 +50,8 @@ struct TlsSession {
   // Handshake done, then a byte that is no tunnel verdict: a TLS terminator
   // that took the connection and forwards it (e.g. echoes the request).
   bool not_a_verdict = false;
+  uint16_t local_port = 0;      // this client's port, as the server logs it
+  std::string alpn;             // the protocol the server selected, "" if none
   std::string version, cipher;  // negotiated (when the handshake completed)
   bool aead = false;            // the negotiated suite is an AEAD
 
@@ -57,27 +60,34 @@ struct TlsSession {
   size_t read_some(char* buf, size_t n);
 };
 
-// Connects, attaches `ssl` to the socket, runs the handshake and reads one byte.
-TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl,
-                        std::chrono::milliseconds timeout);
+// Connects, attaches `ssl` to the socket, runs the handshake, sends `request`
+// (default: the tunnel's Request for the fixed set, no guest; tests of
+// malformed requests send other bytes, "" sends nothing) and reads one byte.
+TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl, std::chrono::milliseconds timeout,
+                        std::optional<std::string> request = std::nullopt);
 
 // What a probe presents and accepts.
 struct ProbeSpec {
   std::string cert_pem{},
-      key_pem{};       // client identity (leaf, then its intermediates); none when empty
-  std::string alpn{};  // e.g. "xmig/verify"; none when empty
+      key_pem{};  // client identity (leaf, then its intermediates); none when empty
+  std::vector<std::string> alpn{};       // offered, e.g. {"xmig/verify"}; none when empty
   int min_version = 0, max_version = 0;  // TLS1_2_VERSION, ...; 0 = OpenSSL's default
+  // Verify the server against these PEM CAs, and with server_name its DNS SAN;
+  // no verification when empty (xmig-verify's refusal probes are judged by
+  // what the server refuses, not by who the server is).
+  std::string ca_pem{};
+  std::string server_name{};
 };
 
-// A client session without server verification (the probe is judged by what
-// the server refuses, not by who the server is). Throws tls::Error when the
-// PEM is unusable.
+// A client session as the spec says. Throws tls::Error when the PEM is
+// unusable or the key does not match the certificate.
 tls::SslPtr probe_session(const ProbeSpec& spec);
 
 struct PlaintextReply {
-  std::string reply;    // what came back before close or timeout (capped)
-  bool closed = false;  // the server closed or reset within the timeout
-  std::string error;    // connect failure; "" otherwise
+  std::string reply;        // what came back before close or timeout (capped)
+  bool closed = false;      // the server closed or reset within the timeout
+  std::string error;        // connect failure; "" otherwise
+  uint16_t local_port = 0;  // this client's port, as the server logs it
 };
 
 // Sends bytes as they are and collects the answer.

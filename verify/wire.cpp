@@ -14,8 +14,8 @@
 #include <memory>
 #include <thread>
 
+#include "base/socket.hpp"
 #include "tunnel/protocol.hpp"
-#include "tunnel/sockets.hpp"
 #include "verify/canary.hpp"
 #include "verify/capture.hpp"
 #include "verify/classify.hpp"
@@ -112,7 +112,7 @@ std::string own_name(int fd) {
   socklen_t len = sizeof ss;
   if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "";
   if (ss.ss_family == AF_UNIX) return "pid " + std::to_string(::getpid());
-  return tunnel::address_text(ss);
+  return address_text(ss);
 }
 
 // Sends the canary through the route (or directly) and judges the echo.

@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 
+#include "base/socket.hpp"
 #include "certs/certs.hpp"
 #include "harness/files.hpp"
 #include "harness/process.hpp"
@@ -207,7 +208,7 @@ TEST_F(Tunnel, RefusesPlaintextOnTlsPort) {
     auto r = send_plaintext(pair_->b.port, c.bytes, kPrompt);
     ASSERT_NE(r.local_port, 0) << r.error;
     EXPECT_TRUE(r.closed) << "hv-b kept the connection open";
-    EXPECT_TRUE(is_only_tls_alerts(r.reply))
+    EXPECT_TRUE(only_tls_alerts(r.reply))
         << "hv-b answered with " << r.reply.size() << " bytes that are not TLS alerts";
     EXPECT_TRUE(contains(refusal_of(r.local_port), c.reason)) << pair_->logs();
   }
@@ -298,7 +299,7 @@ TEST_F(Tunnel, AcceptsValidPeerAndDeliversToTarget) {
 
   Fd target = bench_.accept(kPrompt);
   ASSERT_TRUE(target) << pair_->logs();
-  set_socket_timeouts(target.get(), kPrompt);
+  set_timeouts(target.get(), kPrompt);
   const std::string payload = "QEVM\0\0\0\3 through the tunnel"s;
   EXPECT_EQ(probe.write(payload), "");
   probe.close();

@@ -35,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/socket.hpp"
 #include "certs/certs.hpp"
 #include "harness/files.hpp"
 #include "harness/process.hpp"
@@ -135,7 +136,7 @@ Presented present_serial(uint16_t port, const fs::path& client_dir,
     p.error = e.what();
     return p;
   }
-  set_socket_timeouts(fd.get(), 5000ms);
+  set_timeouts(fd.get(), 5000ms);
   SSL_set_fd(ssl.get(), fd.get());
   if (SSL_connect(ssl.get()) != 1) {
     ERR_clear_error();
@@ -232,8 +233,8 @@ struct LongStream {
     target = sink.accept(10s);
     if (!target) return "the target never got the connection";
     // A stall of the tunnel must fail the test, not hang it.
-    set_socket_timeouts(client.get(), 30000ms);
-    set_socket_timeouts(target.get(), 30000ms);
+    set_timeouts(client.get(), 30000ms);
+    set_timeouts(target.get(), 30000ms);
     int c = client.get(), t = target.get();
     sent =
         std::async(std::launch::async, [=, &stop] { return send_until(c, seed, rate, 0, stop); });
@@ -251,7 +252,7 @@ std::string fresh_connection_carries(TunnelPair& pair, Listener& sink, const std
                                      uint64_t seed) {
   try {
     Fd client = connect_unix(pair.entry(channel).string());
-    set_socket_timeouts(client.get(), 10000ms);
+    set_timeouts(client.get(), 10000ms);
     auto sent = std::async(std::launch::async, [&] {
       auto h = send_stream(client.get(), 4 * kMiB, seed);
       shutdown_write(client.get());
@@ -262,7 +263,7 @@ std::string fresh_connection_carries(TunnelPair& pair, Listener& sink, const std
       sent.wait();
       return "the target never got the connection";
     }
-    set_socket_timeouts(target.get(), 10000ms);
+    set_timeouts(target.get(), 10000ms);
     Hashed got = recv_stream(target.get());
     target.reset();
     Hashed s = sent.get();

@@ -26,9 +26,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/hosts.sh"
 source "$here/guests.sh"
-unset LIBVIRT_DEFAULT_URI
-lv_parse_args "$@"
-lv_hosts_up
+lv_begin "$@"
 
 guests=(fp1 fp2)
 for g in "${guests[@]}"; do

@@ -58,6 +58,21 @@ vsh() {
   on "$h" virsh -q -c qemu:///system "$@"
 }
 
+# Every test's start: [--needs-migrate] then its arguments (lv_parse_args); brings both
+# hosts up. With --needs-migrate, the test uses xmig-migrate and fails without it.
+lv_begin() {
+  unset LIBVIRT_DEFAULT_URI # virsh here always names the host it talks to
+  local needs_migrate=
+  if [ "${1:-}" = --needs-migrate ]; then
+    needs_migrate=1
+    shift
+  fi
+  lv_parse_args "$@"
+  [ -z "$needs_migrate" ] || [ -x "$LV_MIGRATE" ] ||
+    lv_fail "xmig-migrate is not built: $LV_MIGRATE is missing"
+  lv_hosts_up
+}
+
 # --tunnel PATH --certs PATH --verify PATH [--migrate PATH]: the xmig binaries under test.
 lv_parse_args() {
   LV_TUNNEL='' LV_CERTS='' LV_VERIFY='' LV_MIGRATE=''

@@ -21,9 +21,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/hosts.sh"
 source "$here/guests.sh"
-unset LIBVIRT_DEFAULT_URI
-lv_parse_args "$@"
-lv_hosts_up
+lv_begin "$@"
 
 lv_guest_create qs-ram
 lv_guest_create qs-disk disk

@@ -26,10 +26,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/hosts.sh"
 source "$here/guests.sh"
-unset LIBVIRT_DEFAULT_URI
-lv_parse_args "$@"
-[ -x "$LV_MIGRATE" ] || lv_fail "xmig-migrate is not built: $LV_MIGRATE is missing"
-lv_hosts_up
+lv_begin --needs-migrate "$@"
 
 lv_guest_create xm-ram
 lv_guest_create xm-disk disk
