@@ -266,6 +266,8 @@ QemuGuest::QemuGuest(QemuGuestConfig config)
     argv.insert(argv.end(), {"-incoming", "defer"});
   }
 
+  if (!config_.netns.empty())
+    argv.insert(argv.begin(), {"/usr/sbin/ip", "netns", "exec", config_.netns});
   process_.emplace(argv, log_path_.string());
   try {
     qmp_ = std::make_unique<QmpClient>(qmp_socket, 30s, [this] { return process_->running(); });

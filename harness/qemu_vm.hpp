@@ -112,6 +112,7 @@ struct QemuGuestConfig {
   fs::path ram_file;  // must exist and be ram_mib MiB long
   uint64_t ram_mib = 0;
   bool incoming = false;  // destination: start with -incoming defer
+  std::string netns{};    // when set, QEMU runs in this network namespace (NetnsLab)
 };
 
 class QemuGuest {

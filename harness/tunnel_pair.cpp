@@ -87,7 +87,7 @@ std::string config_text(const TunnelSide& self, const TunnelSide& other,
   std::ostringstream t;
   t << "name = \"" << self.name << "\"\n"
     << "run_dir = \"" << self.run_dir.string() << "\"\n"
-    << "listen = \"127.0.0.1:" << self.port << "\"\n"
+    << "listen = \"" << self.host << ":" << self.port << "\"\n"
     << "log_level = \"" << opts.log_level << "\"\n"
     << lines(opts.top_toml) << "\n"
     << "[tls]\n"
@@ -100,7 +100,7 @@ std::string config_text(const TunnelSide& self, const TunnelSide& other,
   t << lines(opts.tls_toml) << "\n"
     << "[[peer]]\n"
     << "name = \"" << other.name << "\"\n"
-    << "address = \"127.0.0.1:" << other.port << "\"\n\n";
+    << "address = \"" << other.host << ":" << other.port << "\"\n\n";
   for (const auto& [listen, channel] : routes)
     t << "[[route]]\nlisten = \"" << listen << "\"\npeer = \"" << other.name << "\"\nchannel = \""
       << channel << "\"\n\n";
@@ -128,6 +128,8 @@ TunnelPair::TunnelPair(TunnelPairOptions opts)
     side->config = side->dir / "tunnel.toml";
     side->log = side->dir / "tunnel.log";
     side->port = free_port();
+    side->host = side == &a ? opts.a_host : opts.b_host;
+    side->netns = side == &a ? opts.a_netns : opts.b_netns;
     fs::create_directories(side->dir);
     make_node_pki(side->pki, ca, side->name);
   }
@@ -151,8 +153,9 @@ void TunnelPair::stop(std::chrono::milliseconds timeout) {
 
 void TunnelPair::start(TunnelSide& side) {
   int before = count_in_log(side.log, " ready: ");
-  side.process.emplace(std::vector<std::string>{tunnel_.string(), "--config", side.config.string()},
-                       side.log.string());
+  std::vector<std::string> argv = {tunnel_.string(), "--config", side.config.string()};
+  if (!side.netns.empty()) argv.insert(argv.begin(), {"/usr/sbin/ip", "netns", "exec", side.netns});
+  side.process.emplace(argv, side.log.string());
   bool ready = wait_until(
       [&] { return count_in_log(side.log, " ready: ") > before || !side.process->running(); }, 20s);
   if (!ready || !side.process->running())

@@ -41,16 +41,22 @@ struct TunnelPairOptions {
   // are not set (cert and key serve both roles).
   bool client_files = false;
   bool start = true;  // start both processes in the constructor
+  // Each side's TLS listener address (and the other side's [[peer]] address),
+  // and the network namespace it runs in ("": this one); see NetnsLab.
+  std::string a_host = "127.0.0.1", b_host = "127.0.0.1";
+  std::string a_netns{}, b_netns{};
 };
 
 struct TunnelSide {
-  std::string name;   // "hv-a" / "hv-b"
-  fs::path dir;       // everything of this side lives here
-  fs::path run_dir;   // its run_dir
-  fs::path pki;       // ca-cert.pem, server-cert.pem, server-key.pem, ...
-  fs::path config;    // tunnel.toml
-  fs::path log;       // the process's stdout+stderr
-  uint16_t port = 0;  // its TLS listener
+  std::string name;                // "hv-a" / "hv-b"
+  fs::path dir;                    // everything of this side lives here
+  fs::path run_dir;                // its run_dir
+  fs::path pki;                    // ca-cert.pem, server-cert.pem, server-key.pem, ...
+  fs::path config;                 // tunnel.toml
+  fs::path log;                    // the process's stdout+stderr
+  uint16_t port = 0;               // its TLS listener
+  std::string host = "127.0.0.1";  // and its address
+  std::string netns;               // the network namespace it runs in, "" for this one
   std::optional<Process> process;
 };
 

@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
       "[[route]]; each connection accepted there is carried to that peer over its own TLS\n"
       "connection and delivered to the peer's configured target for the channel. It accepts\n"
       "peers on `listen`, requiring a certificate from the CA that names a configured peer.\n\n"
+      "Transparent mode ([intercept]): nftables redirects this host's plain TCP to a peer's\n"
+      "driver_port and migration ports into the tunnel (nova, unchanged); see --nftables.\n\n"
       "Signals: SIGTERM/SIGINT stop accepting and drain running streams (bounded by\n"
       "[limits].drain_timeout), then exit 0. SIGHUP reloads the [tls] files (CA, server and\n"
       "client certificates and keys, CRL); invalid new material is refused and the old stays\n"
@@ -25,9 +27,15 @@ int main(int argc, char** argv) {
   app.add_flag("--check", check_only,
                "Validate the configuration and the certificates it names, print a summary and "
                "exit: 0 when usable, 1 with every problem (file, key and fix) otherwise");
+  bool nftables = false;
+  app.add_flag("--nftables", nftables,
+               "Print the nftables table (table inet xmig) that [intercept] applies at start and "
+               "exit; apply it by hand with: xmig-tunnel --nftables | nft -f -; remove it with: "
+               "nft delete table inet xmig");
   CLI11_PARSE(app, argc, argv);
 
   if (check_only) return xmig::tunnel::check(config_path);
+  if (nftables) return xmig::tunnel::print_nftables(config_path);
 
   // A peer that hangs up must surface as EPIPE on that connection, not kill
   // the process.

@@ -1,5 +1,7 @@
 #include "tunnel/config.hpp"
 
+#include <arpa/inet.h>
+#include <pwd.h>
 #include <toml++/toml.h>
 #include <cctype>
 #include <cmath>
@@ -104,6 +106,37 @@ class Section {
     return static_cast<unsigned>(*i);
   }
 
+  bool boolean(const std::string& key, bool fallback) {
+    const toml::node* n = get(key);
+    if (!n) return fallback;
+    if (!n->is_boolean()) {
+      problem(key, "must be true or false (no quotes)");
+      return fallback;
+    }
+    return **n->as_boolean();
+  }
+
+  // An array of strings; nullopt when absent (a problem when not such an array).
+  std::optional<std::vector<std::string>> strings(const std::string& key, const std::string& fix) {
+    const toml::node* n = get(key);
+    if (!n) return std::nullopt;
+    std::vector<std::string> out;
+    const toml::array* arr = n->as_array();
+    bool ok = arr != nullptr;
+    if (arr)
+      for (auto& el : *arr) {
+        if (!el.is_string())
+          ok = false;
+        else
+          out.push_back(**el.as_string());
+      }
+    if (!ok) {
+      problem(key, "must be an array of strings; " + fix);
+      return std::nullopt;
+    }
+    return out;
+  }
+
   // Call last: every key the code did not ask for is unknown.
   void reject_unknown_keys() {
     std::vector<std::string> known(known_.begin(), known_.end());
@@ -166,6 +199,12 @@ bool is_valid_host_name(const std::string& s) {
     prev = c;
   }
   return true;
+}
+
+bool is_ip_literal(const std::string& s) {
+  in6_addr ignored{};
+  return ::inet_pton(AF_INET, s.c_str(), &ignored) == 1 ||
+         ::inet_pton(AF_INET6, s.c_str(), &ignored) == 1;
 }
 
 bool is_valid_channel_name(const std::string& s) {
@@ -301,7 +340,118 @@ PeerConfig read_peer(Section& s, const std::string& own_name, std::set<std::stri
     if (p.address.is_unix())
       s.problem("address", "a peer is reached over TCP; fix: e.g. address = \"10.0.0.2:7443\"");
   }
+  const std::string addresses_fix = "fix: its migration addresses, e.g. addresses = [\"10.0.0.2\"]";
+  if (auto list = s.strings("addresses", addresses_fix)) {
+    if (list->empty()) s.problem("addresses", "is empty; " + addresses_fix);
+    for (const auto& a : *list)
+      if (!is_ip_literal(a))
+        s.problem("addresses", "\"" + a + "\" is not an IPv4 or IPv6 address; " + addresses_fix);
+    p.addresses = *list;
+  } else if (!p.address.is_unix() && !p.address.host.empty()) {
+    p.addresses = {p.address.host};
+  }
   return p;
+}
+
+// [intercept]: transparent mode. Overlaps that would redirect or drop the
+// tunnel's own traffic are refused here, so --check refuses them too.
+void read_intercept(Section& s, Config& c) {
+  InterceptConfig& in = c.intercept;
+  in.enabled = true;
+  const std::string ports_fix =
+      "fix: libvirt's migration_port_min-migration_port_max, e.g. "
+      "ports = \"49152-49215\"";
+  std::string ports = s.string("ports", false, ports_fix, in.ports.str());
+  unsigned first = 0, last = 0;
+  char dash = 0, extra = 0;
+  if (std::sscanf(ports.c_str(), "%u%c%u%c", &first, &dash, &last, &extra) != 3 || dash != '-' ||
+      first < 1 || first > last || last > 65535)
+    s.problem("ports", "\"" + ports + "\" is not a port range FIRST-LAST; " + ports_fix);
+  else
+    in.ports = {.first = static_cast<uint16_t>(first), .last = static_cast<uint16_t>(last)};
+  in.driver_port = static_cast<uint16_t>(s.number("driver_port", in.driver_port, 1, 65535));
+  in.listen_port = static_cast<uint16_t>(s.number("listen_port", in.listen_port, 1, 65535));
+  in.firewall = s.boolean("firewall", in.firewall);
+  in.mark = s.number("mark", in.mark, 1, 0xffffffff);
+  const std::string address_fix =
+      "fix: this host's migration address (qemu.conf migration_address, nova's "
+      "live_migration_inbound_addr), e.g. address = \"10.0.0.1\"";
+  const bool wildcard = c.listen.host == "0.0.0.0" || c.listen.host == "::";
+  in.address = s.string("address", false, address_fix,
+                        is_ip_literal(c.listen.host) && !wildcard ? c.listen.host : "");
+  if (in.address.empty())
+    s.problem("address", "missing (listen is not one address to take it from); " + address_fix);
+  else if (!is_ip_literal(in.address))
+    s.problem("address", "\"" + in.address + "\" is not an IPv4 or IPv6 address; " + address_fix);
+
+  // Who may open connections to the peers' migration ports: QEMU (libvirt
+  // runs it as libvirt-qemu) and root (libvirtd). Listed users must exist.
+  const std::string users_fix =
+      "fix: the users QEMU and libvirtd run as, e.g. users = "
+      "[\"root\", \"libvirt-qemu\"]";
+  auto users = s.strings("users", users_fix);
+  const bool explicit_users = users.has_value();
+  if (!users) users = std::vector<std::string>{"root", "libvirt-qemu"};
+  for (const auto& user : *users) {
+    const passwd* pw = ::getpwnam(user.c_str());
+    if (!pw) {
+      if (explicit_users) s.problem("users", "no such user \"" + user + "\"; " + users_fix);
+      continue;
+    }
+    in.users.push_back(user);
+    in.uids.push_back(pw->pw_uid);
+  }
+
+  // Loop-proof and fail-closed only when nothing of the tunnel's own sits in
+  // the intercepted ports.
+  auto intercepted = [&in](uint16_t port) {
+    return in.ports.contains(port) || port == in.driver_port;
+  };
+  const std::string overlap = " is intercepted by [intercept] (ports " + in.ports.str() +
+                              ", driver_port " + std::to_string(in.driver_port) + ")";
+  if (in.ports.contains(in.driver_port))
+    s.problem("driver_port", std::to_string(in.driver_port) + " lies inside ports " +
+                                 in.ports.str() +
+                                 "; fix: libvirtd's port (16509) outside the range");
+  if (intercepted(in.listen_port))
+    s.problem("listen_port", std::to_string(in.listen_port) + overlap +
+                                 ": the intercept listener would catch itself; fix: a port "
+                                 "outside them, e.g. 7445");
+  if (!c.listen.is_unix() && intercepted(c.listen.port))
+    s.problem("ports", "the TLS listener's port " + std::to_string(c.listen.port) + overlap +
+                           ": peers could not reach it; fix: move listen or the range");
+  if (!c.listen.is_unix() && c.listen.port == in.listen_port)
+    s.problem("listen_port", std::to_string(in.listen_port) +
+                                 " is the TLS listener's port too; fix: another port, e.g. 7445");
+  if (!c.status.is_unix() && intercepted(c.status.port))
+    s.problem("ports", "status port " + std::to_string(c.status.port) + overlap +
+                           "; fix: move status or the range");
+  for (const auto& p : c.peers)
+    if (!p.address.is_unix() && intercepted(p.address.port))
+      s.problem("ports", "peer " + p.name + "'s TLS port " + std::to_string(p.address.port) +
+                             overlap + ": the tunnel could not reach it; fix: move the range");
+  for (const auto& r : c.routes)
+    if (!r.listen.is_unix() && intercepted(r.listen.port))
+      s.problem("ports",
+                "route " + r.listen.str() + overlap + "; fix: move the route or the range");
+  // One address names one peer: otherwise the original destination would be ambiguous.
+  std::map<std::string, std::string> owner;
+  for (const auto& p : c.peers)
+    for (const auto& a : p.addresses) {
+      if (a == in.address)
+        s.problem("address", "\"" + a + "\" is also an address of peer " + p.name +
+                                 "; fix: this host's own address here, the peer's in its [[peer]]");
+      auto [it, fresh] = owner.emplace(a, p.name);
+      if (!fresh && it->second != p.name)
+        s.problem("address", "\"" + a + "\" is listed by peers " + it->second + " and " + p.name +
+                                 "; fix: each address belongs to one [[peer]]");
+    }
+  for (const auto& p : c.peers)
+    for (const auto& a : p.addresses)
+      if (!is_ip_literal(a))
+        s.problem("address", "peer " + p.name + "'s address \"" + a +
+                                 "\" is a name, and nftables needs addresses; fix: list them in "
+                                 "its [[peer]] as addresses = [\"10.0.0.2\"]");
 }
 
 // The defaults: driver to libvirt's socket, qemu/nbd under <run_dir>/<name>/.
@@ -440,6 +590,21 @@ Config parse_config(const std::string& text, const std::string& path) {
     read_limits(s, c.limits);
     s.reject_unknown_keys();
   }
+
+  if (const toml::table* t = optional_table(top, "intercept")) {
+    Section s(*t, "[intercept].", problems, path);
+    read_intercept(s, c);
+    s.reject_unknown_keys();
+  }
+  // Transparent mode marks every socket it dials (SO_MARK, so that its own
+  // traffic is never redirected), which takes CAP_NET_ADMIN for the whole
+  // life of the process; `user =` drops every capability.
+  if (c.intercept.enabled && !c.user.empty())
+    top.problem("user",
+                "cannot be combined with [intercept]: transparent mode marks every socket it "
+                "dials (SO_MARK needs CAP_NET_ADMIN), and user = drops every capability; fix: "
+                "remove user = on hosts in transparent mode (run as root, see README "
+                "\"Transparent mode\")");
 
   top.reject_unknown_keys();
   if (!problems.empty()) throw ConfigError(std::move(problems));

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -24,6 +25,36 @@ inline const std::vector<std::string> kMigrationChannels = {"driver", "qemu", "n
 struct PeerConfig {
   std::string name;  // the peer's host name; its certificate must carry it as a DNS SAN
   Endpoint address;  // its TLS listener on the migration network
+  // Its migration addresses (IP literals), where transparent mode catches
+  // this host's plain TCP to it; default: the host of `address`.
+  std::vector<std::string> addresses;
+};
+
+// first..last, both included.
+struct PortRange {
+  uint16_t first = 0, last = 0;
+  bool contains(uint16_t port) const { return port >= first && port <= last; }
+  std::string str() const { return std::to_string(first) + "-" + std::to_string(last); }
+};
+
+// [intercept]: transparent mode (tunnel/intercept.hpp, tunnel/nftables.hpp).
+// nova's plain TCP migrations to a peer's addresses are redirected by
+// nftables into the intercept listener and carried as channels; the peer
+// delivers a port channel only to that port on its own `address`.
+struct InterceptConfig {
+  bool enabled = false;                            // the section is present
+  PortRange ports{.first = 49152, .last = 49215};  // libvirt's migration_port_min..max
+  uint16_t driver_port = 16509;                    // libvirtd's TCP port (qemu+tcp://)
+  bool firewall = true;         // drop plaintext to those ports from the network and to peers
+  uint16_t listen_port = 7445;  // the intercept listener, on 127.0.0.1 (and ::1)
+  // This host's own migration address (libvirt's migration_address, nova's
+  // live_migration_inbound_addr): where port channels are delivered.
+  std::string address;
+  uint32_t mark = 0x786d6967;  // SO_MARK of every socket the tunnel dials: never redirected
+  // Local users allowed to open connections to the peers' migration ports
+  // (QEMU, libvirt); the driver port is root's only.
+  std::vector<std::string> users;
+  std::vector<unsigned> uids;  // users, resolved
 };
 
 // An extra entry point: connections accepted on `listen` travel to `peer` and
@@ -92,6 +123,7 @@ struct Config {
   std::map<std::string, Endpoint> targets;  // channel -> where this host delivers it
   std::vector<RouteConfig> routes;
   Limits limits;
+  InterceptConfig intercept;
   Endpoint status;       // the /status and /metrics endpoint; default unix:<run_dir>/status.sock
   unsigned workers = 0;  // data-path threads; 0 = one per core
   std::string log_level = "info";
@@ -105,6 +137,8 @@ struct Config {
   std::string user;
 
   const PeerConfig* find_peer(const std::string& peer_name) const;
+  // SO_MARK for every socket the tunnel dials: [intercept].mark, else 0 (none).
+  uint32_t socket_mark() const { return intercept.enabled ? intercept.mark : 0; }
   // <run_dir>/<dir>/<channel>.sock
   std::string socket_path(const std::string& dir, const std::string& channel) const;
   // <run_dir>/control.sock: where xmig-migrate reserves per-migration socket
@@ -131,5 +165,7 @@ Config parse_config(const std::string& text, const std::string& path);
 // starting with a letter or digit.
 bool is_valid_host_name(const std::string& s);
 bool is_valid_channel_name(const std::string& s);
+// An IPv4 or IPv6 address, written as one (no name, no brackets).
+bool is_ip_literal(const std::string& s);
 
 }  // namespace xmig::tunnel

@@ -10,6 +10,7 @@
 
 #include "base/socket.hpp"
 #include "tls/handshake.hpp"
+#include "tunnel/intercept.hpp"
 #include "tunnel/migrations.hpp"
 #include "tunnel/protocol.hpp"
 #include "tunnel/state.hpp"
@@ -77,8 +78,9 @@ asio::awaitable<Request> start_admit(Tunnel::State& s, asio::ip::tcp::socket& so
     info.channel = tls::negotiated_channel(ssl.get());
     if (info.channel.empty())
       throw Refusal(Verdict::UnknownChannel, "the client named no channel (ALPN xmig/<channel>)");
-    if (info.channel != kVerifyChannel && !s.config.targets.count(info.channel))
-      throw Refusal(Verdict::UnknownChannel, "unknown channel \"" + info.channel + "\"");
+    std::string unknown;
+    if (info.channel != kVerifyChannel && !channel_target(s.config, info.channel, &unknown))
+      throw Refusal(Verdict::UnknownChannel, unknown);
     Request request = co_await read_request(sock, ssl.get());
     info.migration = request.migration;
     co_return request;
@@ -95,7 +97,7 @@ asio::awaitable<Request> start_admit(Tunnel::State& s, asio::ip::tcp::socket& so
 // A delivery into the fixed set also claims it (see FixedSetOwner).
 asio::awaitable<Fd> connect_target(Tunnel::State& s, const Request& request, ConnectionInfo& info,
                                    std::shared_ptr<FixedSetOwner::Claim>& claim) {
-  const Endpoint& configured = s.config.targets.at(info.channel);
+  const Endpoint configured = *channel_target(s.config, info.channel, nullptr);
   const Endpoint where = migration_target(s.config, configured, request.migration);
   info.local = where.str();
   // A target in this host's incoming folder, which socket_group (QEMU) can
@@ -104,7 +106,8 @@ asio::awaitable<Fd> connect_target(Tunnel::State& s, const Request& request, Con
   Fd target;
   try {
     target = co_await connect_to(s.io, where, s.config.limits.connect_timeout,
-                                 {.refuse_root = incoming && !s.config.socket_group.empty()});
+                                 {.refuse_root = incoming && !s.config.socket_group.empty()},
+                                 s.config.socket_mark());
   } catch (const std::exception& e) {
     throw Refusal(Verdict::TargetUnavailable, "target " + info.local + ": " + e.what());
   }

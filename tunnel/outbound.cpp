@@ -29,7 +29,7 @@ asio::awaitable<void> start_dial(Tunnel::State& s, const PeerConfig& peer,
   {
     Deadline deadline(s.io, limits.connect_timeout, [&] { d.sock.close(); });
     try {
-      co_await connect_tcp(d.sock, peer.address);
+      co_await connect_tcp(d.sock, peer.address, s.config.socket_mark());
       set_liveness(d.sock.native_handle(), limits.liveness);
     } catch (const boost::system::system_error& e) {
       throw std::runtime_error("connect to " + peer.address.str() + ": " +
@@ -56,6 +56,8 @@ asio::awaitable<void> start_dial(Tunnel::State& s, const PeerConfig& peer,
     throw std::runtime_error(std::string("TLS handshake: ") + e.what());
   }
 }
+
+}  // namespace
 
 asio::awaitable<void> dial(Tunnel::State& s, Fd local, Slot slot, const PeerConfig& peer,
                            const std::string& channel, const std::string& local_name,
@@ -94,8 +96,6 @@ asio::awaitable<void> dial(Tunnel::State& s, Fd local, Slot slot, const PeerConf
                       .records_read = 1,
                       .live = info.live});
 }
-
-}  // namespace
 
 template <class Acceptor>
 asio::awaitable<void> serve_entry(Tunnel::State& s, Acceptor& acceptor, const PeerConfig& peer,

@@ -134,11 +134,27 @@ asio::ip::tcp::acceptor open_tcp_listener(asio::io_context& io, const Endpoint& 
   return acceptor;
 }
 
-asio::awaitable<void> connect_tcp(asio::ip::tcp::socket& sock, const Endpoint& ep) {
+asio::awaitable<void> connect_tcp(asio::ip::tcp::socket& sock, const Endpoint& ep, uint32_t mark) {
   asio::ip::tcp::resolver resolver(co_await asio::this_coro::executor);
   auto results =
       co_await resolver.async_resolve(ep.host, std::to_string(ep.port), asio::use_awaitable);
-  co_await asio::async_connect(sock, results, asio::use_awaitable);
+  // Each address in turn, on a fresh socket that carries the mark before it
+  // sends its first packet (asio::async_connect opens sockets itself).
+  boost::system::error_code last = asio::error::host_not_found;
+  for (const auto& entry : results) {
+    boost::system::error_code ignored;
+    sock.close(ignored);
+    sock.open(entry.endpoint().protocol());
+    if (mark != 0 &&
+        ::setsockopt(sock.native_handle(), SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0)
+      throw std::runtime_error(
+          std::string("SO_MARK (the mark that exempts the tunnel's sockets from the "
+                      "[intercept] redirect): ") +
+          strerror(errno) + "; fix: run the tunnel with CAP_NET_ADMIN (as root)");
+    co_await sock.async_connect(entry.endpoint(), asio::redirect_error(asio::use_awaitable, last));
+    if (!last) break;
+  }
+  if (last) throw boost::system::system_error(last);
   sock.set_option(asio::ip::tcp::no_delay(true));
 }
 
@@ -171,7 +187,8 @@ std::optional<ucred> peer_credentials(int unix_fd) {
 }
 
 asio::awaitable<Fd> connect_to(asio::io_context& io, const Endpoint& ep,
-                               std::chrono::milliseconds timeout, UnixTargetRule rule) {
+                               std::chrono::milliseconds timeout, UnixTargetRule rule,
+                               uint32_t mark) {
   try {
     if (ep.is_unix()) {
       uid_t owner = 0;
@@ -197,7 +214,7 @@ asio::awaitable<Fd> connect_to(asio::io_context& io, const Endpoint& ep,
     }
     asio::ip::tcp::socket sock(io);
     Deadline deadline(io, timeout, [&] { sock.close(); });
-    co_await connect_tcp(sock, ep);
+    co_await connect_tcp(sock, ep, mark);
     co_return Fd(sock.release());
   } catch (const boost::system::system_error& e) {
     throw std::runtime_error(e.code() == asio::error::operation_aborted ||

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -64,11 +65,15 @@ struct UnixTargetRule {
 // before a connection is made: it must be a socket, not a symbolic link, and
 // obey `rule`; after connecting, the process listening on it must be the
 // socket file's owner (a hard link to another user's socket is refused).
+// A TCP socket carries SO_MARK `mark` when not 0 (Config::socket_mark()).
 asio::awaitable<Fd> connect_to(asio::io_context& io, const Endpoint& ep,
-                               std::chrono::milliseconds timeout, UnixTargetRule rule = {});
+                               std::chrono::milliseconds timeout, UnixTargetRule rule = {},
+                               uint32_t mark = 0);
 
-// Connects a TCP socket to host:port (for the TLS side, which keeps the socket).
-asio::awaitable<void> connect_tcp(asio::ip::tcp::socket& sock, const Endpoint& ep);
+// Connects a TCP socket to host:port (for the TLS side, which keeps the
+// socket), with SO_MARK `mark` when not 0.
+asio::awaitable<void> connect_tcp(asio::ip::tcp::socket& sock, const Endpoint& ep,
+                                  uint32_t mark = 0);
 
 // Calls on_expire (typically a socket's cancel) when `timeout` passes before
 // the Deadline is destroyed. Safe when the timer fires as it is destroyed.

@@ -126,6 +126,13 @@ asio::awaitable<void> serve_entry(Tunnel::State& s, Acceptor& acceptor, const Pe
                                   std::string channel, std::string local_name,
                                   std::string migration = "");
 
+// Dials `peer` for one accepted local connection and hands the pair to a
+// pump; logs and resets `local` when the peer cannot be reached or refuses.
+// Returns once the peer's verdict came (so callers keep connection order).
+asio::awaitable<void> dial(Tunnel::State& s, Fd local, Slot slot, const PeerConfig& peer,
+                           const std::string& channel, const std::string& local_name,
+                           const std::string& migration);
+
 // The control socket: reservations of per-migration socket sets (see
 // tunnel/migrations.hpp), each held while its connection stays open.
 asio::awaitable<void> serve_control(Tunnel::State& s, UnixProtocol::acceptor& acceptor);

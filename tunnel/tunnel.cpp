@@ -16,6 +16,8 @@
 #include <cstdio>
 #include <iostream>
 
+#include "tunnel/intercept.hpp"
+#include "tunnel/nftables.hpp"
 #include "tunnel/privileges.hpp"
 #include "tunnel/state.hpp"
 
@@ -74,6 +76,18 @@ void open_listeners(Tunnel::State& s) {
   } else {
     s.tcp_listeners.push_back(open_tcp_listener(s.io, c.status));
     asio::co_spawn(s.io, serve_status(s, s.tcp_listeners.back()), asio::detached);
+  }
+  if (c.intercept.enabled) {
+    open_intercept_listeners(s);
+    // Applied after the listener is up, and refusing to start without it:
+    // without the table, nova's migrations would leave in plaintext.
+    apply_nftables(nftables_ruleset(c));
+    spdlog::info(
+        "intercept: table {} applied: {} to the peers' driver_port {} and ports {} "
+        "go through 127.0.0.1:{}{}",
+        kNftTable, "TCP", c.intercept.driver_port, c.intercept.ports.str(), c.intercept.listen_port,
+        c.intercept.firewall ? "; plaintext to those ports from the network is dropped"
+                             : "; firewall = false: no drop rules");
   }
   for (const auto& route : c.routes) {
     const PeerConfig& peer = *c.find_peer(route.peer);
@@ -170,6 +184,20 @@ std::vector<std::string> socket_warnings(const Config& c) {
   return out;
 }
 
+// Runs a command of the command line: its exit code, or 1 with every problem
+// of the config (or the one error) on stderr.
+template <class Command>
+int or_report_problems(Command command) {
+  try {
+    return command();
+  } catch (const ConfigError& e) {
+    for (const auto& p : e.problems()) std::cerr << p << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << e.what() << "\n";
+  }
+  return 1;
+}
+
 }  // namespace
 
 Tunnel::State::State(Config c)
@@ -206,7 +234,7 @@ int Tunnel::run() {
 }
 
 int check(const std::string& config_path) {
-  try {
+  return or_report_problems([&] {
     Config c = load_config(config_path);
     auto context = tls::Context::load(tls_settings(c));
     const auto& cert = context->cert();
@@ -233,6 +261,21 @@ int check(const std::string& config_path) {
     for (const auto& r : c.routes)
       std::cout << "  route " << r.listen.str() << " -> " << r.peer << " channel " << r.channel
                 << "\n";
+    if (c.intercept.enabled) {
+      const InterceptConfig& in = c.intercept;
+      std::string users;
+      for (const auto& u : in.users) users += (users.empty() ? "" : ", ") + u;
+      std::cout << "  intercept: TCP to the peers' driver_port " << in.driver_port << " (root only)"
+                << " and ports " << in.ports.str() << " (" << (users.empty() ? "nobody" : users)
+                << ") -> 127.0.0.1:" << in.listen_port << "; delivered here to " << in.address
+                << ":<port> within " << in.ports.str() << "; firewall "
+                << (in.firewall ? "on" : "off") << "; print the table with --nftables\n";
+      for (const auto& p : c.peers) {
+        std::string list;
+        for (const auto& a : p.addresses) list += (list.empty() ? "" : ", ") + a;
+        std::cout << "  intercept: peer " << p.name << " at " << list << "\n";
+      }
+    }
     std::cout << "  per-migration sets: " << c.socket_path("<peer>/<id>", "{driver,qemu,nbd}")
               << ", reserved by xmig-migrate over " << c.control_path() << "\n";
     if (auto user = lookup_user(c.user))
@@ -240,12 +283,21 @@ int check(const std::string& config_path) {
                 << ") once its sockets are bound, without capabilities\n";
     for (const auto& w : socket_warnings(c)) std::cout << "warning: " << w << "\n";
     return 0;
-  } catch (const ConfigError& e) {
-    for (const auto& p : e.problems()) std::cerr << p << "\n";
-  } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n";
-  }
-  return 1;
+  });
+}
+
+int print_nftables(const std::string& config_path) {
+  return or_report_problems([&] {
+    Config c = load_config(config_path);
+    if (!c.intercept.enabled) {
+      std::cerr << config_path
+                << ": has no [intercept] section, so there is no ruleset; fix: add [intercept] "
+                   "(README: Transparent mode)\n";
+      return 1;
+    }
+    std::cout << nftables_ruleset(c);
+    return 0;
+  });
 }
 
 }  // namespace xmig::tunnel

@@ -40,4 +40,8 @@ class Tunnel {
 // summary to stdout, or every problem to stderr. Returns 0 or 1.
 int check(const std::string& config_path);
 
+// --nftables: prints the table that [intercept] applies (tunnel/nftables.hpp).
+// Returns 0, or 1 with the problems on stderr.
+int print_nftables(const std::string& config_path);
+
 }  // namespace xmig::tunnel

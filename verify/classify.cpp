@@ -16,13 +16,16 @@ std::string fixed(double v, int digits) {
 std::string fix_for(const std::string& protocol) {
   if (protocol == "NBD")
     return "carry the disk stream through xmig: virsh migrate --copy-storage-all "
-           "--disks-uri unix:///run/xmig/<peer>/nbd.sock (never a TCP NBD port between hosts)";
+           "--disks-uri unix:///run/xmig/<peer>/nbd.sock (never a TCP NBD port between hosts), "
+           "or [intercept] in the tunnel config for nova's TCP migrations";
   if (protocol == "libvirt RPC")
     return "reach the peer's libvirt through xmig: --desturi "
-           "'qemu+unix:///system?socket=/run/xmig/<peer>/driver.sock' (not qemu+tcp://)";
+           "'qemu+unix:///system?socket=/run/xmig/<peer>/driver.sock' (not qemu+tcp://), or "
+           "[intercept] in the tunnel config for nova's qemu+tcp://";
   return "carry the migration through xmig: virsh migrate --migrateuri "
          "unix:///run/xmig/<peer>/qemu.sock (or migrate to the tunnel's entry socket), never "
-         "tcp:HOST:PORT between hosts";
+         "tcp:HOST:PORT between hosts; for nova's tcp:HOST:PORT, [intercept] in the tunnel "
+         "config (README: Transparent mode)";
 }
 
 }  // namespace

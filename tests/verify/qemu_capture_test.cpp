@@ -6,13 +6,13 @@
 // Guests are small (64 MiB, XMIG_VERIFY_QEMU_RAM_MIB to change) and paused;
 // the capture holds every byte (tcpdump -s 0 on lo).
 #include <gtest/gtest.h>
-#include <signal.h>
 
 #include <cstdlib>
 #include <memory>
 #include <string>
 
 #include "harness/files.hpp"
+#include "harness/netns.hpp"
 #include "harness/process.hpp"
 #include "harness/qemu_vm.hpp"
 #include "harness/tunnel_pair.hpp"
@@ -28,32 +28,6 @@ namespace {
   if (text.find(needle) != std::string::npos) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "\"" << needle << "\" not found in: " << text;
 }
-
-// tcpdump on lo for one TCP port, writing every byte of every frame to a file.
-class Tcpdump {
- public:
-  Tcpdump(const fs::path& file, uint16_t port, const fs::path& log) : log_(log) {
-    process_.emplace(
-        std::vector<std::string>{"/usr/bin/tcpdump", "-i", "lo", "-s", "0", "-B", "131072", "-U",
-                                 "-w", file.string(), "tcp", "port", std::to_string(port)},
-        log.string());
-    // tcpdump says "listening on lo" once the capture is armed.
-    bool ready = wait_until(
-        [&] { return count_in_log(log_, "listening on") > 0 || !process_->running(); }, 10s);
-    if (!ready || !process_->running())
-      throw std::runtime_error("tcpdump did not start:\n" + read_file(log_));
-  }
-  // Stops the capture cleanly (SIGINT flushes the file) and returns tcpdump's summary.
-  std::string stop() {
-    process_->signal(SIGINT);
-    process_->wait(10s);
-    return read_file(log_);
-  }
-
- private:
-  fs::path log_;
-  std::optional<Process> process_;
-};
 
 class VerifyQemuCapture : public ::testing::Test {
  protected:
@@ -107,7 +81,8 @@ TEST_F(VerifyQemuCapture, PcapFlagsPlaintextQemuMigration) {
   // 127.0.0.1:PORT FAILs with "QEMU migration stream in plaintext".
   uint16_t port = free_port();
   fs::path pcap = work_->path() / "plain.pcap";
-  Tcpdump dump(pcap, port, work_->path() / "tcpdump.log");
+  Tcpdump dump("", "lo", "tcp port " + std::to_string(port), pcap.string(),
+               (work_->path() / "tcpdump.log").string());
   const std::string uri = "tcp:127.0.0.1:" + std::to_string(port);
   ASSERT_NO_FATAL_FAILURE(migrate(uri, uri));
   std::string summary = dump.stop();
@@ -130,7 +105,8 @@ TEST_F(VerifyQemuCapture, PcapPassesQemuMigrationThroughTunnel) {
   // nothing is flagged as plaintext.
   TunnelPair pair;
   fs::path pcap = work_->path() / "tunnel.pcap";
-  Tcpdump dump(pcap, pair.b.port, work_->path() / "tcpdump.log");
+  Tcpdump dump("", "lo", "tcp port " + std::to_string(pair.b.port), pcap.string(),
+               (work_->path() / "tcpdump.log").string());
   ASSERT_NO_FATAL_FAILURE(
       migrate("unix:" + pair.delivery("qemu").string(), "unix:" + pair.entry("qemu").string()));
   std::string summary = dump.stop();

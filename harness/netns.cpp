@@ -1,0 +1,110 @@
+#include "harness/netns.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <stdexcept>
+
+#include "harness/files.hpp"
+#include "harness/tunnel_pair.hpp"
+
+namespace xmig::harness {
+
+namespace {
+
+constexpr const char* kIp = "/usr/sbin/ip";
+
+void must(const std::vector<std::string>& argv) {
+  if (run(argv) != 0) {
+    std::string line;
+    for (const auto& a : argv) line += (line.empty() ? "" : " ") + a;
+    throw std::runtime_error("netns lab: `" + line + "` failed");
+  }
+}
+
+}  // namespace
+
+bool can_make_namespaces(std::string* why) {
+  if (::geteuid() != 0) {
+    *why = "not root (network namespaces and nftables need root)";
+    return false;
+  }
+  for (const char* tool : {kIp, "/usr/sbin/nft", "/usr/bin/tcpdump"})
+    if (::access(tool, X_OK) != 0) {
+      *why = std::string(tool) + " is missing (bash tools/setup installs it)";
+      return false;
+    }
+  return true;
+}
+
+NetnsLab::NetnsLab() {
+  const std::string tag = "xmig" + std::to_string(::getpid());
+  a = tag + "-hv-a";
+  b = tag + "-hv-b";
+  outsider = tag + "-out";
+  a_ip = "10.231.0.1";
+  b_ip = "10.231.0.2";
+  const std::string outsider_gw = "10.231.1.1";
+  outsider_ip = "10.231.1.2";
+  for (const auto& ns : {a, b, outsider}) {
+    run({kIp, "netns", "del", ns});  // left over by a killed run of this pid
+    must({kIp, "netns", "add", ns});
+    must({kIp, "-n", ns, "link", "set", "lo", "up"});
+  }
+  // Made inside the namespaces: no name is ever taken in the host's namespace.
+  must({kIp, "-n", a, "link", "add", a_link, "type", "veth", "peer", "name", b_link, "netns", b});
+  must({kIp, "-n", b, "link", "add", "out0", "type", "veth", "peer", "name", "out0", "netns",
+        outsider});
+  must({kIp, "-n", a, "addr", "add", a_ip + "/24", "dev", a_link});
+  must({kIp, "-n", b, "addr", "add", b_ip + "/24", "dev", b_link});
+  must({kIp, "-n", b, "addr", "add", outsider_gw + "/24", "dev", "out0"});
+  must({kIp, "-n", outsider, "addr", "add", outsider_ip + "/24", "dev", "out0"});
+  must({kIp, "-n", a, "link", "set", a_link, "up"});
+  must({kIp, "-n", b, "link", "set", b_link, "up"});
+  must({kIp, "-n", b, "link", "set", "out0", "up"});
+  must({kIp, "-n", outsider, "link", "set", "out0", "up"});
+  must({kIp, "-n", outsider, "route", "add", "default", "via", outsider_gw});
+}
+
+NetnsLab::~NetnsLab() {
+  for (const auto& ns : {a, b, outsider}) run({kIp, "netns", "del", ns});
+}
+
+std::vector<std::string> NetnsLab::in(const std::string& ns, std::vector<std::string> argv) {
+  std::vector<std::string> out = {kIp, "netns", "exec", ns};
+  out.insert(out.end(), argv.begin(), argv.end());
+  return out;
+}
+
+int NetnsLab::run_in(const std::string& ns, std::vector<std::string> argv, const std::string& log,
+                     std::chrono::milliseconds timeout) {
+  return run(in(ns, std::move(argv)), log, timeout);
+}
+
+Tcpdump::Tcpdump(const std::string& netns, const std::string& interface, const std::string& filter,
+                 const std::string& file, const std::string& log)
+    : log_(log) {
+  std::vector<std::string> argv = {"/usr/bin/tcpdump", "-i", interface, "-s", "0", "-B",
+                                   "131072",           "-U", "-w",      file};
+  // tcpdump joins the words of its filter expression itself.
+  for (size_t start = 0; start < filter.size();) {
+    size_t end = filter.find(' ', start);
+    if (end == std::string::npos) end = filter.size();
+    if (end > start) argv.push_back(filter.substr(start, end - start));
+    start = end + 1;
+  }
+  process_.emplace(netns.empty() ? argv : NetnsLab::in(netns, argv), log);
+  // tcpdump says "listening on" once the capture is armed.
+  bool ready = wait_until(
+      [&] { return count_in_log(log_, "listening on") > 0 || !process_->running(); }, 10s);
+  if (!ready || !process_->running())
+    throw std::runtime_error("tcpdump did not start:\n" + read_file(log_));
+}
+
+std::string Tcpdump::stop() {
+  process_->signal(SIGINT);
+  process_->wait(10s);
+  return read_file(log_);
+}
+
+}  // namespace xmig::harness

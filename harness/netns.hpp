@@ -1,0 +1,60 @@
+// harness/netns: hypervisors in network namespaces made for one test, for
+// transparent mode (nftables, SO_ORIGINAL_DST) where loopback cannot stand
+// in for a migration network.
+//
+//   hv-a (a_ip) ==veth== hv-b (b_ip, and outsider_gw)  ==veth== outsider (outsider_ip)
+//
+// hv-a and hv-b share one subnet on the veth pair; the outsider reaches hv-b
+// (and through hv-b's routing nowhere else) over a second pair, so it can try
+// hv-b's migration address as any host on the network could. Each namespace
+// has its own nftables. Names carry the test's pid, so tests on one machine
+// never meet; the destructor deletes the namespaces (and with them the veths
+// and tables). Needs root.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "harness/process.hpp"
+
+namespace xmig::harness {
+
+class NetnsLab {
+ public:
+  // Throws std::runtime_error with the failing command when `ip` refuses.
+  NetnsLab();
+  ~NetnsLab();
+  NetnsLab(const NetnsLab&) = delete;
+  NetnsLab& operator=(const NetnsLab&) = delete;
+
+  // argv run inside namespace `ns` (ip netns exec NS ...).
+  static std::vector<std::string> in(const std::string& ns, std::vector<std::string> argv);
+  // Runs argv inside `ns` to completion; its exit code (output to log when given).
+  static int run_in(const std::string& ns, std::vector<std::string> argv,
+                    const std::string& log = {}, std::chrono::milliseconds timeout = 60s);
+
+  std::string a, b, outsider;                    // namespace names
+  std::string a_ip, b_ip, outsider_ip;           // their addresses
+  std::string a_link = "mig0", b_link = "mig0";  // the veth pair's ends in hv-a and hv-b
+};
+
+// Capture (the capture tests' and the transparent-mode tests'): (root with ip and nft present).
+bool can_make_namespaces(std::string* why);
+
+// tcpdump writing every byte of every frame on `interface` (inside `netns`
+// when not empty) that matches `filter` to `file`.
+class Tcpdump {
+ public:
+  Tcpdump(const std::string& netns, const std::string& interface, const std::string& filter,
+          const std::string& file, const std::string& log);
+  // Stops the capture (SIGINT flushes the file); returns tcpdump's summary.
+  std::string stop();
+
+ private:
+  std::string log_;
+  std::optional<Process> process_;
+};
+
+}  // namespace xmig::harness
