@@ -1,5 +1,7 @@
 #include "tls/context.hpp"
 
+#include "base/openssl_errors.hpp"
+
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -219,20 +221,6 @@ const char* kTls12Suites = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL";
 const char* kGroups = "X25519:P-256:P-384";
 
 }  // namespace
-
-std::string openssl_errors() {
-  std::string out;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    // Keep the reason only: "error:0A000086:SSL routines::certificate verify failed".
-    std::string s = buf;
-    size_t cut = s.rfind(':');
-    if (cut != std::string::npos) s = s.substr(cut + 1);
-    if (out.find(s) == std::string::npos) out += (out.empty() ? "" : "; ") + s;
-  }
-  return out;
-}
 
 Context::~Context() = default;
 

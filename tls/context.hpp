@@ -107,7 +107,4 @@ std::string presented_names(SSL* ssl);
 // (certs::peer_certificate_problem): why, else "".
 std::string refused_certificate(SSL* ssl);
 
-// The pending OpenSSL error queue as one line (and clears it); "" when empty.
-std::string openssl_errors();
-
 }  // namespace xmig::tls

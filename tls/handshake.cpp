@@ -26,9 +26,7 @@ std::string wrong_host(SSL* ssl) {
 // Why an SSL call failed, in words. Verification failures name the
 // certificate problem; a peer that just hangs up is said so.
 std::string failure(SSL* ssl, int err, int saved_errno) {
-  // base/'s xmig::openssl_errors, named in full: tls/context.hpp still declares
-  // a tls::openssl_errors of its own.
-  std::string queue = xmig::openssl_errors();
+  std::string queue = openssl_errors();
   long verify = SSL_get_verify_result(ssl);
   std::string why;
   if (verify == X509_V_ERR_HOSTNAME_MISMATCH)
