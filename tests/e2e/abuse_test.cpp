@@ -337,6 +337,12 @@ TEST(Abuse, ConfiguredPeersAddressIsNeverBanned) {
 // tunnels' RSS together by less than 256 KiB per stream. The figures are
 // printed (the README's memory bounds come from them).
 TEST(Abuse, MemoryPerPendingHandshakeAndPerStreamIsBounded) {
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan's shadow memory and quarantine are most of a sanitized process's RSS
+  // (measured: 1.4 MiB per stream instead of 58 KiB): the bound is the
+  // product's, so it is checked by the suite's ordinary build only.
+  GTEST_SKIP() << "RSS under AddressSanitizer measures the sanitizer, not the tunnel";
+#endif
   constexpr int kCount = 1000;
   raise_fd_limit();
   TunnelPairOptions opts;
