@@ -423,6 +423,15 @@ double cpu_seconds(pid_t pid) {
 // spinning; once the strangers go (the limit stays), hv-b's own entry and
 // hv-a's 1 MiB to hv-b work.
 TEST(Abuse, AcceptErrorsBackOffInsteadOfSpinning) {
+#if defined(__SANITIZE_ADDRESS__)
+  // The sanitizers' own runtime needs file descriptors: UBSan's vptr check
+  // probes memory through a pipe (sanitizer_common's IsAccessibleMemoryRange:
+  // `if (pipe(...)) return false;`), so at EMFILE it reports a live object as
+  // having an "invalid vptr" and aborts (seen: hv-b's s.tls control block, a
+  // valid _Sp_counted_ptr<tls::Context*> in gdb). The product's behaviour at
+  // EMFILE is checked by the suite's ordinary build.
+  GTEST_SKIP() << "a sanitizer runtime cannot run out of file descriptors";
+#endif
   TunnelPairOptions opts;
   opts.log_level = "info";
   opts.b_extra = "[limits]\nmax_pending_per_source = 1000\nhandshake_rate_per_source = 1000\n";
