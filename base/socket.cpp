@@ -36,7 +36,11 @@ std::string address_text(const sockaddr_storage& ss) {
   if (ss.ss_family == AF_INET6) {
     const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
     ::inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
-    return "[" + std::string(ip) + "]:" + std::to_string(ntohs(a->sin6_port));
+    // Appended, not "[" + std::string(ip): GCC 12 at -O3 warns (-Wrestrict,
+    // a false positive) on a literal plus a temporary string.
+    std::string text = "[";
+    text.append(ip).append("]:").append(std::to_string(ntohs(a->sin6_port)));
+    return text;
   }
   return "";
 }
