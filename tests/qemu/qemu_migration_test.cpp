@@ -283,7 +283,7 @@ TEST_F(QemuMigration, ThroughTunnelWithCerttoolLibvirtCertificatesCopiesRamExact
   // with hv-a's client certificate.
   // Must hold: both QEMUs report completed, the RAM files are identical, and
   // each tunnel logged 5 clean qemu closes and no refusals (a dial with the
-  // server certificate would be refused: "unsuitable certificate purpose").
+  // server certificate would be refused: "its extendedKeyUsage lacks clientAuth").
   ASSERT_NO_FATAL_FAILURE(start_tunnel_with_certtool_pki());
   ASSERT_NO_FATAL_FAILURE(start_guests(4));
   ASSERT_NO_FATAL_FAILURE(migrate_and_verify("unix:" + pair_->delivery("qemu").string(),
