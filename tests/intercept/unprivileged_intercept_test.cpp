@@ -46,7 +46,8 @@ std::string intercept_toml(const std::string& own) {
 // hv-b its delivery of it; every thread of both tunnels has uid and gid
 // nobody's, only nobody's groups, CapEff, CapPrm and CapBnd exactly
 // CAP_NET_ADMIN (0000000000001000), CapInh and CapAmb empty and NoNewPrivs 1;
-// both ready lines say "CAP_NET_ADMIN only".
+// both ready lines say "CAP_NET_ADMIN only", and so does hv-a's --check
+// (exit 0: user = with [intercept] is a valid config).
 // Setup: two namespaces; tunnels in both with [intercept] and user =
 // "nobody", started as root; a paused source QEMU (random RAM) in hv-a and a
 // destination (zeros) in hv-b.
@@ -112,6 +113,15 @@ TEST(UnprivilegedIntercept, TunnelsKeepOnlyNetAdminAndCarryANovaMigration) {
     std::cout << "[ proc     ] " << side->name << " " << describe_credentials(side->process->pid())
               << std::endl;
   }
+
+  const fs::path check = work.path() / "check.log";
+  EXPECT_EQ(
+      run({tool("xmig-tunnel"), "--check", "--config", pair.a.config.string()}, check.string()), 0)
+      << read_file(check);
+  EXPECT_NE(read_file(check).find("runs as user nobody (uid " + std::to_string(nobody->pw_uid) +
+                                  ") once its sockets are bound, with CAP_NET_ADMIN only"),
+            std::string::npos)
+      << read_file(check);
 
   source.quit();
   destination.quit();
