@@ -69,6 +69,25 @@ std::string describe_kept(Capabilities keep) {
   return "capabilities " + std::to_string(keep);
 }
 
+void settle_capabilities(Capabilities keep) {
+  const CapabilitySets given = get_capabilities();
+  if ((given.permitted & keep) != keep)
+    throw std::runtime_error(
+        "settling capabilities: " + describe_kept(keep) +
+        " is needed, but the tunnel was started without it; fix: "
+        "AmbientCapabilities=CAP_NET_ADMIN (tools/xmig-tunnel-transparent.conf)");
+  if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
+    failed("PR_CAP_AMBIENT_CLEAR_ALL");
+  // Only when something changes: the unit without the transparent drop-in
+  // starts the tunnel with every set empty, and its system-call filter
+  // allows capset for the drop-in's sake only.
+  const CapabilitySets wanted{.effective = keep, .permitted = keep, .inheritable = 0};
+  if (given.effective != wanted.effective || given.permitted != wanted.permitted ||
+      given.inheritable != wanted.inheritable)
+    set_capabilities(wanted);
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) failed("PR_SET_NO_NEW_PRIVS");
+}
+
 std::optional<RunAs> lookup_user(const std::string& user) {
   if (user.empty()) return std::nullopt;
   const passwd* pw = ::getpwnam(user.c_str());

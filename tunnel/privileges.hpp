@@ -54,6 +54,15 @@ constexpr Capabilities kNetAdmin = Capabilities{1} << CAP_NET_ADMIN;
 // capabilities are exactly `keep` (both checked).
 void drop_privileges(const RunAs& who, Capabilities keep = kNoCapabilities);
 
+// For a tunnel started as an unprivileged user with capabilities (systemd's
+// AmbientCapabilities=, tools/xmig-tunnel-transparent.conf), once the table
+// is applied: permitted and effective reduced to `keep`, the inheritable and
+// ambient sets emptied (nothing the tunnel might run inherits a capability),
+// no_new_privs. The bounding set stays as it was given (reducing it takes
+// CAP_SETPCAP). Throws std::runtime_error naming the step that failed, or
+// when a capability of `keep` is missing.
+void settle_capabilities(Capabilities keep);
+
 // "no capabilities", "CAP_NET_ADMIN only": for the ready line and --check.
 std::string describe_kept(Capabilities keep);
 

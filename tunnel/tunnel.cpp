@@ -218,7 +218,10 @@ int Tunnel::run() {
   // CAP_NET_ADMIN for good).
   const auto user = lookup_user(s.config.user);
   const Capabilities kept = s.config.intercept.enabled ? kNetAdmin : kNoCapabilities;
-  if (user) drop_privileges(*user, kept);
+  if (user)
+    drop_privileges(*user, kept);
+  else if (::geteuid() != 0)
+    settle_capabilities(kept);
   s.workers = std::make_unique<io::Workers>(s.config.workers);
   asio::co_spawn(s.io, handle_signals(s), asio::detached);
   watch_tls_files(s);
@@ -229,7 +232,8 @@ int Tunnel::run() {
       describe_certificates(*s.tls),
       user ? " user=" + user->name + " (uid " + std::to_string(user->uid) + ", " +
                  describe_kept(kept) + ")"
-           : "");
+      : ::geteuid() != 0 ? " uid=" + std::to_string(::geteuid()) + " (" + describe_kept(kept) + ")"
+                         : "");
   for (const auto& w : socket_warnings(s.config)) spdlog::warn("{}", w);
   notify_systemd("READY=1");
   s.io.run();

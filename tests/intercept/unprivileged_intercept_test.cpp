@@ -40,21 +40,38 @@ std::string intercept_toml(const std::string& own) {
          own + "\"\nusers = [\"root\"]\n";
 }
 
-// Pass: the nova-style migration to tcp:<hv-b>:49157 completes on both QEMUs
-// with the destination's RAM hashing as the source's; hv-a logged its close
-// line for channel port-49157 (taken by the intercept) with result=ok and
-// hv-b its delivery of it; every thread of both tunnels has uid and gid
-// nobody's, only nobody's groups, CapEff, CapPrm and CapBnd exactly
-// CAP_NET_ADMIN (0000000000001000), CapInh and CapAmb empty and NoNewPrivs 1;
-// both ready lines say "CAP_NET_ADMIN only", and so does hv-a's --check
-// (exit 0: user = with [intercept] is a valid config).
-// Setup: two namespaces; tunnels in both with [intercept] and user =
-// "nobody", started as root; a paused source QEMU (random RAM) in hv-a and a
-// destination (zeros) in hv-b.
-// Action: the destination listens on tcp:0.0.0.0:49157 in hv-b, the source
-// migrates to tcp:<hv-b address>:49157 in hv-a; then /proc of both tunnels
-// is read.
-TEST(UnprivilegedIntercept, TunnelsKeepOnlyNetAdminAndCarryANovaMigration) {
+// How the tunnels are started: as root with user = "nobody" (they drop
+// themselves), or as the systemd drop-in starts them: already as nobody, with
+// CAP_NET_ADMIN in every set but none other (setpriv, as systemd's
+// AmbientCapabilities= and CapabilityBoundingSet= do).
+enum class Start { RootWithUser, AsUserWithAmbientNetAdmin };
+
+// What the systemd unit with tools/xmig-tunnel-transparent.conf does before
+// it runs the tunnel, as a script TunnelPair starts in its place. The tunnel
+// is copied into `dir` (0711), as the checkout may lie where nobody cannot
+// reach.
+fs::path unit_like_launcher(const fs::path& dir) {
+  const fs::path launcher = dir / "as-unit.sh", tunnel = dir / "xmig-tunnel";
+  fs::copy_file(tool("xmig-tunnel"), tunnel);
+  fs::permissions(tunnel, fs::perms(0755));
+  write_file(launcher,
+             "#!/bin/sh\nexec /usr/bin/setpriv --reuid=nobody --regid=nogroup --clear-groups "
+             "--inh-caps=-all,+net_admin --ambient-caps=-all,+net_admin "
+             "--bounding-set=-all,+net_admin " +
+                 tunnel.string() + " \"$@\"\n");
+  fs::permissions(launcher, fs::perms(0755));
+  return launcher;
+}
+
+// Everything of one side (its config, keys, run_dir's parent) becomes
+// nobody's, as /etc/pki/qemu's keys and /run/xmig are xmig's under the unit.
+void give_to(const fs::path& dir, uid_t uid, gid_t gid) {
+  ASSERT_EQ(::chown(dir.c_str(), uid, gid), 0) << dir;
+  for (const auto& entry : fs::recursive_directory_iterator(dir))
+    ASSERT_EQ(::lchown(entry.path().c_str(), uid, gid), 0) << entry.path();
+}
+
+void carries_a_nova_migration_keeping_only_net_admin(Start how) {
   std::string why;
   if (!can_make_namespaces(&why)) GTEST_SKIP() << why;
   if (find_qemu().empty()) GTEST_SKIP() << "qemu-system-x86_64 not found";
@@ -62,15 +79,24 @@ TEST(UnprivilegedIntercept, TunnelsKeepOnlyNetAdminAndCarryANovaMigration) {
   ASSERT_NE(nobody, nullptr);
   NetnsLab lab;
   TempDir work("xmig-unprivileged-intercept");
-  TunnelPair pair(TunnelPairOptions{.a_extra = intercept_toml(lab.a_ip),
-                                    .b_extra = intercept_toml(lab.b_ip),
-                                    .top_toml = "user = \"nobody\"",
-                                    .start = false,
-                                    .a_host = lab.a_ip,
-                                    .b_host = lab.b_ip,
-                                    .a_netns = lab.a,
-                                    .b_netns = lab.b});
+  fs::permissions(work.path(), fs::perms(0711));
+  const bool as_user = how == Start::AsUserWithAmbientNetAdmin;
+  TunnelPair pair(
+      TunnelPairOptions{.a_extra = intercept_toml(lab.a_ip),
+                        .b_extra = intercept_toml(lab.b_ip),
+                        .top_toml = as_user ? "" : "user = \"nobody\"",
+                        .tunnel = as_user ? unit_like_launcher(work.path()) : fs::path(),
+                        .start = false,
+                        .a_host = lab.a_ip,
+                        .b_host = lab.b_ip,
+                        .a_netns = lab.a,
+                        .b_netns = lab.b});
   fs::permissions(pair.temp.path(), fs::perms(0711));
+  if (as_user) {
+    for (const TunnelSide* side : {&pair.a, &pair.b}) {
+      ASSERT_NO_FATAL_FAILURE(give_to(side->dir, nobody->pw_uid, nobody->pw_gid));
+    }
+  }
   pair.start(pair.a);
   pair.start(pair.b);
 
@@ -108,20 +134,28 @@ TEST(UnprivilegedIntercept, TunnelsKeepOnlyNetAdminAndCarryANovaMigration) {
   for (const TunnelSide* side : {&pair.a, &pair.b}) {
     SCOPED_TRACE(side->name);
     EXPECT_EQ(credential_problems(side->process->pid(), nobody_with_net_admin), "");
-    EXPECT_EQ(count_lines_with_all(side->log, {"ready: ", "user=nobody", "CAP_NET_ADMIN only"}), 1)
+    EXPECT_EQ(
+        count_lines_with_all(side->log, {"ready: ",
+                                         as_user ? "uid=" + std::to_string(nobody->pw_uid) + " ("
+                                                 : std::string("user=nobody"),
+                                         "CAP_NET_ADMIN only"}),
+        1)
         << pair.logs();
     std::cout << "[ proc     ] " << side->name << " " << describe_credentials(side->process->pid())
               << std::endl;
   }
 
-  const fs::path check = work.path() / "check.log";
-  EXPECT_EQ(
-      run({tool("xmig-tunnel"), "--check", "--config", pair.a.config.string()}, check.string()), 0)
-      << read_file(check);
-  EXPECT_NE(read_file(check).find("runs as user nobody (uid " + std::to_string(nobody->pw_uid) +
-                                  ") once its sockets are bound, with CAP_NET_ADMIN only"),
-            std::string::npos)
-      << read_file(check);
+  if (!as_user) {
+    const fs::path check = work.path() / "check.log";
+    EXPECT_EQ(
+        run({tool("xmig-tunnel"), "--check", "--config", pair.a.config.string()}, check.string()),
+        0)
+        << read_file(check);
+    EXPECT_NE(read_file(check).find("runs as user nobody (uid " + std::to_string(nobody->pw_uid) +
+                                    ") once its sockets are bound, with CAP_NET_ADMIN only"),
+              std::string::npos)
+        << read_file(check);
+  }
 
   source.quit();
   destination.quit();
@@ -136,6 +170,38 @@ TEST(UnprivilegedIntercept, TunnelsKeepOnlyNetAdminAndCarryANovaMigration) {
       },
       10s))
       << pair.logs();
+}
+
+// Pass: the nova-style migration to tcp:<hv-b>:49157 completes on both QEMUs
+// with the destination's RAM hashing as the source's; hv-a logged its close
+// line for channel port-49157 (taken by the intercept) with result=ok and
+// hv-b its delivery of it; every thread of both tunnels has uid and gid
+// nobody's, only nobody's groups, CapEff, CapPrm and CapBnd exactly
+// CAP_NET_ADMIN (0000000000001000), CapInh and CapAmb empty and NoNewPrivs 1;
+// both ready lines say "CAP_NET_ADMIN only", and so does hv-a's --check
+// (exit 0: user = with [intercept] is a valid config).
+// Setup: two namespaces; tunnels in both with [intercept] and user =
+// "nobody", started as root; a paused source QEMU (random RAM) in hv-a and a
+// destination (zeros) in hv-b.
+// Action: the destination listens on tcp:0.0.0.0:49157 in hv-b, the source
+// migrates to tcp:<hv-b address>:49157 in hv-a; then /proc of both tunnels
+// is read.
+TEST(UnprivilegedIntercept, TunnelsKeepOnlyNetAdminAndCarryANovaMigration) {
+  carries_a_nova_migration_keeping_only_net_admin(Start::RootWithUser);
+}
+
+// Pass: as above (the --check line excepted: there is no user =), with the
+// ready lines saying "uid=<nobody's> (CAP_NET_ADMIN only)": the tunnel that
+// systemd starts with AmbientCapabilities=CAP_NET_ADMIN applies its table
+// through nft (which inherits the capability), then empties its ambient and
+// inheritable sets, so that nothing it runs later inherits it.
+// Setup: as above, but each tunnel's files belong to nobody and the tunnels
+// are started by a script doing what the unit with
+// tools/xmig-tunnel-transparent.conf does: setpriv to nobody with
+// CAP_NET_ADMIN in the inheritable, ambient and bounding sets.
+// Action: the same migration; /proc of both tunnels is read.
+TEST(UnprivilegedIntercept, TunnelStartedAsTheUnitDoesKeepsOnlyNetAdmin) {
+  carries_a_nova_migration_keeping_only_net_admin(Start::AsUserWithAmbientNetAdmin);
 }
 
 }  // namespace
