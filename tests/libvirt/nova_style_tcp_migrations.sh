@@ -146,10 +146,7 @@ $lines"
 $bad"
       fi
     done
-    if grep -v 'result=ok$' <<<"$lines" | grep -q .; then
-      lv_fail "$label: $h's tunnel logged a connection that did not end ok:
-$(grep -v 'result=ok$' <<<"$lines")"
-    fi
+    lv_check_ended_ok "$label" "$h" "$lines"
     lv_say "$label: $h's tunnel: $nd driver, $nport port connections (port-${distinct// /, port-}), all result=ok"
   done
 }
