@@ -32,8 +32,9 @@
 #   connections, each close: line with result=ok: a driver connection, and port-<N>
 #   channels with N in 49152-49215 (one port and one connection for RAM alone; one
 #   port and 5 connections, the main stream and 4 multifd channels, for --parallel 4;
-#   two ports, RAM's and the NBD server's, with storage), the source's from
-#   local=intercept:<destination address>:<N>.
+#   two ports, RAM's and the NBD server's, with storage); the source's taken at
+#   local=intercept:<destination address>:<16509 or N>, the destination's delivered
+#   to local=unix:/run/libvirt/libvirt-sock (driver) and <its own address>:<N>.
 # Then fail closed: hv-a's tunnel is stopped (SIGTERM) and its table stays; the same
 #   command for nv-disk (with --copy-storage-all) fails at libvirt's connection to
 #   hv-b:16509, nv-disk stays on hv-a paused (user) with its RAM as before, and a
@@ -107,10 +108,21 @@ check_capture() {
   [ -n "${XMIG_LIBVIRT_KEEP:-}" ] || rm -f "$LV_W/$name.pcap"
 }
 
+# expect_local LABEL HOST LINES CHANNEL LOCAL: pass criterion on the close: LINES of
+# HOST's tunnel for migration LABEL: each of CHANNEL says local=LOCAL (where the
+# tunnel took the connection, or delivered it).
+expect_local() {
+  local bad
+  bad=$(grep "channel=$4 " <<<"$3" | grep -vF " local=$5 " || true)
+  [ -z "$bad" ] || lv_fail "$1: $2's $4 connections were not local=$5:
+$bad"
+}
+
 # Pass criterion on the tunnels for migration LABEL from FROM to TO: both logged, since
 # lv_mark_logs, at least one driver connection and exactly PORTS distinct port-<N>
 # channels with N in the range, CONNECTIONS port connections in all (RAM and, with
-# storage, NBD: at least CONNECTIONS), FROM's from local=intercept:<TO's address>:<N>;
+# storage, NBD: at least CONNECTIONS), FROM's taken at local=intercept:<TO's
+# address>:<port>, TO's delivered to libvirt's socket and to <TO's address>:<N>;
 # every close: line says result=ok. Waits up to 20 s for the lines (a connection is
 # logged when both of its ends have closed).
 check_port_closes() {
@@ -126,7 +138,7 @@ check_port_closes() {
     [ "$n" = 2 ] && break
     sleep 0.1
   done
-  local nd nport distinct port bad
+  local nd nport distinct port
   for h in "$from" "$to"; do
     lines=$(lv_new_closes "$h")
     nd=$(lv_count driver "$lines")
@@ -137,13 +149,21 @@ check_port_closes() {
       lv_fail "$label: $h's tunnel logged $nd driver connections and $nport port connections on port(s) '$distinct'; expected >= 1, and $([ -n "$at_least" ] && echo "at least ")$connections on $ports port(s):
 $lines"
     fi
+    # Where each connection was taken from (the source: intercepted on its way to the
+    # destination's address) and delivered to (the destination: libvirt's UNIX socket,
+    # and the port on its own migration address).
+    if [ "$h" = "$from" ]; then
+      expect_local "$label" "$h" "$lines" driver "intercept:$(lv_address "$to"):$LV_DRIVER_PORT"
+    else
+      expect_local "$label" "$h" "$lines" driver "unix:/run/libvirt/libvirt-sock"
+    fi
     for port in $distinct; do
       [ "$port" -ge "$low" ] && [ "$port" -le "$high" ] ||
         lv_fail "$label: $h's tunnel carried port-$port, outside $LV_MIGRATION_PORTS"
       if [ "$h" = "$from" ]; then
-        bad=$(grep "channel=port-$port " <<<"$lines" | grep -vF " local=intercept:$(lv_address "$to"):$port " || true)
-        [ -z "$bad" ] || lv_fail "$label: $h's port-$port connections were not intercepted towards $(lv_address "$to"):$port:
-$bad"
+        expect_local "$label" "$h" "$lines" "port-$port" "intercept:$(lv_address "$to"):$port"
+      else
+        expect_local "$label" "$h" "$lines" "port-$port" "$(lv_address "$to"):$port"
       fi
     done
     lv_check_ended_ok "$label" "$h" "$lines"
