@@ -20,9 +20,11 @@
 #   on hv-b, nova's own block-migration flags (VIR_MIGRATE_LIVE | PEER2PEER |
 #   UNDEFINE_SOURCE | PERSIST_DEST | NON_SHARED_INC, with migrate_disks) move nv-disk
 #   back to hv-a: --persistent --undefinesource --copy-storage-inc --migrate-disks vda,
-#   to qemu+tcp://10.231.8.1/system, --migrateuri tcp://10.231.8.1. Each guest is
+#   to qemu+tcp://10.231.8.1/system, --migrateuri tcp://10.231.8.1; then on hv-b two at
+#   once towards hv-a (nova's live_migration_bandwidth = 32: --bandwidth 32): nv-ram,
+#   and a second later nv-par with --parallel --parallel-connections 4. Each guest is
 #   suspended before its migration; tcpdump captures the source's end of the veth while
-#   its migration runs.
+#   each single migration runs.
 # Pass: nothing listens on TCP 16509 on either host, and each has its table inet xmig;
 #   every virsh migrate exits 0; after each, the guest is gone from the source, its RAM
 #   file on the destination hashes (sha256) like the source's before the migration, its
@@ -34,7 +36,9 @@
 #   port and 5 connections, the main stream and 4 multifd channels, for --parallel 4;
 #   two ports, RAM's and the NBD server's, with storage); the source's taken at
 #   local=intercept:<destination address>:<16509 or N>, the destination's delivered
-#   to local=unix:/run/libvirt/libvirt-sock (driver) and <its own address>:<N>.
+#   to local=unix:/run/libvirt/libvirt-sock (driver) and <its own address>:<N>. The two
+#   at once overlap in time, both arrive with their own RAM, and both tunnels logged
+#   2 ports with 6 connections (1 + 5) between them.
 # Then fail closed: hv-a's tunnel is stopped (SIGTERM) and its table stays; the same
 #   command for nv-disk (with --copy-storage-all) fails at libvirt's connection to
 #   hv-b:16509, nv-disk stays on hv-a paused (user) with its RAM as before, and a
@@ -171,6 +175,14 @@ $lines"
   done
 }
 
+# nova's command on FROM towards TO: nova_virsh FROM TO [options] DOMAIN
+nova_virsh() {
+  local from=$1 to=$2
+  shift 2
+  on "$from" virsh migrate --live --p2p "$@" "qemu+tcp://$(lv_address "$to")/system" \
+    --migrateuri "tcp://$(lv_address "$to")"
+}
+
 # One migration the way nova makes it: FROM TO DISK PORTS CONNECTIONS [options] DOMAIN
 # (DISK: "disk" or -; PORTS, CONNECTIONS: as check_port_closes expects, CONNECTIONS at
 # least that many when the migration copies storage).
@@ -184,8 +196,7 @@ migrate_like_nova() {
   capture_start "$from" "$name"
   lv_say "$name: virsh migrate --live --p2p $* qemu+tcp://$to_addr/system --migrateuri tcp://$to_addr ($from -> $to)"
   t=$SECONDS
-  on "$from" virsh migrate --live --p2p "$@" "qemu+tcp://$to_addr/system" \
-    --migrateuri "tcp://$to_addr" >"$LV_W/$name.out" 2>&1 ||
+  nova_virsh "$from" "$to" "$@" >"$LV_W/$name.out" 2>&1 ||
     lv_fail "$name: virsh migrate $from -> $to failed: $(cat "$LV_W/$name.out")"
   lv_say "$name: migrated in $((SECONDS - t)) s"
   lv_check_arrived "$name" "$from" "$to" "$disk"
@@ -204,6 +215,25 @@ migrate_like_nova hv-a hv-b - 1 5 --parallel --parallel-connections 4 nv-par
 migrate_like_nova hv-b hv-a disk 2 2 --persistent --undefinesource --copy-storage-inc \
   --migrate-disks vda nv-disk
 
+# Two at once, back to hv-a: nv-ram, and a second later nv-par with --parallel 4, both
+# at nova's live_migration_bandwidth of 32 MiB/s so that they overlap. Each has its own
+# port (and its own driver connection); each guest must arrive with its own RAM.
+lv_suspend_and_hash hv-b nv-ram
+lv_suspend_and_hash hv-b nv-par
+lv_mark_logs
+lv_say "nv-ram and nv-par: at once, hv-b -> hv-a, --bandwidth 32 (nv-par with --parallel --parallel-connections 4)"
+lv_start_migration nv-ram nova_virsh hv-b hv-a --bandwidth 32 nv-ram
+sleep 1
+lv_start_migration nv-par nova_virsh hv-b hv-a --bandwidth 32 --parallel --parallel-connections 4 nv-par
+lv_wait_migrations
+for g in nv-ram nv-par; do
+  [ "$(lv_job_rc "$g")" = 0 ] || lv_fail "$g: virsh migrate hv-b -> hv-a exited $(lv_job_rc "$g"): $(lv_job_said "$g")"
+done
+lv_check_overlap nv-ram nv-par || lv_fail "the two migrations did not run at the same time"
+lv_check_arrived nv-ram hv-b hv-a
+lv_check_arrived nv-par hv-b hv-a
+check_port_closes "nv-ram and nv-par" hv-b hv-a 2 6
+
 # Fail closed: hv-a's tunnel stops, its table stays; nova's next migration fails (its
 # driver connection is redirected to a listener that is gone), the guest stays on hv-a
 # as it was, and not one TCP segment crosses the veth.
@@ -212,8 +242,7 @@ rm -f "$LV_W/hv-a/tunnel.pid"
 on hv-a nft list table inet xmig >/dev/null 2>&1 || lv_fail "hv-a's table inet xmig went with its tunnel"
 lv_suspend_and_hash hv-a nv-disk
 capture_start hv-a closed
-if on hv-a virsh migrate --live --p2p --copy-storage-all nv-disk "qemu+tcp://$(lv_address hv-b)/system" \
-  --migrateuri "tcp://$(lv_address hv-b)" >"$LV_W/closed.out" 2>&1; then
+if nova_virsh hv-a hv-b --copy-storage-all nv-disk >"$LV_W/closed.out" 2>&1; then
   lv_fail "nv-disk: migrated with hv-a's tunnel stopped"
 fi
 capture_stop closed
