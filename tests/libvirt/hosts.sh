@@ -231,7 +231,7 @@ EOF
   # The nova guide: QEMU and the NBD server listen on the host's migration address, on
   # ports of the range the tunnel intercepts.
   [ -z "$LV_NETNS" ] || cat >>"$root/etc/libvirt/qemu.conf" <<EOF
-migration_address = "${LV_ADDR[$h]}"
+migration_address = "$(lv_address "$h")"
 migration_port_min = ${LV_MIGRATION_PORTS%-*}
 migration_port_max = ${LV_MIGRATION_PORTS#*-}
 EOF
