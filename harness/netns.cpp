@@ -70,6 +70,23 @@ NetnsLab::~NetnsLab() {
   for (const auto& ns : {a, b, outsider}) run({kIp, "netns", "del", ns});
 }
 
+std::string intercept_toml(const std::string& own, bool firewall) {
+  return std::string("[intercept]\nports = \"") + kLabMigrationPorts + "\"\ndriver_port = 16509\n" +
+         "listen_port = " + std::to_string(kLabInterceptPort) + "\naddress = \"" + own + "\"\n" +
+         "firewall = " + (firewall ? "true" : "false") + "\nusers = [\"root\"]\n";
+}
+
+TunnelPairOptions intercept_pair(const NetnsLab& lab, bool a_firewall, bool b_firewall) {
+  return TunnelPairOptions{
+      .a_extra = intercept_toml(lab.a_ip, a_firewall),
+      .b_extra = intercept_toml(lab.b_ip, b_firewall),
+      .a_host = lab.a_ip,
+      .b_host = lab.b_ip,
+      .a_netns = lab.a,
+      .b_netns = lab.b,
+  };
+}
+
 std::vector<std::string> NetnsLab::in(const std::string& ns, std::vector<std::string> argv) {
   std::vector<std::string> out = {kIp, "netns", "exec", ns};
   out.insert(out.end(), argv.begin(), argv.end());

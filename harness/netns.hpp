@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "harness/process.hpp"
+#include "harness/tunnel_pair.hpp"
 
 namespace xmig::harness {
 
@@ -39,6 +40,19 @@ class NetnsLab {
   std::string a_ip, b_ip, outsider_ip;           // their addresses
   std::string a_link = "mig0", b_link = "mig0";  // the veth pair's ends in hv-a and hv-b
 };
+
+// Transparent mode in the lab (tests/intercept): libvirt's default port
+// range and the intercept listener both hosts use.
+inline constexpr uint16_t kLabInterceptPort = 7445;
+inline constexpr const char* kLabMigrationPorts = "49152-49215";
+
+// [intercept] for a host whose own migration address is `own`.
+std::string intercept_toml(const std::string& own, bool firewall = true);
+
+// A tunnel pair in hv-a and hv-b, each with [intercept] (its own address,
+// firewall as given) and so its own table inet xmig, applied at start.
+TunnelPairOptions intercept_pair(const NetnsLab& lab, bool a_firewall = true,
+                                 bool b_firewall = true);
 
 // Capture (the capture tests' and the transparent-mode tests'): (root with ip and nft present).
 bool can_make_namespaces(std::string* why);

@@ -30,8 +30,6 @@ using namespace harness;
 namespace {
 
 constexpr uint64_t kRamMib = 64;
-constexpr uint16_t kInterceptPort = 7445;
-constexpr const char* kRange = "49152-49215";
 
 ::testing::AssertionResult contains(const std::string& text, const std::string& needle) {
   if (text.find(needle) != std::string::npos) return ::testing::AssertionSuccess();
@@ -49,13 +47,6 @@ std::string lines_with(const fs::path& log, const std::string& needle) {
       out += text.substr(at, end - at) + "\n";
   }
   return out;
-}
-
-// [intercept] for a host whose own migration address is `own`.
-std::string intercept_toml(const std::string& own, bool firewall = true) {
-  return std::string("[intercept]\nports = \"") + kRange + "\"\ndriver_port = 16509\n" +
-         "listen_port = " + std::to_string(kInterceptPort) + "\naddress = \"" + own + "\"\n" +
-         "firewall = " + (firewall ? "true" : "false") + "\nusers = [\"root\"]\n";
 }
 
 // One nova-style migration: destination QEMU in hv-b listening on
@@ -131,14 +122,7 @@ class Intercept : public ::testing::Test {
 
   // Tunnels in hv-a and hv-b, each applying its table at start.
   void start_tunnels(bool firewall = true) {
-    pair_ = std::make_unique<TunnelPair>(TunnelPairOptions{
-        .a_extra = intercept_toml(lab_->a_ip, firewall),
-        .b_extra = intercept_toml(lab_->b_ip, firewall),
-        .a_host = lab_->a_ip,
-        .b_host = lab_->b_ip,
-        .a_netns = lab_->a,
-        .b_netns = lab_->b,
-    });
+    pair_ = std::make_unique<TunnelPair>(intercept_pair(*lab_, firewall, firewall));
   }
 
   // A capture of every TCP segment on hv-a's end of the veth.
@@ -307,8 +291,9 @@ TEST_F(Intercept, OnlyRootReachesThePeersDriverPort) {
 // is refused, and hv-a's log says why.
 TEST_F(Intercept, StraightToTheListenerIsRefusedWithAReason) {
   start_tunnels();
-  NetnsLab::run_in(lab_->a, {"/bin/sh", "-c",
-                             "echo hello | nc -w 2 127.0.0.1 " + std::to_string(kInterceptPort)});
+  NetnsLab::run_in(
+      lab_->a,
+      {"/bin/sh", "-c", "echo hello | nc -w 2 127.0.0.1 " + std::to_string(kLabInterceptPort)});
   EXPECT_TRUE(wait_until(
       [&] {
         return count_lines_with_all(pair_->a.log, {"refused: intercept", "from 127.0.0.1"}) == 1;
