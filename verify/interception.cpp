@@ -113,6 +113,7 @@ void check_table(LiveContext& c) {
 // One of the peer's intercepted ports, tried both ways.
 struct PortProbe {
   uint16_t port = 0;
+  PeerAddress at{};               // the peer's migration address on that port
   std::string channel;            // what the local tunnel must carry it as
   std::string what;               // "driver port 16509", "migration port 49215"
   std::optional<unsigned> uid{};  // whose socket it is from this host (root when none)
@@ -139,9 +140,8 @@ Fd connect_as(const PeerAddress& to, std::optional<unsigned> uid, std::chrono::m
 // A plaintext connection to the peer's port from this host: the canary
 // goes in, our side half-closes, and whatever comes back is read until
 // the far end closes or the timeout.
-void from_this_host(LiveContext& c, const PeerAddress& to, const std::string& canary,
-                    PortProbe& p) {
-  Fd fd = connect_as(to, p.uid, c.opts.timeout, &p.local_error);
+void from_this_host(LiveContext& c, const std::string& canary, PortProbe& p) {
+  Fd fd = connect_as(p.at, p.uid, c.opts.timeout, &p.local_error);
   if (!fd) return;
   for (std::string_view rest = canary; !rest.empty();) {
     ssize_t n = ::send(fd.get(), rest.data(), rest.size(), MSG_NOSIGNAL);
@@ -159,16 +159,11 @@ void from_this_host(LiveContext& c, const PeerAddress& to, const std::string& ca
 // Connections to every probe's port at once from sockets carrying `mark`,
 // so that the drops cost one timeout, not one each. Nothing is sent on a
 // connection that is accepted; it is reset at once.
-void from_the_network(LiveContext& c, const PeerAddress& to, uint32_t mark,
-                      std::vector<PortProbe>& probes) {
+void from_the_network(LiveContext& c, uint32_t mark, std::vector<PortProbe>& probes) {
   std::vector<Fd> fds;
   std::vector<pollfd> waiting;
   for (auto& p : probes) {
-    PeerAddress at = to;
-    if (at.addr.ss_family == AF_INET)
-      reinterpret_cast<sockaddr_in*>(&at.addr)->sin_port = htons(p.port);
-    else
-      reinterpret_cast<sockaddr_in6*>(&at.addr)->sin6_port = htons(p.port);
+    const PeerAddress& at = p.at;
     Fd fd(::socket(at.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd || ::setsockopt(fd.get(), SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
       p.marked_error = std::string("SO_MARK: ") + strerror(errno) + " (needs CAP_NET_ADMIN)";
@@ -348,11 +343,20 @@ void check_interception(LiveContext& c) {
   // The last port of the range: libvirt takes ports from the first up, so
   // no migration is likely to be waiting there for its stream.
   const uint16_t range_port = c.opts.intercept_port ? c.opts.intercept_port : in.ports.last;
+  if (!in.ports.contains(range_port)) {
+    c.report.add(kGroup, "migration port " + std::to_string(range_port), Status::Fail,
+                 "--intercept-port " + std::to_string(range_port) +
+                     " is outside this host's [intercept] ports " + in.ports.str(),
+                 "give a port of the range, or leave --intercept-port out");
+    return;
+  }
   std::vector<PortProbe> probes = {
       {.port = in.driver_port,
+       .at = resolve(to.ip, in.driver_port),
        .channel = tunnel::kDriverChannel,
        .what = "driver port " + std::to_string(in.driver_port)},
       {.port = range_port,
+       .at = resolve(to.ip, range_port),
        .channel = std::string(tunnel::kPortChannelPrefix) + std::to_string(range_port),
        .what = "migration port " + std::to_string(range_port)},
   };
@@ -364,11 +368,8 @@ void check_interception(LiveContext& c) {
   if (c.address.ip != to.ip) filter = "tcp and (host " + to.ip + " or host " + c.address.ip + ")";
   CaptureStart started = start_capture(c, {to, c.address}, filter);
   const std::string canary = make_canary(kProbeCanaryBytes);
-  for (auto& p : probes) {
-    PeerAddress at = resolve(to.ip, p.port);
-    from_this_host(c, at, canary, p);
-  }
-  from_the_network(c, to, in.mark, probes);
+  for (auto& p : probes) from_this_host(c, canary, p);
+  from_the_network(c, in.mark, probes);
   if (!started.capture) {
     c.report.add(
         kGroup, "capture", Status::Fail,
