@@ -29,8 +29,6 @@ using namespace harness;
 
 namespace {
 
-constexpr uint64_t kRamMib = 64;
-
 ::testing::AssertionResult contains(const std::string& text, const std::string& needle) {
   if (text.find(needle) != std::string::npos) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "\"" << needle << "\" not found in:\n" << text;
@@ -48,67 +46,6 @@ std::string lines_with(const fs::path& log, const std::string& needle) {
   }
   return out;
 }
-
-// One nova-style migration: destination QEMU in hv-b listening on
-// tcp:0.0.0.0:port, source QEMU in hv-a migrating to tcp:<hv-b>:port.
-class NovaMigration {
- public:
-  NovaMigration(const NetnsLab& lab, const fs::path& dir, const std::string& name, uint16_t port,
-                int multifd_channels)
-      : lab_(lab), port_(port), ram_(2 * (kRamMib << 20), dir) {
-    create_random_file(ram_.path() / (name + "-source.ram"), kRamMib << 20, 0x4e4f5641 + port);
-    create_zero_file(ram_.path() / (name + "-destination.ram"), kRamMib << 20);
-    source_hash_ = sha256_file(ram_.path() / (name + "-source.ram"));
-    source_ = std::make_unique<QemuGuest>(
-        QemuGuestConfig{.name = name + "-source",
-                        .work_dir = dir,
-                        .ram_file = ram_.path() / (name + "-source.ram"),
-                        .ram_mib = kRamMib,
-                        .incoming = false,
-                        .netns = lab.a});
-    destination_ = std::make_unique<QemuGuest>(
-        QemuGuestConfig{.name = name + "-destination",
-                        .work_dir = dir,
-                        .ram_file = ram_.path() / (name + "-destination.ram"),
-                        .ram_mib = kRamMib,
-                        .incoming = true,
-                        .netns = lab.b});
-    if (multifd_channels > 0) {
-      source_->enable_multifd(multifd_channels);
-      destination_->enable_multifd(multifd_channels);
-    }
-    source_->unlimit_bandwidth();
-    destination_ram_ = ram_.path() / (name + "-destination.ram");
-  }
-
-  // What nova's libvirt asks of both QEMUs.
-  void start() {
-    destination_->migrate_incoming("tcp:0.0.0.0:" + std::to_string(port_));
-    source_->migrate("tcp:" + lab_.b_ip + ":" + std::to_string(port_));
-  }
-
-  MigrationStatus wait_source() { return source_->wait_for_migration(120s); }
-  MigrationStatus wait_destination() { return destination_->wait_for_migration(60s); }
-
-  // Both QEMUs quit (every page written back), then the destination's RAM
-  // must be the source's.
-  ::testing::AssertionResult ram_arrived() {
-    source_->quit();
-    destination_->quit();
-    if (sha256_file(destination_ram_) == source_hash_) return ::testing::AssertionSuccess();
-    return ::testing::AssertionFailure() << "destination RAM differs from the source's";
-  }
-
-  std::string logs() const { return source_->log() + destination_->log(); }
-
- private:
-  const NetnsLab& lab_;
-  uint16_t port_;
-  RamDir ram_;
-  std::string source_hash_;
-  fs::path destination_ram_;
-  std::unique_ptr<QemuGuest> source_, destination_;
-};
 
 class Intercept : public ::testing::Test {
  protected:
@@ -143,7 +80,7 @@ class Intercept : public ::testing::Test {
                                   << m.logs() << (pair_ ? pair_->logs() : "");
     MigrationStatus got = m.wait_destination();
     ASSERT_TRUE(got.completed()) << got.status << ": " << got.error << "\n" << m.logs();
-    EXPECT_TRUE(m.ram_arrived());
+    EXPECT_TRUE(m.ram_arrived()) << "destination RAM differs from the source's";
   }
 
   // The pcap verdict: passes, with a TLS 1.3 flow of ALPN xmig/port-<port>
@@ -220,8 +157,8 @@ TEST_F(Intercept, TwoMigrationsAtOnceOnDifferentPortsNeverCross) {
     ASSERT_TRUE(sent.completed()) << sent.status << ": " << sent.error << "\n" << pair_->logs();
     ASSERT_TRUE(m->wait_destination().completed()) << m->logs();
   }
-  EXPECT_TRUE(first.ram_arrived());
-  EXPECT_TRUE(second.ram_arrived());
+  EXPECT_TRUE(first.ram_arrived()) << "first: destination RAM differs from the source's";
+  EXPECT_TRUE(second.ram_arrived()) << "second: destination RAM differs from the source's";
 }
 
 // Pass: without xmig's tables the same migration completes and its capture

@@ -2,7 +2,8 @@
 // hv-b (network namespaces, each with its own xmig-tunnel and table inet
 // xmig, harness/netns.hpp), its interception group passes on a correct pair
 // and fails, naming the cause and the fix, when hv-a's table is gone and
-// when hv-b does not drop plaintext from the network.
+// when hv-b does not drop plaintext from the network. And a nova-style QEMU
+// migration over IPv6 through the pair.
 #include <gtest/gtest.h>
 
 #include <iostream>
@@ -13,6 +14,7 @@
 #include "harness/files.hpp"
 #include "harness/netns.hpp"
 #include "harness/process.hpp"
+#include "harness/qemu_vm.hpp"
 #include "harness/tunnel_pair.hpp"
 #include "tests/verify/helpers.hpp"
 
@@ -49,8 +51,8 @@ class VerifyEnforcement : public ::testing::Test {
 
   // Both tunnels with [intercept]; hv-a has a verify route, so the wire
   // check too goes through its tunnel.
-  void start_tunnels(bool b_firewall = true) {
-    TunnelPairOptions o = intercept_pair(*lab_, true, b_firewall);
+  void start_tunnels(bool b_firewall = true, bool ipv6 = false) {
+    TunnelPairOptions o = intercept_pair(*lab_, true, b_firewall, ipv6);
     o.a_routes = {{"unix:" + (work_->path() / "verify.sock").string(), "verify"}};
     pair_ = std::make_unique<TunnelPair>(o);
   }
@@ -84,6 +86,15 @@ class VerifyEnforcement : public ::testing::Test {
     return r;
   }
 
+  // Every interception check passed.
+  static void expect_interception_passes(const std::string& json) {
+    for (const auto& check : kInterceptionChecks) {
+      auto f = find_check(json, check);
+      ASSERT_TRUE(f) << check << " missing in:\n" << json;
+      EXPECT_EQ(f->status, "pass") << check << ": " << f->reason;
+    }
+  }
+
   // The status of each check in `checks`, expected as given ("pass", "fail", ...).
   static void expect_statuses(const std::string& json,
                               const std::vector<std::pair<std::string, std::string>>& checks) {
@@ -114,11 +125,7 @@ TEST_F(VerifyEnforcement, PassesOnACorrectPair) {
   ASSERT_NO_FATAL_FAILURE(listen_in_b());
   VerifyRun r = verify(true);
   EXPECT_EQ(r.exit_code, 0) << r.output << pair_->logs();
-  for (const auto& check : kInterceptionChecks) {
-    auto f = find_check(r.output, check);
-    ASSERT_TRUE(f) << check << " missing in:\n" << r.output;
-    EXPECT_EQ(f->status, "pass") << check << ": " << f->reason;
-  }
+  ASSERT_NO_FATAL_FAILURE(expect_interception_passes(r.output));
   EXPECT_TRUE(contains(find_check(r.output, "driver port 16509 from this host")->reason,
                        "ALPN xmig/driver"));
   EXPECT_TRUE(contains(find_check(r.output, "migration port 49215 from this host")->reason,
@@ -207,6 +214,52 @@ TEST_F(VerifyEnforcement, FailsWhenThePeerHasNoFirewall) {
   ASSERT_TRUE(driver);
   EXPECT_EQ(driver->status, "warn") << driver->reason;
   std::cout << "---- peer without firewall ----\n" << verify(false).output;
+}
+
+// Pass: over IPv6 (tunnels on fd00:231::1 and fd00:231::2, those the
+// migration addresses), a nova-style migration to tcp:[fd00:231::2]:49153
+// completes with the destination's RAM equal to the source's; the capture on
+// hv-a's veth holds only TLS 1.3 (xmig-verify --pcap exits 0, ALPN
+// xmig/port-49153, nothing in plaintext); hv-a's close line names the
+// original IPv6 destination; and xmig-verify's interception group passes
+// over IPv6 too (the ip6 rules, the [::1] intercept listener).
+TEST_F(VerifyEnforcement, Ipv6NovaStyleMigrationCrossesTheWireOnlyAsTls) {
+  if (find_qemu().empty()) GTEST_SKIP() << "qemu-system-x86_64 not found";
+  start_tunnels(true, true);
+  const fs::path pcap = work_->path() / "ipv6.pcap";
+  Tcpdump dump(lab_->a, lab_->a_link, "tcp", pcap.string(),
+               (work_->path() / "ipv6.tcpdump.log").string());
+  {
+    NovaMigration m(*lab_, work_->path(), "ipv6", 49153, 0, true);
+    m.start();
+    MigrationStatus sent = m.wait_source();
+    ASSERT_TRUE(sent.completed()) << sent.status << ": " << sent.error << "\n"
+                                  << m.logs() << pair_->logs();
+    MigrationStatus got = m.wait_destination();
+    ASSERT_TRUE(got.completed()) << got.status << ": " << got.error << "\n" << m.logs();
+    EXPECT_TRUE(m.ram_arrived()) << "destination RAM differs from the source's";
+  }
+  dump.stop();
+  VerifyRun offline = run_verify({"--pcap", pcap.string()}, work_->path());
+  EXPECT_EQ(offline.exit_code, 0) << offline.output;
+  EXPECT_TRUE(contains(offline.output, "ALPN xmig/port-49153"));
+  EXPECT_TRUE(contains(offline.output, "[" + lab_->a_ip6 + "]:"));
+  EXPECT_FALSE(contains(offline.output, "in plaintext"));
+  std::cout << "---- xmig-verify --pcap (IPv6 migration) ----\n" << offline.output;
+  const std::string original = "[" + lab_->b_ip6 + "]:49153";
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return count_lines_with_all(pair_->a.log, {"close: dir=out peer=hv-b channel=port-49153",
+                                                   "local=intercept:" + original, "result=ok"}) ==
+               1;
+      },
+      10s))
+      << pair_->logs();
+  VerifyRun live = verify(true);
+  EXPECT_EQ(live.exit_code, 0) << live.output;
+  ASSERT_NO_FATAL_FAILURE(expect_interception_passes(live.output));
+  EXPECT_TRUE(contains(find_check(live.output, "migration port 49215 from this host")->reason,
+                       "[" + lab_->b_ip6 + "]:"));
 }
 
 }  // namespace
