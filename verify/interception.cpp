@@ -266,7 +266,11 @@ void judge_from_this_host(LiveContext& c, const PortProbe& p, const PeerAddress&
                    ")" + (p.local_error.empty() ? "" : ": " + p.local_error),
                "start xmig-tunnel with " + c.opts.config + ": its intercept listener (127.0.0.1:" +
                    std::to_string(c.config.intercept.listen_port) +
-                   ") takes the redirected connections; see its log for \"intercept\"");
+                   ") takes the redirected connections; see its log for \"intercept\"" +
+                   (p.local_error.find("refused") == std::string::npos
+                        ? std::string()
+                        : "; a connection refused at once may also be the table's guard: only root "
+                          "reaches driver_port, only [intercept] users the range"));
 }
 
 // Judges one probe's connection from the network (the marked socket).

@@ -51,8 +51,10 @@ class VerifyEnforcement : public ::testing::Test {
 
   // Both tunnels with [intercept]; hv-a has a verify route, so the wire
   // check too goes through its tunnel.
-  void start_tunnels(bool b_firewall = true, bool ipv6 = false) {
+  // a_users: hv-a's [intercept] users line instead of root's.
+  void start_tunnels(bool b_firewall = true, bool ipv6 = false, const std::string& a_users = "") {
     TunnelPairOptions o = intercept_pair(*lab_, true, b_firewall, ipv6);
+    if (!a_users.empty()) o.a_extra.replace(o.a_extra.find("users = "), std::string::npos, a_users);
     o.a_routes = {{"unix:" + (work_->path() / "verify.sock").string(), "verify"}};
     pair_ = std::make_unique<TunnelPair>(o);
   }
@@ -139,6 +141,22 @@ TEST_F(VerifyEnforcement, PassesOnACorrectPair) {
             1)
       << pair_->logs();
   std::cout << "---- xmig-verify --config hv-a --peer hv-b ----\n" << verify(false).output;
+}
+
+// Pass: with hv-a's [intercept] users = ["nobody"] (root may not open
+// connections to the peers' migration ports: the table resets them),
+// xmig-verify makes its range-port socket as nobody and the check passes,
+// carried as port-49215; the same connection as root is reset by the table
+// (so the check would fail without that).
+TEST_F(VerifyEnforcement, ProbesTheRangeAsAnAllowedUserWhenRootIsNot) {
+  start_tunnels(true, false, "users = [\"nobody\"]\n");
+  EXPECT_NE(NetnsLab::run_in(lab_->a,
+                             {"/bin/nc", "-z", "-w", "3", lab_->b_ip, std::to_string(kProbedPort)}),
+            0)
+      << "root reached the range: the guard does not hold, the test proves nothing";
+  VerifyRun r = verify(true);
+  EXPECT_EQ(r.exit_code, 0) << r.output << pair_->logs();
+  ASSERT_NO_FATAL_FAILURE(expect_interception_passes(r.output));
 }
 
 // Pass: with hv-a's table deleted (nft delete table inet xmig) while its
