@@ -264,7 +264,8 @@ void judge_from_this_host(LiveContext& c, const PortProbe& p, const PeerAddress&
                "nothing carried the connection to " + to.ip + ":" + std::to_string(p.port) +
                    " (no TLS flow with ALPN " + alpn + " to " + c.address.str() + " on " + where +
                    ")" + (p.local_error.empty() ? "" : ": " + p.local_error),
-               "start xmig-tunnel with " + c.opts.config + ": its intercept listener (127.0.0.1:" +
+               "start xmig-tunnel with " + c.opts.config + ": its intercept listener (" +
+                   (to.v6 ? "[::1]:" : "127.0.0.1:") +
                    std::to_string(c.config.intercept.listen_port) +
                    ") takes the redirected connections; see its log for \"intercept\"" +
                    (p.local_error.find("refused") == std::string::npos
