@@ -3,25 +3,14 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
+#include "base/openssl_errors.hpp"
 #include "certs/detail.hpp"
 
 namespace xmig::certs {
 namespace detail {
 
-std::string ssl_errors() {
-  std::string out;
-  unsigned long e;
-  while ((e = ERR_get_error()) != 0) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out;
-}
-
 void fail_ssl(const std::string& what) {
-  std::string errors = ssl_errors();
+  std::string errors = openssl_errors();
   throw Error(errors.empty() ? what : what + " (" + errors + ")");
 }
 
@@ -67,7 +56,7 @@ PkeyPtr parse_key(const std::string& pem, const std::string& source) {
   bool asked = false;
   PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_password, &asked));
   if (!key) {
-    ssl_errors();  // drop; the message below is the useful part
+    ERR_clear_error();  // the message below is the useful part
     if (asked)
       throw Error(source +
                   ": the private key is encrypted; xmig needs an unencrypted key kept at mode "
@@ -88,8 +77,8 @@ const EVP_MD* signing_digest(EVP_PKEY* key) {
 }  // namespace detail
 
 bool key_matches(const std::string& cert_pem, const std::string& key_pem) {
-  detail::X509Ptr cert = detail::parse_cert(cert_pem, "certificate");
-  detail::PkeyPtr key = detail::parse_key(key_pem, "private key");
+  X509Ptr cert = detail::parse_cert(cert_pem, "certificate");
+  PkeyPtr key = detail::parse_key(key_pem, "private key");
   EVP_PKEY* pub = X509_get0_pubkey(cert.get());
   bool same = pub != nullptr && EVP_PKEY_eq(pub, key.get()) == 1;
   ERR_clear_error();

@@ -15,7 +15,7 @@ X509Ptr parse_cert(const std::string& pem, const std::string& source) {
   BioPtr bio = mem_bio(pem);
   X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (!cert) {
-    ssl_errors();
+    ERR_clear_error();
     throw Error(source +
                 ": no certificate in PEM format found (expected '-----BEGIN CERTIFICATE-----'; "
                 "check the file name and that it was copied whole)");
@@ -112,7 +112,7 @@ CertInfo describe(X509* cert) {
     }
   }
 
-  BnPtr serial(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr));
+  BignumPtr serial(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr));
   if (serial) {
     char* hex = BN_bn2hex(serial.get());
     if (hex) info.serial_hex = hex;
@@ -145,12 +145,12 @@ std::optional<std::string> verify_chain(const std::string& cert_pem,
   if (!untrusted) fail_ssl("out of memory");
   for (std::size_t i = 1; i < chain.size(); ++i) sk_X509_push(untrusted.get(), chain[i].get());
 
-  StorePtr store(X509_STORE_new());
+  X509StorePtr store(X509_STORE_new());
   if (!store) fail_ssl("out of memory");
   for (auto& ca : cas)
     if (X509_STORE_add_cert(store.get(), ca.get()) != 1) ERR_clear_error();  // duplicates
 
-  StoreCtxPtr ctx(X509_STORE_CTX_new());
+  X509StoreCtxPtr ctx(X509_STORE_CTX_new());
   if (!ctx || X509_STORE_CTX_init(ctx.get(), store.get(), chain[0].get(), untrusted.get()) != 1)
     fail_ssl("cannot set up certificate verification");
   if (purpose == Purpose::TlsServer) X509_STORE_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_SERVER);

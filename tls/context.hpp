@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "tls/owned.hpp"
+#include "base/openssl.hpp"
 
 namespace xmig::tls {
 

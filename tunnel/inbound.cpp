@@ -47,8 +47,8 @@ asio::awaitable<Request> read_request(asio::ip::tcp::socket& sock, SSL* ssl) {
 
 // The handshake and the request, within the handshake timeout. The pending
 // handshake's place is given back as soon as the peer has authenticated.
-asio::awaitable<Request> start_admit(Tunnel::State& s, asio::ip::tcp::socket& sock,
-                                     tls::SslPtr& ssl, ConnectionInfo& info,
+asio::awaitable<Request> start_admit(Tunnel::State& s, asio::ip::tcp::socket& sock, SslPtr& ssl,
+                                     ConnectionInfo& info,
                                      std::optional<Admission::Pending>& pending) {
   Deadline deadline(s.io, s.config.limits.handshake_timeout, [&] { sock.cancel(); });
   try {
@@ -165,7 +165,7 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, std::s
   std::optional<Admission::Pending> pending(std::move(pending_place));
   sock.set_option(asio::ip::tcp::no_delay(true));
   set_liveness(sock.native_handle(), s.config.limits.liveness);
-  tls::SslPtr ssl;
+  SslPtr ssl;
   ConnectionInfo info{.direction = "in", .remote = from, .client = from};
   Fd target;
   std::optional<Slot> slot;

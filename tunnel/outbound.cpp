@@ -19,7 +19,7 @@ namespace {
 
 struct Dialled {
   asio::ip::tcp::socket sock;
-  tls::SslPtr ssl;
+  SslPtr ssl;
 };
 
 // Connect, handshake, request, verdict. Throws with the reason on any failure.
