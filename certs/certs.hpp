@@ -30,6 +30,8 @@
 #include <string>
 #include <vector>
 
+#include "base/openssl.hpp"
+
 namespace xmig::certs {
 
 namespace fs = std::filesystem;
@@ -293,6 +295,14 @@ struct KeyModeVerdict {
   std::string fix{};   // empty when ok
 };
 KeyModeVerdict judge_key_mode(const fs::path& file, unsigned mode, const std::string& group);
+
+// The one key reader (certs/key.cpp), by which the tunnel loads its keys
+// (tls::Context) and xmig-certs reads them: the file's mode must not be a
+// judge_key_mode failure, and it must hold an unencrypted PEM private key.
+// Throws Error "FILE: what; fix: how" naming the cause (missing, mode,
+// encrypted, cut short, no key at all), never a byte of the key; the text read
+// is wiped from memory.
+PkeyPtr load_key_file(const fs::path& key_file);
 
 struct CheckOptions {
   std::optional<std::string> name{};  // host name the SAN must contain

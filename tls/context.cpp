@@ -8,7 +8,6 @@
 #include <sys/stat.h>
 
 #include <cstring>
-#include <ctime>
 #include <filesystem>
 
 #include "certs/certs.hpp"
@@ -61,80 +60,16 @@ std::vector<X509Ptr> read_certificates(const std::string& path, const std::strin
   return certs;
 }
 
-int no_password(char*, int, int, void*) {
-  return -1;
-}
-
+// The key by the one key reader (certs::load_key_file: the key-mode rule of
+// xmig-certs check, no encrypted key, the cause of an unreadable one).
 PkeyPtr read_key(const std::string& path, const std::string& role) {
-  auto bio = open_pem(path, role);
-  struct stat st {};
-  ::stat(path.c_str(), &st);
-  // The one key-mode rule (certs::judge_key_mode), which xmig-certs check
-  // reports by: a failure there is a refusal here.
-  const certs::KeyModeVerdict mode = certs::judge_key_mode(path, st.st_mode & 07777, "");
-  if (mode.severity == certs::Severity::Failure)
-    throw Error(path + ": " + mode.what + "; fix: " + mode.fix);
-  PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_password, nullptr));
-  if (!key) {
-    // Say which of the usual causes it is: the three need different fixes.
-    // The file's text is (part of) a key: only two markers are kept from it.
-    std::string text;
-    char buf[4096];
-    auto again = BioPtr(BIO_new_file(path.c_str(), "r"));
-    for (int n; again && (n = BIO_read(again.get(), buf, sizeof buf)) > 0;) text.append(buf, n);
-    bool encrypted = text.find("ENCRYPTED") != std::string::npos;
-    bool pem = text.find("-----BEGIN") != std::string::npos;
-    OPENSSL_cleanse(buf, sizeof buf);
-    OPENSSL_cleanse(text.data(), text.size());
-    if (encrypted)
-      fail(path, "holds an encrypted private key, which the tunnel cannot unlock unattended",
-           "give an unencrypted PEM key (mode 0600), e.g. the server-key.pem written by "
-           "xmig-certs");
-    if (pem)
-      fail(path, "private key is cut short or damaged",
-           "write the whole file again (to a temporary name, then rename it into place), or "
-           "restore server-key.pem.prev");
-    fail(path, "holds no PEM private key",
-         "give an unencrypted PEM key, e.g. the server-key.pem written by xmig-certs");
+  open_pem(path, role);  // not set, missing or unopenable: said in [tls]'s terms
+  try {
+    return certs::load_key_file(path);
+  } catch (const certs::Error& e) {
+    throw Error(e.what());
   }
-  return key;
 }
-
-std::chrono::system_clock::time_point to_time_point(const ASN1_TIME* t) {
-  struct tm tm {};
-  ASN1_TIME_to_tm(t, &tm);
-  return std::chrono::system_clock::from_time_t(timegm(&tm));
-}
-
-}  // namespace
-
-CertInfo describe_certificate(X509* x) {
-  CertInfo info;
-  char buf[512];
-  X509_NAME_oneline(X509_get_subject_name(x), buf, sizeof buf);
-  info.subject = buf;
-  if (BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), nullptr)) {
-    char* hex = BN_bn2hex(bn);
-    info.serial = hex;
-    OPENSSL_free(hex);
-    BN_free(bn);
-  }
-  info.not_before = to_time_point(X509_get0_notBefore(x));
-  info.not_after = to_time_point(X509_get0_notAfter(x));
-  auto* sans =
-      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x, NID_subject_alt_name, nullptr, nullptr));
-  for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans); ++i) {
-    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(sans, i);
-    if (gn->type != GEN_DNS) continue;
-    const ASN1_STRING* s = gn->d.dNSName;
-    info.dns_names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
-                                ASN1_STRING_length(s));
-  }
-  GENERAL_NAMES_free(sans);
-  return info;
-}
-
-namespace {
 
 // Where a session keeps why its peer's certificate was refused, for the log:
 // OpenSSL 3.0 drops the certificate when verification fails. The DNS names
@@ -186,7 +121,7 @@ int judge_peer(int ok, X509_STORE_CTX* ctx) {
         return 0;
       }
       std::string names;
-      for (const auto& n : describe_certificate(cert).dns_names)
+      for (const auto& n : certs::describe(cert).dns_names)
         names += (names.empty() ? "" : ", ") + n;
       keep_text(ssl, presented_names_index(), names.empty() ? "no DNS name" : names);
     }
@@ -411,8 +346,8 @@ std::shared_ptr<const Context> Context::load(const Settings& settings) {
   verify_identity(s, store.get(), server, X509_PURPOSE_SSL_SERVER);
   verify_identity(s, store.get(), client, X509_PURPOSE_SSL_CLIENT);
 
-  self->cert_ = describe_certificate(server.chain[0].get());
-  self->client_cert_ = describe_certificate(client.chain[0].get());
+  self->cert_ = certs::describe(server.chain[0].get());
+  self->client_cert_ = certs::describe(client.chain[0].get());
   return self;
 }
 
@@ -461,11 +396,6 @@ std::string protocol_version(SSL* ssl) {
 }
 std::string cipher_name(SSL* ssl) {
   return SSL_get_cipher_name(ssl);
-}
-
-CertInfo describe_certificate(const std::string& pem_path) {
-  auto certs = read_certificates(pem_path, "cert");
-  return describe_certificate(certs[0].get());
 }
 
 std::string presented_names(SSL* ssl) {

@@ -20,7 +20,7 @@ StatusFacts facts_of(const Tunnel::State& s) {
   const auto& cert = s.tls->cert();
   return StatusFacts{.name = s.config.name,
                      .active = s.connections.load(),
-                     .cert_serial = cert.serial,
+                     .cert_serial = cert.serial_hex,
                      .cert_not_after_unix = std::chrono::duration_cast<std::chrono::seconds>(
                                                 cert.not_after.time_since_epoch())
                                                 .count(),
