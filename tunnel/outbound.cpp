@@ -22,6 +22,19 @@ struct Dialled {
   SslPtr ssl;
 };
 
+// The handshake, the request and the peer's verdict (run within the
+// handshake timeout).
+asio::awaitable<void> handshake_and_verdict(Dialled& d, const Request& request) {
+  co_await tls::handshake(d.sock, d.ssl.get());
+  std::string record = encode(request);  // one write: one record, as the peer expects
+  co_await tls::write_all(d.sock, d.ssl.get(), record.data(), record.size());
+  uint8_t verdict = 0;
+  size_t n = co_await tls::read_some(d.sock, d.ssl.get(), &verdict, 1);
+  if (n == 0) throw std::runtime_error("peer closed the connection before its verdict");
+  if (static_cast<Verdict>(verdict) != Verdict::Accepted)
+    throw std::runtime_error("refused by peer: " + describe(static_cast<Verdict>(verdict)));
+}
+
 // Connect, handshake, request, verdict. Throws with the reason on any failure.
 asio::awaitable<void> start_dial(Tunnel::State& s, const PeerConfig& peer,
                                  const std::string& channel, const Request& request, Dialled& d) {
@@ -39,22 +52,7 @@ asio::awaitable<void> start_dial(Tunnel::State& s, const PeerConfig& peer,
   auto context = s.tls;  // material may be swapped by a reload meanwhile
   d.ssl = context->new_client(peer.name, channel);
   tls::prepare_session(d.ssl.get(), s.config.tls.ktls);
-  Deadline deadline(s.io, limits.handshake_timeout, [&] { d.sock.cancel(); });
-  try {
-    co_await tls::handshake(d.sock, d.ssl.get());
-    std::string record = encode(request);  // one write: one record, as the peer expects
-    co_await tls::write_all(d.sock, d.ssl.get(), record.data(), record.size());
-    uint8_t verdict = 0;
-    size_t n = co_await tls::read_some(d.sock, d.ssl.get(), &verdict, 1);
-    if (n == 0) throw std::runtime_error("peer closed the connection before its verdict");
-    if (static_cast<Verdict>(verdict) != Verdict::Accepted)
-      throw std::runtime_error("refused by peer: " + describe(static_cast<Verdict>(verdict)));
-  } catch (const boost::system::system_error& e) {
-    throw std::runtime_error(deadline.expired() ? "TLS handshake timed out"
-                                                : "TLS handshake: " + e.code().message());
-  } catch (const tls::Error& e) {
-    throw std::runtime_error(std::string("TLS handshake: ") + e.what());
-  }
+  co_await within_handshake_timeout(s, d.sock, [&] { return handshake_and_verdict(d, request); });
 }
 
 }  // namespace
