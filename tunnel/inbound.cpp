@@ -226,16 +226,9 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, std::s
 
 asio::awaitable<void> serve_peers(Tunnel::State& s, asio::ip::tcp::acceptor& acceptor) {
   AcceptBackoff backoff(s.config.listen.str());
-  while (!s.stopping) {
+  while (auto sock = co_await accept_next(acceptor, backoff, s.stopping)) {
     boost::system::error_code ec;
-    auto sock = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
-    if (s.stopping) co_return;
-    if (ec) {
-      co_await backoff.after_error(ec);
-      continue;
-    }
-    backoff.succeeded();
-    auto remote = sock.remote_endpoint(ec);
+    auto remote = sock->remote_endpoint(ec);
     if (ec) continue;  // already gone
     const std::string source = source_of(remote.address());
     const std::string from = remote.address().to_string() + ":" + std::to_string(remote.port());
@@ -244,10 +237,10 @@ asio::awaitable<void> serve_peers(Tunnel::State& s, asio::ip::tcp::acceptor& acc
     if (!pending) {
       s.stats.record_refusal();
       log_refusal(s, source, refusal.kind, "refused: from " + from + ": " + refusal.why);
-      reset_on_close(sock.native_handle());
+      reset_on_close(sock->native_handle());
       continue;
     }
-    asio::co_spawn(s.io, admit(s, std::move(sock), from, std::move(*pending)), asio::detached);
+    asio::co_spawn(s.io, admit(s, std::move(*sock), from, std::move(*pending)), asio::detached);
   }
 }
 

@@ -100,26 +100,18 @@ asio::awaitable<void> serve_entry(Tunnel::State& s, Acceptor& acceptor, const Pe
                                   std::string channel, std::string local_name,
                                   std::string migration) {
   AcceptBackoff backoff(local_name);
-  while (!s.stopping) {
-    boost::system::error_code ec;
-    auto sock = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
-    if (s.stopping || !acceptor.is_open()) co_return;  // closed: stopping, or a set released
-    if (ec) {
-      co_await backoff.after_error(ec);
-      continue;
-    }
-    backoff.succeeded();
+  while (auto sock = co_await accept_next(acceptor, backoff, s.stopping)) {
     // This host's own entries have a budget of their own: no peer, and no
     // stranger, can take their places.
     if (s.outbound >= s.config.limits.max_connections) {
       s.stats.record_refusal();
       spdlog::warn("refused: entry {}: max_connections ({}) reached", local_name,
                    s.config.limits.max_connections);
-      reset_on_close(sock.native_handle());
+      reset_on_close(sock->native_handle());
       continue;
     }
-    co_await dial(s, Fd(sock.release()), Slot(s.connections, s.outbound), peer, channel, local_name,
-                  migration);
+    co_await dial(s, Fd(sock->release()), Slot(s.connections, s.outbound), peer, channel,
+                  local_name, migration);
   }
 }
 
