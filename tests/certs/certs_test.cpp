@@ -90,12 +90,12 @@ TEST(Certs, IssuedCertificateIsServerAndClientAndNoCa) {
   EXPECT_NE(X509_get0_subject_key_id(cert.get()), nullptr);
   EXPECT_NE(X509_get0_authority_key_id(cert.get()), nullptr);
   int crit = -1;
-  BASIC_CONSTRAINTS* bc = static_cast<BASIC_CONSTRAINTS*>(
-      X509_get_ext_d2i(cert.get(), NID_basic_constraints, &crit, nullptr));
+  std::unique_ptr<BASIC_CONSTRAINTS, FreeWith<BASIC_CONSTRAINTS_free>> bc(
+      static_cast<BASIC_CONSTRAINTS*>(
+          X509_get_ext_d2i(cert.get(), NID_basic_constraints, &crit, nullptr)));
   ASSERT_NE(bc, nullptr) << "basicConstraints missing";
   EXPECT_FALSE(bc->ca);
   EXPECT_EQ(crit, 1);
-  BASIC_CONSTRAINTS_free(bc);
   EXPECT_GE(describe(node.cert).serial_hex.size(), 30u);
 }
 
