@@ -97,7 +97,7 @@ CaDir load_ca_dir(const fs::path& dir) {
   }
   out.bundle = read_file(bundle_file);
   bool found = false;
-  for (auto& c : detail::parse_certs(out.bundle, bundle_file.string()))
+  for (auto& c : parse_certs(out.bundle, bundle_file.string()))
     found = found || X509_cmp(c.get(), current.get()) == 0;
   if (!found)
     throw Error(bundle_file.string() +

@@ -119,6 +119,14 @@ CertInfo describe(const std::string& cert_pem, const std::string& source = "cert
 // Describes a certificate in memory (e.g. a peer's, during a handshake).
 CertInfo describe(X509* cert);
 
+// The one reader of certificate and CRL files (the tunnel's, tls::Context, and
+// xmig-certs'): every certificate (CRL) in a PEM text, in order. Throws Error
+// "SOURCE: certificate N is cut short or damaged; fix: ..." when one is (the
+// text is refused, not the object dropped: a half-written bundle would lose a
+// CA), "SOURCE: holds no PEM certificate; fix: ..." when there is none.
+std::vector<X509Ptr> parse_certs(const std::string& pem, const std::string& source);
+std::vector<X509CrlPtr> parse_crls(const std::string& pem, const std::string& source);
+
 // Number of certificates in a PEM bundle (throws when there is none).
 std::size_t count_certs(const std::string& bundle_pem, const std::string& source = "CA bundle");
 

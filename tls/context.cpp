@@ -25,50 +25,40 @@ namespace {
   throw Error(file + ": " + what + (detail.empty() ? "" : " (" + detail + ")") + "; fix: " + fix);
 }
 
-BioPtr open_pem(const std::string& path, const std::string& role) {
+// Refuses a file that is not set, missing or cannot be opened, in [tls]'s
+// terms (the config key that names it).
+void require_file(const std::string& path, const std::string& role) {
   if (path.empty()) throw Error("[tls] " + role + " is not set; fix: give the PEM file's path");
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0)
     throw Error(path + ": " + role + " file " + strerror(errno) +
                 "; fix: check the path in [tls] or create it (xmig-certs issue)");
-  BioPtr bio(BIO_new_file(path.c_str(), "r"));
-  if (!bio) fail(path, "cannot open the " + role + " file", "check its permissions");
-  return bio;
+  if (!BioPtr(BIO_new_file(path.c_str(), "r")))
+    fail(path, "cannot open the " + role + " file", "check its permissions");
 }
 
-// After a loop of PEM_read_bio_*() calls that read `count` objects: a clean end
-// of the file is "no start line"; anything else is object count+1 cut short or
-// damaged. Refuses the file rather than dropping that object silently (a
-// half-written CA bundle would lose a CA, a half-written CRL file a CRL).
-void refuse_cut_short(const std::string& path, const std::string& what, size_t count) {
-  unsigned long last = ERR_peek_last_error();
-  if (last != 0 &&
-      !(ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE))
-    fail(path, what + " " + std::to_string(count + 1) + " is cut short or damaged",
-         "write the whole file again (to a temporary name, then rename it into place)");
-  ERR_clear_error();
-}
-
-std::vector<X509Ptr> read_certificates(const std::string& path, const std::string& role) {
-  auto bio = open_pem(path, role);
-  std::vector<X509Ptr> certs;
-  ERR_clear_error();
-  while (X509* x = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) certs.emplace_back(x);
-  refuse_cut_short(path, "certificate", certs.size());
-  if (certs.empty())
-    fail(path, "holds no PEM certificate", "point [tls] " + role + " at a PEM certificate file");
-  return certs;
-}
-
-// The key by the one key reader (certs::load_key_file: the key-mode rule of
-// xmig-certs check, no encrypted key, the cause of an unreadable one).
-PkeyPtr read_key(const std::string& path, const std::string& role) {
-  open_pem(path, role);  // not set, missing or unopenable: said in [tls]'s terms
+// The file named by [tls] `role`, read by certs/ (`read`: one reader of
+// certificates, CRLs and keys for the tunnel and xmig-certs), its refusal as
+// a tls::Error.
+template <class Read>
+auto read_through_certs(const std::string& path, const std::string& role, Read read) {
+  require_file(path, role);
   try {
-    return certs::load_key_file(path);
+    return read();
   } catch (const certs::Error& e) {
     throw Error(e.what());
   }
+}
+
+std::vector<X509Ptr> read_certificates(const std::string& path, const std::string& role) {
+  return read_through_certs(path, role,
+                            [&] { return certs::parse_certs(certs::read_file(path), path); });
+}
+
+// By certs::load_key_file: the key-mode rule of xmig-certs check, no
+// encrypted key, the cause of an unreadable one.
+PkeyPtr read_key(const std::string& path, const std::string& role) {
+  return read_through_certs(path, role, [&] { return certs::load_key_file(path); });
 }
 
 // Where a session keeps why its peer's certificate was refused, for the log:
@@ -193,16 +183,10 @@ X509StorePtr load_store(const Settings& settings, const std::vector<X509Ptr>& ca
   if (!store) throw Error("X509_STORE_new failed: " + openssl_errors());
   for (auto& c : ca) X509_STORE_add_cert(store.get(), c.get());
   if (!settings.crl.empty()) {
-    auto bio = open_pem(settings.crl, "crl");
-    int n = 0;
-    ERR_clear_error();
-    while (X509_CRL* crl = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr)) {
-      X509CrlPtr owned(crl);
-      X509_STORE_add_crl(store.get(), crl);
-      ++n;
-    }
-    refuse_cut_short(settings.crl, "CRL", static_cast<size_t>(n));
-    if (n == 0) fail(settings.crl, "holds no PEM CRL", "point [tls] crl at a PEM CRL or remove it");
+    const std::string& file = settings.crl;
+    auto crls = read_through_certs(file, "crl",
+                                   [&] { return certs::parse_crls(certs::read_file(file), file); });
+    for (auto& crl : crls) X509_STORE_add_crl(store.get(), crl.get());
     X509_STORE_set_flags(store.get(), X509_V_FLAG_CRL_CHECK);
   }
   return store;
