@@ -25,19 +25,13 @@
 #include <stdexcept>
 #include <vector>
 
+#include "base/openssl.hpp"
 #include "bench/load.hpp"
 #include "certs/certs.hpp"
 
 namespace {
 
 // ---- A TLS 1.3 session over a BIO pair ------------------------------------------
-
-struct CtxFree {
-  void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
-};
-struct SslFree {
-  void operator()(SSL* s) const { SSL_free(s); }
-};
 
 // A client and a server SSL whose records travel through an in-memory BIO
 // pair: the handshake is done once, then the benchmark only moves records.
@@ -54,17 +48,13 @@ class TlsPair {
       // No tickets: like the tunnel's links, nothing but data after the handshake.
       SSL_CTX_set_num_tickets(c, 0);
     }
-    std::unique_ptr<BIO, decltype(&BIO_free)> cert_bio(
-        BIO_new_mem_buf(node.cert.data(), static_cast<int>(node.cert.size())), BIO_free);
-    std::unique_ptr<BIO, decltype(&BIO_free)> key_bio(
-        BIO_new_mem_buf(node.key.data(), static_cast<int>(node.key.size())), BIO_free);
-    X509* cert = PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr);
-    EVP_PKEY* key = PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr);
-    if (!cert || !key || SSL_CTX_use_certificate(server_ctx_.get(), cert) != 1 ||
-        SSL_CTX_use_PrivateKey(server_ctx_.get(), key) != 1)
+    xmig::BioPtr cert_bio(BIO_new_mem_buf(node.cert.data(), static_cast<int>(node.cert.size())));
+    xmig::BioPtr key_bio(BIO_new_mem_buf(node.key.data(), static_cast<int>(node.key.size())));
+    xmig::X509Ptr cert(PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr));
+    xmig::PkeyPtr key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
+    if (!cert || !key || SSL_CTX_use_certificate(server_ctx_.get(), cert.get()) != 1 ||
+        SSL_CTX_use_PrivateKey(server_ctx_.get(), key.get()) != 1)
       throw std::runtime_error("TlsPair: cannot load the test certificate");
-    X509_free(cert);
-    EVP_PKEY_free(key);
 
     server_.reset(SSL_new(server_ctx_.get()));
     client_.reset(SSL_new(client_ctx_.get()));
@@ -88,8 +78,8 @@ class TlsPair {
   BIO* wire() { return SSL_get_rbio(server_.get()); }
 
  private:
-  std::unique_ptr<SSL_CTX, CtxFree> server_ctx_, client_ctx_;
-  std::unique_ptr<SSL, SslFree> server_, client_;
+  xmig::SslCtxPtr server_ctx_, client_ctx_;
+  xmig::SslPtr server_, client_;
 };
 
 void write_all(SSL* ssl, const uint8_t* data, size_t len) {

@@ -84,7 +84,7 @@ CaDir load_ca_dir(const fs::path& dir) {
                 "init' (a node's ca-cert.pem alone cannot sign)");
   CaDir out;
   out.ca = load_pem_files(cert_file, dir / kCaKeyFile);
-  detail::X509Ptr current = detail::parse_cert(out.ca.cert, cert_file.string());
+  X509Ptr current = detail::parse_cert(out.ca.cert, cert_file.string());
   if (!detail::is_ca(current.get()))
     throw Error(cert_file.string() +
                 ": is not a CA certificate (basicConstraints CA:TRUE "
@@ -97,7 +97,7 @@ CaDir load_ca_dir(const fs::path& dir) {
   }
   out.bundle = read_file(bundle_file);
   bool found = false;
-  for (auto& c : detail::parse_certs(out.bundle, bundle_file.string()))
+  for (auto& c : parse_certs(out.bundle, bundle_file.string()))
     found = found || X509_cmp(c.get(), current.get()) == 0;
   if (!found)
     throw Error(bundle_file.string() +

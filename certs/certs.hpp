@@ -30,6 +30,8 @@
 #include <string>
 #include <vector>
 
+#include "base/openssl.hpp"
+
 namespace xmig::certs {
 
 namespace fs = std::filesystem;
@@ -116,6 +118,14 @@ struct CertInfo {
 CertInfo describe(const std::string& cert_pem, const std::string& source = "certificate");
 // Describes a certificate in memory (e.g. a peer's, during a handshake).
 CertInfo describe(X509* cert);
+
+// The one reader of certificate and CRL files (the tunnel's, tls::Context, and
+// xmig-certs'): every certificate (CRL) in a PEM text, in order. Throws Error
+// "SOURCE: certificate N is cut short or damaged; fix: ..." when one is (the
+// text is refused, not the object dropped: a half-written bundle would lose a
+// CA), "SOURCE: holds no PEM certificate; fix: ..." when there is none.
+std::vector<X509Ptr> parse_certs(const std::string& pem, const std::string& source);
+std::vector<X509CrlPtr> parse_crls(const std::string& pem, const std::string& source);
 
 // Number of certificates in a PEM bundle (throws when there is none).
 std::size_t count_certs(const std::string& bundle_pem, const std::string& source = "CA bundle");
@@ -293,6 +303,14 @@ struct KeyModeVerdict {
   std::string fix{};   // empty when ok
 };
 KeyModeVerdict judge_key_mode(const fs::path& file, unsigned mode, const std::string& group);
+
+// The one key reader (certs/key.cpp), by which the tunnel loads its keys
+// (tls::Context) and xmig-certs reads them: the file's mode must not be a
+// judge_key_mode failure, and it must hold an unencrypted PEM private key.
+// Throws Error "FILE: what; fix: how" naming the cause (missing, mode,
+// encrypted, cut short, no key at all), never a byte of the key; the text read
+// is wiped from memory.
+PkeyPtr load_key_file(const fs::path& key_file);
 
 struct CheckOptions {
   std::optional<std::string> name{};  // host name the SAN must contain

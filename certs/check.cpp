@@ -208,7 +208,7 @@ std::vector<Finding> check_node_dir(const fs::path& dir, const CheckOptions& opt
   std::string bundle;
   try {
     bundle = read_file(ca_file);
-    auto cas = detail::parse_certs(bundle, ca_file.string());
+    auto cas = parse_certs(bundle, ca_file.string());
     check_mode(r, ca_file, false);
     for (std::size_t i = 0; i < cas.size(); ++i) {
       std::string label = "CA " + std::to_string(i + 1) + " of " + std::to_string(cas.size()) +

@@ -84,7 +84,7 @@ std::vector<std::string> check_ips(const std::vector<std::string>& ips) {
 }
 
 void add_ext(X509* cert, X509V3_CTX* ctx, int nid, const std::string& value) {
-  ExtPtr ext(X509V3_EXT_conf_nid(nullptr, ctx, nid, value.c_str()));
+  X509ExtensionPtr ext(X509V3_EXT_conf_nid(nullptr, ctx, nid, value.c_str()));
   if (!ext || X509_add_ext(cert, ext.get(), -1) != 1)
     fail_ssl(std::string("cannot add certificate extension ") + OBJ_nid2sn(nid));
 }
@@ -101,8 +101,8 @@ void set_random_serial(X509* cert) {
   if (RAND_bytes(bytes, sizeof bytes) != 1) fail_ssl("cannot draw a random serial number");
   bytes[0] &= 0x7f;  // positive
   bytes[0] |= 0x40;  // full 128-bit-ish length, never zero
-  BnPtr bn(BN_bin2bn(bytes, sizeof bytes, nullptr));
-  AsnIntPtr serial(bn ? BN_to_ASN1_INTEGER(bn.get(), nullptr) : nullptr);
+  BignumPtr bn(BN_bin2bn(bytes, sizeof bytes, nullptr));
+  Asn1IntegerPtr serial(bn ? BN_to_ASN1_INTEGER(bn.get(), nullptr) : nullptr);
   if (!serial || X509_set_serialNumber(cert, serial.get()) != 1) fail_ssl("cannot set the serial");
 }
 
@@ -205,7 +205,7 @@ Csr make_csr(const IssueOptions& opts) {
   std::vector<std::string> ips = check_ips(opts.ips);
   PkeyPtr key = generate_key(opts.key);
 
-  ReqPtr req(X509_REQ_new());
+  X509ReqPtr req(X509_REQ_new());
   if (!req || X509_REQ_set_version(req.get(), 0) != 1) fail_ssl("out of memory");
   X509_NAME* subject = X509_REQ_get_subject_name(req.get());
   if (X509_NAME_add_entry_by_NID(subject, NID_commonName, MBSTRING_UTF8,
@@ -214,9 +214,9 @@ Csr make_csr(const IssueOptions& opts) {
       X509_REQ_set_pubkey(req.get(), key.get()) != 1)
     fail_ssl("cannot fill the certificate request");
 
-  ExtStackPtr exts(sk_X509_EXTENSION_new_null());
-  ExtPtr san(X509V3_EXT_conf_nid(nullptr, nullptr, NID_subject_alt_name,
-                                 san_value({opts.name}, ips).c_str()));
+  ExtensionStackPtr exts(sk_X509_EXTENSION_new_null());
+  X509ExtensionPtr san(X509V3_EXT_conf_nid(nullptr, nullptr, NID_subject_alt_name,
+                                           san_value({opts.name}, ips).c_str()));
   if (!exts || !san || sk_X509_EXTENSION_push(exts.get(), san.get()) == 0)
     fail_ssl("cannot build the SAN request");
   san.release();  // owned by exts now
@@ -236,16 +236,16 @@ std::string sign_csr(const Pem& ca, const std::string& csr_pem, const SignOption
   LoadedCa loaded = load_ca(ca);
 
   BioPtr bio = mem_bio(csr_pem);
-  ReqPtr req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
+  X509ReqPtr req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
   if (!req) {
-    ssl_errors();
+    ERR_clear_error();
     throw Error(source +
                 ": no certificate request in PEM format found (expected '-----BEGIN "
                 "CERTIFICATE REQUEST-----'; send the node.csr made by 'xmig-certs csr')");
   }
   EVP_PKEY* pub = X509_REQ_get0_pubkey(req.get());
   if (!pub || X509_REQ_verify(req.get(), pub) != 1) {
-    ssl_errors();
+    ERR_clear_error();
     throw Error(source +
                 ": the request's signature does not verify (altered in transit, or not made "
                 "with its key); make a new one with 'xmig-certs csr'");
@@ -282,7 +282,7 @@ std::string sign_csr(const Pem& ca, const std::string& csr_pem, const SignOption
   Profile p;
   p.cn = cn;
   p.days = opts.days;
-  ExtStackPtr exts(X509_REQ_get_extensions(req.get()));
+  ExtensionStackPtr exts(X509_REQ_get_extensions(req.get()));
   for (int i = 0; exts && i < sk_X509_EXTENSION_num(exts.get()); ++i) {
     X509_EXTENSION* ext = sk_X509_EXTENSION_value(exts.get(), i);
     if (OBJ_obj2nid(X509_EXTENSION_get_object(ext)) != NID_subject_alt_name) continue;

@@ -1,27 +1,22 @@
-// Private keys: generation, PKCS#8 PEM encoding, parsing without prompts, and
-// matching a key to a certificate. Key bytes never reach an error message.
+// Private keys: generation, PKCS#8 PEM encoding, parsing without prompts (the
+// one reader, also the tunnel's: load_key_file), and matching a key to a
+// certificate. Key bytes never reach an error message.
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <sys/stat.h>
 
+#include <cerrno>
+#include <cstring>
+
+#include "base/openssl_errors.hpp"
 #include "certs/detail.hpp"
 
 namespace xmig::certs {
 namespace detail {
 
-std::string ssl_errors() {
-  std::string out;
-  unsigned long e;
-  while ((e = ERR_get_error()) != 0) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out;
-}
-
 void fail_ssl(const std::string& what) {
-  std::string errors = ssl_errors();
+  std::string errors = openssl_errors();
   throw Error(errors.empty() ? what : what + " (" + errors + ")");
 }
 
@@ -66,17 +61,23 @@ PkeyPtr parse_key(const std::string& pem, const std::string& source) {
   BioPtr bio = mem_bio(pem);
   bool asked = false;
   PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_password, &asked));
-  if (!key) {
-    ssl_errors();  // drop; the message below is the useful part
-    if (asked)
-      throw Error(source +
-                  ": the private key is encrypted; xmig needs an unencrypted key kept at mode "
-                  "0600 (decrypt it with: openssl pkey -in FILE -out FILE.plain)");
+  if (key) return key;
+  ERR_clear_error();  // the cause below is the useful part
+  // Say which of the usual causes it is: the three need different fixes. Only
+  // markers are looked for in the text, which is (part of) a key.
+  if (asked || pem.find("ENCRYPTED") != std::string::npos)
     throw Error(source +
-                ": no private key in PEM format found (expected '-----BEGIN PRIVATE KEY-----'; "
-                "check that the file is a key and not a certificate)");
-  }
-  return key;
+                ": holds an encrypted private key, which xmig cannot unlock unattended; fix: "
+                "give an unencrypted PEM key (mode 0600), e.g. the server-key.pem written by "
+                "xmig-certs, or decrypt it: openssl pkey -in FILE -out FILE.plain");
+  if (pem.find("PRIVATE KEY-----") != std::string::npos)
+    throw Error(source +
+                ": private key is cut short or damaged; fix: write the whole file again (to a "
+                "temporary name, then rename it into place), or restore server-key.pem.prev");
+  throw Error(source +
+              ": holds no PEM private key (expected '-----BEGIN PRIVATE KEY-----'); fix: give "
+              "an unencrypted PEM key, e.g. the server-key.pem written by xmig-certs, and check "
+              "that the file is a key and not a certificate");
 }
 
 const EVP_MD* signing_digest(EVP_PKEY* key) {
@@ -87,9 +88,32 @@ const EVP_MD* signing_digest(EVP_PKEY* key) {
 
 }  // namespace detail
 
+namespace {
+
+// Key text, wiped from memory when it goes, whichever way it goes.
+struct WipedOnExit {
+  std::string& text;
+  ~WipedOnExit() { OPENSSL_cleanse(text.data(), text.size()); }
+};
+
+}  // namespace
+
+PkeyPtr load_key_file(const fs::path& key_file) {
+  struct stat st {};
+  if (::stat(key_file.c_str(), &st) != 0)
+    throw Error(key_file.string() + ": " + std::strerror(errno) +
+                "; fix: check the path or create the key (xmig-certs issue)");
+  const KeyModeVerdict mode = judge_key_mode(key_file, st.st_mode & 07777, "");
+  if (mode.severity == Severity::Failure)
+    throw Error(key_file.string() + ": " + mode.what + "; fix: " + mode.fix);
+  std::string pem = read_file(key_file);
+  const WipedOnExit wipe{pem};
+  return detail::parse_key(pem, key_file.string());
+}
+
 bool key_matches(const std::string& cert_pem, const std::string& key_pem) {
-  detail::X509Ptr cert = detail::parse_cert(cert_pem, "certificate");
-  detail::PkeyPtr key = detail::parse_key(key_pem, "private key");
+  X509Ptr cert = detail::parse_cert(cert_pem, "certificate");
+  PkeyPtr key = detail::parse_key(key_pem, "private key");
   EVP_PKEY* pub = X509_get0_pubkey(cert.get());
   bool same = pub != nullptr && EVP_PKEY_eq(pub, key.get()) == 1;
   ERR_clear_error();

@@ -56,7 +56,7 @@ void install_node_dir(const fs::path& dir, const fs::path& cert_file,
                 "' first on this host and have the CA sign node.csr (the key never leaves this "
                 "host)");
   Pem node{read_file(cert_file), read_file(key_file)};
-  detail::X509Ptr cert = detail::parse_cert(node.cert, cert_file.string());
+  X509Ptr cert = detail::parse_cert(node.cert, cert_file.string());
   detail::parse_key(node.key, key_file.string());
   std::string bundle = read_file(ca_cert_file);
   count_certs(bundle, ca_cert_file.string());

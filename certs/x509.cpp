@@ -15,33 +15,12 @@ X509Ptr parse_cert(const std::string& pem, const std::string& source) {
   BioPtr bio = mem_bio(pem);
   X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (!cert) {
-    ssl_errors();
+    ERR_clear_error();
     throw Error(source +
                 ": no certificate in PEM format found (expected '-----BEGIN CERTIFICATE-----'; "
                 "check the file name and that it was copied whole)");
   }
   return cert;
-}
-
-std::vector<X509Ptr> parse_certs(const std::string& pem, const std::string& source) {
-  std::vector<X509Ptr> out;
-  BioPtr bio = mem_bio(pem);
-  for (;;) {
-    X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-    if (!cert) break;
-    out.push_back(std::move(cert));
-  }
-  // The loop ends on "no start line" at EOF; anything else is a broken block.
-  unsigned long err = ERR_peek_last_error();
-  bool clean_end = ERR_GET_REASON(err) == PEM_R_NO_START_LINE;
-  ERR_clear_error();
-  if (!clean_end && err != 0)
-    throw Error(source + ": certificate " + std::to_string(out.size() + 1) +
-                " is not valid PEM (truncated or corrupted; copy the file again)");
-  if (out.empty())
-    throw Error(source +
-                ": no certificate in PEM format found (expected '-----BEGIN CERTIFICATE-----')");
-  return out;
 }
 
 std::string cert_to_pem(X509* cert) {
@@ -87,6 +66,43 @@ std::string ip_text(const ASN1_OCTET_STRING* ip) {
 }  // namespace
 }  // namespace detail
 
+namespace {
+
+// Every object of one kind in a PEM text, read with `read` (PEM_read_bio_X509,
+// ...). A clean end of the text is "no start line"; anything else is object
+// count+1 cut short or damaged, and the text is refused rather than that
+// object dropped silently (a half-written CA bundle would lose a CA, a
+// half-written CRL file a CRL).
+template <class Owner, class Read>
+std::vector<Owner> read_all(const std::string& pem, const std::string& source,
+                            const std::string& what, Read read) {
+  std::vector<Owner> out;
+  BioPtr bio = detail::mem_bio(pem);
+  ERR_clear_error();
+  while (Owner object{read(bio.get(), nullptr, nullptr, nullptr)}) out.push_back(std::move(object));
+  unsigned long last = ERR_peek_last_error();
+  ERR_clear_error();
+  if (last != 0 &&
+      !(ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE))
+    throw Error(source + ": " + what + " " + std::to_string(out.size() + 1) +
+                " is cut short or damaged; fix: write the whole file again (to a temporary "
+                "name, then rename it into place)");
+  if (out.empty())
+    throw Error(source + ": holds no PEM " + what + "; fix: give a PEM file of " + what +
+                "s (-----BEGIN ...-----), copied whole");
+  return out;
+}
+
+}  // namespace
+
+std::vector<X509Ptr> parse_certs(const std::string& pem, const std::string& source) {
+  return read_all<X509Ptr>(pem, source, "certificate", PEM_read_bio_X509);
+}
+
+std::vector<X509CrlPtr> parse_crls(const std::string& pem, const std::string& source) {
+  return read_all<X509CrlPtr>(pem, source, "CRL", PEM_read_bio_X509_CRL);
+}
+
 CertInfo describe(const std::string& cert_pem, const std::string& source) {
   return describe(detail::parse_cert(cert_pem, source).get());
 }
@@ -112,7 +128,7 @@ CertInfo describe(X509* cert) {
     }
   }
 
-  BnPtr serial(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr));
+  BignumPtr serial(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr));
   if (serial) {
     char* hex = BN_bn2hex(serial.get());
     if (hex) info.serial_hex = hex;
@@ -131,7 +147,7 @@ CertInfo describe(X509* cert) {
 }
 
 std::size_t count_certs(const std::string& bundle_pem, const std::string& source) {
-  return detail::parse_certs(bundle_pem, source).size();
+  return parse_certs(bundle_pem, source).size();
 }
 
 std::optional<std::string> verify_chain(const std::string& cert_pem,
@@ -145,12 +161,12 @@ std::optional<std::string> verify_chain(const std::string& cert_pem,
   if (!untrusted) fail_ssl("out of memory");
   for (std::size_t i = 1; i < chain.size(); ++i) sk_X509_push(untrusted.get(), chain[i].get());
 
-  StorePtr store(X509_STORE_new());
+  X509StorePtr store(X509_STORE_new());
   if (!store) fail_ssl("out of memory");
   for (auto& ca : cas)
     if (X509_STORE_add_cert(store.get(), ca.get()) != 1) ERR_clear_error();  // duplicates
 
-  StoreCtxPtr ctx(X509_STORE_CTX_new());
+  X509StoreCtxPtr ctx(X509_STORE_CTX_new());
   if (!ctx || X509_STORE_CTX_init(ctx.get(), store.get(), chain[0].get(), untrusted.get()) != 1)
     fail_ssl("cannot set up certificate verification");
   if (purpose == Purpose::TlsServer) X509_STORE_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_SERVER);

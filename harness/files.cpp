@@ -10,6 +10,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "base/openssl.hpp"
+
 #ifndef XMIG_BINARY_DIR
 #error "XMIG_BINARY_DIR must point at the built tools"
 #endif
@@ -49,10 +51,6 @@ void write_file(const fs::path& path, const std::string& content) {
 
 namespace {
 
-struct MdCtxFree {
-  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-};
-
 std::string hex(const unsigned char* p, unsigned n) {
   static const char* digits = "0123456789abcdef";
   std::string s;
@@ -68,7 +66,7 @@ std::string hex(const unsigned char* p, unsigned n) {
 std::string sha256_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot read " + path.string());
-  std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
+  MdCtxPtr ctx(EVP_MD_CTX_new());
   EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
   std::vector<char> buf(1 << 20);
   while (in) {

@@ -13,15 +13,14 @@
 #include <stdexcept>
 #include <vector>
 
+#include "base/openssl.hpp"
 #include "base/socket.hpp"
 #include "harness/files.hpp"
 
 namespace xmig::harness {
 
 struct Sha256 {
-  Sha256() : ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
-    EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
-  }
+  Sha256() : ctx(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr); }
   void update(const void* p, size_t n) { EVP_DigestUpdate(ctx.get(), p, n); }
   std::string hex() {
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -32,7 +31,7 @@ struct Sha256 {
     for (unsigned i = 0; i < n; ++i) (s += d[md[i] >> 4]) += d[md[i] & 15];
     return s;
   }
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx;
+  MdCtxPtr ctx;
 };
 
 namespace {

@@ -23,7 +23,7 @@ constexpr uint64_t kIgnoreTag = 0;  // user_data of cancellations
 
 // ---- Pump ---------------------------------------------------------------------
 
-Pump::Pump(Workers::Worker& worker, Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done,
+Pump::Pump(Workers::Worker& worker, Fd plain, Fd tls_fd, SslPtr ssl, PumpDone done,
            const char* mode, std::shared_ptr<LiveBytes> live)
     : worker_(worker),
       ssl_(std::move(ssl)),
@@ -207,7 +207,7 @@ bool is_unix_socket(int fd) {
 }
 
 // Decides the data path of one connection (on its worker), or refuses it.
-std::unique_ptr<Pump> make_pump(Workers::Worker& w, Fd& plain, Fd& tls_fd, tls::SslPtr& ssl,
+std::unique_ptr<Pump> make_pump(Workers::Worker& w, Fd& plain, Fd& tls_fd, SslPtr& ssl,
                                 PumpDone& done, const PumpOptions& options, std::string& refusal) {
   tls::Offload off = tls::complete_offload(ssl.get(), tls_fd.get(), options.records_read);
   if (off.tx && off.rx)
@@ -233,7 +233,7 @@ std::unique_ptr<Pump> make_pump(Workers::Worker& w, Fd& plain, Fd& tls_fd, tls::
 
 }  // namespace
 
-void Workers::start_pump(Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done, PumpOptions options) {
+void Workers::start_pump(Fd plain, Fd tls_fd, SslPtr ssl, PumpDone done, PumpOptions options) {
   Worker* best = workers_.front().get();
   for (auto& w : workers_)
     if (w->active < best->active) best = w.get();
@@ -241,7 +241,7 @@ void Workers::start_pump(Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done, Pu
   // std::function needs a copyable callable: carry the owners in a shared_ptr.
   struct Handoff {
     Fd plain, tls_fd;
-    tls::SslPtr ssl;
+    SslPtr ssl;
     PumpDone done;
   };
   auto h = std::make_shared<Handoff>(Handoff{.plain = std::move(plain),

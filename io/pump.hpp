@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "base/fd.hpp"
+#include "base/openssl.hpp"
 #include "tls/context.hpp"
 #include "tls/ktls.hpp"
 
@@ -107,7 +108,7 @@ class Workers {
   // Hands over an established connection pair: `plain` is the local socket,
   // `ssl` an authenticated session on socket `tls_fd`. Ownership of all three
   // moves to the least-loaded worker, which decides the mode (see above).
-  void start_pump(Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done, PumpOptions options = {});
+  void start_pump(Fd plain, Fd tls_fd, SslPtr ssl, PumpDone done, PumpOptions options = {});
 
   // Aborts every running pump (used when a drain deadline passes).
   void abort_all(const std::string& reason);

@@ -81,8 +81,8 @@ class SplicePump final : public Pump {
   static_assert(CloseNotify <= kOpMask);
 
  public:
-  SplicePump(Workers::Worker& w, Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done,
-             uint64_t key_limit, std::shared_ptr<LiveBytes> live)
+  SplicePump(Workers::Worker& w, Fd plain, Fd tls_fd, SslPtr ssl, PumpDone done, uint64_t key_limit,
+             std::shared_ptr<LiveBytes> live)
       : Pump(w, std::move(plain), std::move(tls_fd), std::move(ssl), std::move(done), "ktls-splice",
              std::move(live)),
         limit_(tls::record_limit(ssl_.get(), key_limit)),
@@ -286,8 +286,8 @@ class SplicePump final : public Pump {
 
 }  // namespace
 
-std::unique_ptr<Pump> make_splice_pump(Workers::Worker& worker, Fd plain, Fd tls_fd,
-                                       tls::SslPtr ssl, PumpDone done, uint64_t key_limit_records,
+std::unique_ptr<Pump> make_splice_pump(Workers::Worker& worker, Fd plain, Fd tls_fd, SslPtr ssl,
+                                       PumpDone done, uint64_t key_limit_records,
                                        std::shared_ptr<LiveBytes> live) {
   return std::make_unique<SplicePump>(worker, std::move(plain), std::move(tls_fd), std::move(ssl),
                                       std::move(done), key_limit_records, std::move(live));

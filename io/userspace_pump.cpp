@@ -134,7 +134,7 @@ class UserspacePump final : public Pump {
   static_assert(SendPlain <= kOpMask);
 
  public:
-  UserspacePump(Workers::Worker& w, Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done,
+  UserspacePump(Workers::Worker& w, Fd plain, Fd tls_fd, SslPtr ssl, PumpDone done,
                 uint64_t key_limit, std::shared_ptr<LiveBytes> live)
       : Pump(w, std::move(plain), std::move(tls_fd), std::move(ssl), std::move(done), "userspace",
              std::move(live)),
@@ -381,9 +381,8 @@ class UserspacePump final : public Pump {
 
 }  // namespace
 
-std::unique_ptr<Pump> make_userspace_pump(Workers::Worker& worker, Fd plain, Fd tls_fd,
-                                          tls::SslPtr ssl, PumpDone done,
-                                          uint64_t key_limit_records,
+std::unique_ptr<Pump> make_userspace_pump(Workers::Worker& worker, Fd plain, Fd tls_fd, SslPtr ssl,
+                                          PumpDone done, uint64_t key_limit_records,
                                           std::shared_ptr<LiveBytes> live) {
   return std::make_unique<UserspacePump>(worker, std::move(plain), std::move(tls_fd),
                                          std::move(ssl), std::move(done), key_limit_records,

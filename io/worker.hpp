@@ -66,8 +66,8 @@ struct Workers::Worker {
 
 class Pump {
  public:
-  Pump(Workers::Worker& worker, Fd plain, Fd tls_fd, tls::SslPtr ssl, PumpDone done,
-       const char* mode, std::shared_ptr<LiveBytes> live);
+  Pump(Workers::Worker& worker, Fd plain, Fd tls_fd, SslPtr ssl, PumpDone done, const char* mode,
+       std::shared_ptr<LiveBytes> live);
   virtual ~Pump() = default;
   Pump(const Pump&) = delete;
   Pump& operator=(const Pump&) = delete;
@@ -129,7 +129,7 @@ class Pump {
   }
 
   Workers::Worker& worker_;
-  tls::SslPtr ssl_;
+  SslPtr ssl_;
   PumpStats stats_;
 
  private:
@@ -149,12 +149,11 @@ static_assert(alignof(Pump) >= (1u << Pump::kOpBits),
               "user_data = pump address | operation: the low kOpBits bits must be free");
 
 // The data paths (io/userspace_pump.cpp, io/splice_pump.cpp).
-std::unique_ptr<Pump> make_userspace_pump(Workers::Worker& worker, Fd plain, Fd tls_fd,
-                                          tls::SslPtr ssl, PumpDone done,
-                                          uint64_t key_limit_records,
+std::unique_ptr<Pump> make_userspace_pump(Workers::Worker& worker, Fd plain, Fd tls_fd, SslPtr ssl,
+                                          PumpDone done, uint64_t key_limit_records,
                                           std::shared_ptr<LiveBytes> live);
-std::unique_ptr<Pump> make_splice_pump(Workers::Worker& worker, Fd plain, Fd tls_fd,
-                                       tls::SslPtr ssl, PumpDone done, uint64_t key_limit_records,
+std::unique_ptr<Pump> make_splice_pump(Workers::Worker& worker, Fd plain, Fd tls_fd, SslPtr ssl,
+                                       PumpDone done, uint64_t key_limit_records,
                                        std::shared_ptr<LiveBytes> live);
 
 }  // namespace xmig::io

@@ -8,7 +8,6 @@
 #include <sys/stat.h>
 
 #include <cstring>
-#include <ctime>
 #include <filesystem>
 
 #include "certs/certs.hpp"
@@ -26,115 +25,41 @@ namespace {
   throw Error(file + ": " + what + (detail.empty() ? "" : " (" + detail + ")") + "; fix: " + fix);
 }
 
-BioPtr open_pem(const std::string& path, const std::string& role) {
+// Refuses a file that is not set, missing or cannot be opened, in [tls]'s
+// terms (the config key that names it).
+void require_file(const std::string& path, const std::string& role) {
   if (path.empty()) throw Error("[tls] " + role + " is not set; fix: give the PEM file's path");
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0)
     throw Error(path + ": " + role + " file " + strerror(errno) +
                 "; fix: check the path in [tls] or create it (xmig-certs issue)");
-  BioPtr bio(BIO_new_file(path.c_str(), "r"));
-  if (!bio) fail(path, "cannot open the " + role + " file", "check its permissions");
-  return bio;
+  if (!BioPtr(BIO_new_file(path.c_str(), "r")))
+    fail(path, "cannot open the " + role + " file", "check its permissions");
 }
 
-// After a loop of PEM_read_bio_*() calls that read `count` objects: a clean end
-// of the file is "no start line"; anything else is object count+1 cut short or
-// damaged. Refuses the file rather than dropping that object silently (a
-// half-written CA bundle would lose a CA, a half-written CRL file a CRL).
-void refuse_cut_short(const std::string& path, const std::string& what, size_t count) {
-  unsigned long last = ERR_peek_last_error();
-  if (last != 0 &&
-      !(ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE))
-    fail(path, what + " " + std::to_string(count + 1) + " is cut short or damaged",
-         "write the whole file again (to a temporary name, then rename it into place)");
-  ERR_clear_error();
+// The file named by [tls] `role`, read by certs/ (`read`: one reader of
+// certificates, CRLs and keys for the tunnel and xmig-certs), its refusal as
+// a tls::Error.
+template <class Read>
+auto read_through_certs(const std::string& path, const std::string& role, Read read) {
+  require_file(path, role);
+  try {
+    return read();
+  } catch (const certs::Error& e) {
+    throw Error(e.what());
+  }
 }
 
 std::vector<X509Ptr> read_certificates(const std::string& path, const std::string& role) {
-  auto bio = open_pem(path, role);
-  std::vector<X509Ptr> certs;
-  ERR_clear_error();
-  while (X509* x = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) certs.emplace_back(x);
-  refuse_cut_short(path, "certificate", certs.size());
-  if (certs.empty())
-    fail(path, "holds no PEM certificate", "point [tls] " + role + " at a PEM certificate file");
-  return certs;
+  return read_through_certs(path, role,
+                            [&] { return certs::parse_certs(certs::read_file(path), path); });
 }
 
-int no_password(char*, int, int, void*) {
-  return -1;
-}
-
+// By certs::load_key_file: the key-mode rule of xmig-certs check, no
+// encrypted key, the cause of an unreadable one.
 PkeyPtr read_key(const std::string& path, const std::string& role) {
-  auto bio = open_pem(path, role);
-  struct stat st {};
-  ::stat(path.c_str(), &st);
-  // The one key-mode rule (certs::judge_key_mode), which xmig-certs check
-  // reports by: a failure there is a refusal here.
-  const certs::KeyModeVerdict mode = certs::judge_key_mode(path, st.st_mode & 07777, "");
-  if (mode.severity == certs::Severity::Failure)
-    throw Error(path + ": " + mode.what + "; fix: " + mode.fix);
-  PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_password, nullptr));
-  if (!key) {
-    // Say which of the usual causes it is: the three need different fixes.
-    // The file's text is (part of) a key: only two markers are kept from it.
-    std::string text;
-    char buf[4096];
-    auto again = BioPtr(BIO_new_file(path.c_str(), "r"));
-    for (int n; again && (n = BIO_read(again.get(), buf, sizeof buf)) > 0;) text.append(buf, n);
-    bool encrypted = text.find("ENCRYPTED") != std::string::npos;
-    bool pem = text.find("-----BEGIN") != std::string::npos;
-    OPENSSL_cleanse(buf, sizeof buf);
-    OPENSSL_cleanse(text.data(), text.size());
-    if (encrypted)
-      fail(path, "holds an encrypted private key, which the tunnel cannot unlock unattended",
-           "give an unencrypted PEM key (mode 0600), e.g. the server-key.pem written by "
-           "xmig-certs");
-    if (pem)
-      fail(path, "private key is cut short or damaged",
-           "write the whole file again (to a temporary name, then rename it into place), or "
-           "restore server-key.pem.prev");
-    fail(path, "holds no PEM private key",
-         "give an unencrypted PEM key, e.g. the server-key.pem written by xmig-certs");
-  }
-  return key;
+  return read_through_certs(path, role, [&] { return certs::load_key_file(path); });
 }
-
-std::chrono::system_clock::time_point to_time_point(const ASN1_TIME* t) {
-  struct tm tm {};
-  ASN1_TIME_to_tm(t, &tm);
-  return std::chrono::system_clock::from_time_t(timegm(&tm));
-}
-
-}  // namespace
-
-CertInfo describe_certificate(X509* x) {
-  CertInfo info;
-  char buf[512];
-  X509_NAME_oneline(X509_get_subject_name(x), buf, sizeof buf);
-  info.subject = buf;
-  if (BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), nullptr)) {
-    char* hex = BN_bn2hex(bn);
-    info.serial = hex;
-    OPENSSL_free(hex);
-    BN_free(bn);
-  }
-  info.not_before = to_time_point(X509_get0_notBefore(x));
-  info.not_after = to_time_point(X509_get0_notAfter(x));
-  auto* sans =
-      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x, NID_subject_alt_name, nullptr, nullptr));
-  for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans); ++i) {
-    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(sans, i);
-    if (gn->type != GEN_DNS) continue;
-    const ASN1_STRING* s = gn->d.dNSName;
-    info.dns_names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
-                                ASN1_STRING_length(s));
-  }
-  GENERAL_NAMES_free(sans);
-  return info;
-}
-
-namespace {
 
 // Where a session keeps why its peer's certificate was refused, for the log:
 // OpenSSL 3.0 drops the certificate when verification fails. The DNS names
@@ -197,7 +122,7 @@ int judge_peer(int ok, X509_STORE_CTX* ctx) {
         return 0;
       }
       std::string names;
-      for (const auto& n : describe_certificate(cert).dns_names)
+      for (const auto& n : certs::describe(cert).dns_names)
         names += (names.empty() ? "" : ", ") + n;
       keep_text(ssl, presented_names_index(), names.empty() ? "no DNS name" : names);
     }
@@ -269,16 +194,10 @@ X509StorePtr load_store(const Settings& settings, const std::vector<X509Ptr>& ca
   if (!store) throw Error("X509_STORE_new failed: " + openssl_errors());
   for (auto& c : ca) X509_STORE_add_cert(store.get(), c.get());
   if (!settings.crl.empty()) {
-    auto bio = open_pem(settings.crl, "crl");
-    int n = 0;
-    ERR_clear_error();
-    while (X509_CRL* crl = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr)) {
-      X509CrlPtr owned(crl);
-      X509_STORE_add_crl(store.get(), crl);
-      ++n;
-    }
-    refuse_cut_short(settings.crl, "CRL", static_cast<size_t>(n));
-    if (n == 0) fail(settings.crl, "holds no PEM CRL", "point [tls] crl at a PEM CRL or remove it");
+    const std::string& file = settings.crl;
+    auto crls = read_through_certs(file, "crl",
+                                   [&] { return certs::parse_crls(certs::read_file(file), file); });
+    for (auto& crl : crls) X509_STORE_add_crl(store.get(), crl.get());
     X509_STORE_set_flags(store.get(), X509_V_FLAG_CRL_CHECK);
   }
   return store;
@@ -422,8 +341,8 @@ std::shared_ptr<const Context> Context::load(const Settings& settings) {
   verify_identity(s, store.get(), server, X509_PURPOSE_SSL_SERVER);
   verify_identity(s, store.get(), client, X509_PURPOSE_SSL_CLIENT);
 
-  self->cert_ = describe_certificate(server.chain[0].get());
-  self->client_cert_ = describe_certificate(client.chain[0].get());
+  self->cert_ = certs::describe(server.chain[0].get());
+  self->client_cert_ = certs::describe(client.chain[0].get());
   return self;
 }
 
@@ -472,11 +391,6 @@ std::string protocol_version(SSL* ssl) {
 }
 std::string cipher_name(SSL* ssl) {
   return SSL_get_cipher_name(ssl);
-}
-
-CertInfo describe_certificate(const std::string& pem_path) {
-  auto certs = read_certificates(pem_path, "cert");
-  return describe_certificate(certs[0].get());
 }
 
 std::string presented_names(SSL* ssl) {

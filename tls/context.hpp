@@ -5,9 +5,9 @@
 // material they started with. It holds two identities: the server certificate,
 // shown to peers that dial this host, and the client certificate, shown when
 // this host dials a peer (by default the same files). Loading refuses anything
-// a careful operator would: a key accessible to all users or writable by its
-// group (certs::judge_key_mode), a key that does not
-// match its certificate, a certificate that does not chain to the CA, is
+// a careful operator would: a key that certs::load_key_file refuses (accessible
+// to all users or writable by its group, encrypted, damaged), a key that does
+// not match its certificate, a certificate that does not chain to the CA, is
 // expired, or cannot serve in its role (certs::check_role: the usage and the
 // DNS SAN naming this host).
 //
@@ -17,14 +17,14 @@
 
 #include <openssl/ssl.h>
 
-#include <chrono>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#include "tls/owned.hpp"
+#include "base/openssl.hpp"
+#include "certs/certs.hpp"
 
 namespace xmig::tls {
 
@@ -45,12 +45,8 @@ struct Settings {
   std::string own_name;      // this host: both certificates must carry it as a DNS SAN
 };
 
-struct CertInfo {
-  std::string subject;
-  std::string serial;  // hex
-  std::chrono::system_clock::time_point not_before, not_after;
-  std::vector<std::string> dns_names;
-};
+// What a certificate says (serial, validity, names): certs/' description of it.
+using CertInfo = certs::CertInfo;
 
 class Context {
  public:
@@ -94,11 +90,6 @@ std::string negotiated_channel(SSL* ssl);
 // "TLSv1.3", "TLS_AES_128_GCM_SHA256".
 std::string protocol_version(SSL* ssl);
 std::string cipher_name(SSL* ssl);
-
-// Reads everything a certificate file says about its first certificate.
-CertInfo describe_certificate(const std::string& pem_path);
-// The same for a certificate in memory (e.g. the peer's).
-CertInfo describe_certificate(X509* cert);
 
 // After a client handshake failed the host check: the DNS names the server's
 // certificate carried ("no DNS name" when none), else "".

@@ -131,17 +131,8 @@ void ReservedSet::close() {
 
 asio::awaitable<void> serve_control(Tunnel::State& s, UnixProtocol::acceptor& acceptor) {
   AcceptBackoff backoff(s.config.control_path());
-  while (!s.stopping) {
-    boost::system::error_code ec;
-    auto sock = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
-    if (s.stopping || !acceptor.is_open()) co_return;
-    if (ec) {
-      co_await backoff.after_error(ec);
-      continue;
-    }
-    backoff.succeeded();
-    asio::co_spawn(s.io, hold_reservation(s, std::move(sock)), asio::detached);
-  }
+  while (auto sock = co_await accept_next(acceptor, backoff, s.stopping))
+    asio::co_spawn(s.io, hold_reservation(s, std::move(*sock)), asio::detached);
 }
 
 }  // namespace xmig::tunnel

@@ -45,51 +45,44 @@ asio::awaitable<Request> read_request(asio::ip::tcp::socket& sock, SSL* ssl) {
   co_return *request;
 }
 
-// The handshake and the request, within the handshake timeout. The pending
-// handshake's place is given back as soon as the peer has authenticated.
-asio::awaitable<Request> start_admit(Tunnel::State& s, asio::ip::tcp::socket& sock,
-                                     tls::SslPtr& ssl, ConnectionInfo& info,
-                                     std::optional<Admission::Pending>& pending) {
-  Deadline deadline(s.io, s.config.limits.handshake_timeout, [&] { sock.cancel(); });
-  try {
-    // A connection that sends nothing costs no TLS session: it is made when
-    // the ClientHello begins to arrive.
-    co_await sock.async_wait(asio::socket_base::wait_read, asio::use_awaitable);
-    auto context = s.tls;
-    ssl = context->new_server();
-    tls::prepare_session(ssl.get(), s.config.tls.ktls);
-    co_await tls::handshake(sock, ssl.get());
-    info.tls_version = tls::protocol_version(ssl.get());
-    info.cipher = tls::cipher_name(ssl.get());
-    auto peer = tls::identify_peer(ssl.get(), s.peer_names);
-    if (!peer) {
-      std::string names;
-      if (X509* cert = SSL_get0_peer_certificate(ssl.get())) {
-        char subject[256];
-        X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject);
-        names = subject;
-      }
-      // A certificate of our own CA: its holder may be told why, so that an
-      // operator can fix the config on either side.
-      throw Refusal(Verdict::NotAPeer, "certificate " + names + " names no configured [[peer]]");
+// The handshake and the request (run within the handshake timeout). The
+// pending handshake's place is given back as soon as the peer has
+// authenticated.
+asio::awaitable<Request> handshake_and_request(Tunnel::State& s, asio::ip::tcp::socket& sock,
+                                               SslPtr& ssl, ConnectionInfo& info,
+                                               std::optional<Admission::Pending>& pending) {
+  // A connection that sends nothing costs no TLS session: it is made when
+  // the ClientHello begins to arrive.
+  co_await sock.async_wait(asio::socket_base::wait_read, asio::use_awaitable);
+  auto context = s.tls;
+  ssl = context->new_server();
+  tls::prepare_session(ssl.get(), s.config.tls.ktls);
+  co_await tls::handshake(sock, ssl.get());
+  info.tls_version = tls::protocol_version(ssl.get());
+  info.cipher = tls::cipher_name(ssl.get());
+  auto peer = tls::identify_peer(ssl.get(), s.peer_names);
+  if (!peer) {
+    std::string names;
+    if (X509* cert = SSL_get0_peer_certificate(ssl.get())) {
+      char subject[256];
+      X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject);
+      names = subject;
     }
-    info.peer = *peer;
-    pending.reset();
-    info.channel = tls::negotiated_channel(ssl.get());
-    if (info.channel.empty())
-      throw Refusal(Verdict::UnknownChannel, "the client named no channel (ALPN xmig/<channel>)");
-    std::string unknown;
-    if (info.channel != kVerifyChannel && !channel_target(s.config, info.channel, &unknown))
-      throw Refusal(Verdict::UnknownChannel, unknown);
-    Request request = co_await read_request(sock, ssl.get());
-    info.migration = request.migration;
-    co_return request;
-  } catch (const boost::system::system_error& e) {
-    throw std::runtime_error(deadline.expired() ? "TLS handshake timed out"
-                                                : "TLS handshake: " + e.code().message());
-  } catch (const tls::Error& e) {
-    throw std::runtime_error(std::string("TLS handshake: ") + e.what());
+    // A certificate of our own CA: its holder may be told why, so that an
+    // operator can fix the config on either side.
+    throw Refusal(Verdict::NotAPeer, "certificate " + names + " names no configured [[peer]]");
   }
+  info.peer = *peer;
+  pending.reset();
+  info.channel = tls::negotiated_channel(ssl.get());
+  if (info.channel.empty())
+    throw Refusal(Verdict::UnknownChannel, "the client named no channel (ALPN xmig/<channel>)");
+  std::string unknown;
+  if (info.channel != kVerifyChannel && !channel_target(s.config, info.channel, &unknown))
+    throw Refusal(Verdict::UnknownChannel, unknown);
+  Request request = co_await read_request(sock, ssl.get());
+  info.migration = request.migration;
+  co_return request;
 }
 
 // Connects the channel's target for this request: in the migration's own
@@ -165,14 +158,15 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, std::s
   std::optional<Admission::Pending> pending(std::move(pending_place));
   sock.set_option(asio::ip::tcp::no_delay(true));
   set_liveness(sock.native_handle(), s.config.limits.liveness);
-  tls::SslPtr ssl;
+  SslPtr ssl;
   ConnectionInfo info{.direction = "in", .remote = from, .client = from};
   Fd target;
   std::optional<Slot> slot;
   std::shared_ptr<IncomingFolders::Use> folder;
   std::shared_ptr<FixedSetOwner::Claim> claim;
   try {
-    Request request = co_await start_admit(s, sock, ssl, info, pending);
+    Request request = co_await within_handshake_timeout(
+        s, sock, [&] { return handshake_and_request(s, sock, ssl, info, pending); });
     if (s.stopping) throw Refusal(Verdict::Busy, "shutting down");
     if (s.inbound >= s.config.limits.max_connections)
       throw Refusal(Verdict::Busy, fmt::format("max_connections ({}) streams from peers reached",
@@ -232,16 +226,9 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, std::s
 
 asio::awaitable<void> serve_peers(Tunnel::State& s, asio::ip::tcp::acceptor& acceptor) {
   AcceptBackoff backoff(s.config.listen.str());
-  while (!s.stopping) {
+  while (auto sock = co_await accept_next(acceptor, backoff, s.stopping)) {
     boost::system::error_code ec;
-    auto sock = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
-    if (s.stopping) co_return;
-    if (ec) {
-      co_await backoff.after_error(ec);
-      continue;
-    }
-    backoff.succeeded();
-    auto remote = sock.remote_endpoint(ec);
+    auto remote = sock->remote_endpoint(ec);
     if (ec) continue;  // already gone
     const std::string source = source_of(remote.address());
     const std::string from = remote.address().to_string() + ":" + std::to_string(remote.port());
@@ -250,10 +237,10 @@ asio::awaitable<void> serve_peers(Tunnel::State& s, asio::ip::tcp::acceptor& acc
     if (!pending) {
       s.stats.record_refusal();
       log_refusal(s, source, refusal.kind, "refused: from " + from + ": " + refusal.why);
-      reset_on_close(sock.native_handle());
+      reset_on_close(sock->native_handle());
       continue;
     }
-    asio::co_spawn(s.io, admit(s, std::move(sock), from, std::move(*pending)), asio::detached);
+    asio::co_spawn(s.io, admit(s, std::move(*sock), from, std::move(*pending)), asio::detached);
   }
 }
 

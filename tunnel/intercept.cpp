@@ -64,16 +64,8 @@ asio::awaitable<void> serve_intercept(Tunnel::State& s, asio::ip::tcp::acceptor&
   // By "<address>:<port>" of the original destination; one per migration port in use.
   std::map<std::string, std::shared_ptr<Queue>> queues;
   AcceptBackoff backoff("intercept listener " + listener);
-  while (!s.stopping) {
-    boost::system::error_code ec;
-    auto sock = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
-    if (s.stopping || !acceptor.is_open()) co_return;
-    if (ec) {
-      co_await backoff.after_error(ec);
-      continue;
-    }
-    backoff.succeeded();
-    Fd local(sock.release());
+  while (auto sock = co_await accept_next(acceptor, backoff, s.stopping)) {
+    Fd local(sock->release());
     const std::string client = describe_client(local.get());
     std::string why;
     auto original = original_destination(local.get(), &why);

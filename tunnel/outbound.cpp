@@ -19,8 +19,21 @@ namespace {
 
 struct Dialled {
   asio::ip::tcp::socket sock;
-  tls::SslPtr ssl;
+  SslPtr ssl;
 };
+
+// The handshake, the request and the peer's verdict (run within the
+// handshake timeout).
+asio::awaitable<void> handshake_and_verdict(Dialled& d, const Request& request) {
+  co_await tls::handshake(d.sock, d.ssl.get());
+  std::string record = encode(request);  // one write: one record, as the peer expects
+  co_await tls::write_all(d.sock, d.ssl.get(), record.data(), record.size());
+  uint8_t verdict = 0;
+  size_t n = co_await tls::read_some(d.sock, d.ssl.get(), &verdict, 1);
+  if (n == 0) throw std::runtime_error("peer closed the connection before its verdict");
+  if (static_cast<Verdict>(verdict) != Verdict::Accepted)
+    throw std::runtime_error("refused by peer: " + describe(static_cast<Verdict>(verdict)));
+}
 
 // Connect, handshake, request, verdict. Throws with the reason on any failure.
 asio::awaitable<void> start_dial(Tunnel::State& s, const PeerConfig& peer,
@@ -39,22 +52,7 @@ asio::awaitable<void> start_dial(Tunnel::State& s, const PeerConfig& peer,
   auto context = s.tls;  // material may be swapped by a reload meanwhile
   d.ssl = context->new_client(peer.name, channel);
   tls::prepare_session(d.ssl.get(), s.config.tls.ktls);
-  Deadline deadline(s.io, limits.handshake_timeout, [&] { d.sock.cancel(); });
-  try {
-    co_await tls::handshake(d.sock, d.ssl.get());
-    std::string record = encode(request);  // one write: one record, as the peer expects
-    co_await tls::write_all(d.sock, d.ssl.get(), record.data(), record.size());
-    uint8_t verdict = 0;
-    size_t n = co_await tls::read_some(d.sock, d.ssl.get(), &verdict, 1);
-    if (n == 0) throw std::runtime_error("peer closed the connection before its verdict");
-    if (static_cast<Verdict>(verdict) != Verdict::Accepted)
-      throw std::runtime_error("refused by peer: " + describe(static_cast<Verdict>(verdict)));
-  } catch (const boost::system::system_error& e) {
-    throw std::runtime_error(deadline.expired() ? "TLS handshake timed out"
-                                                : "TLS handshake: " + e.code().message());
-  } catch (const tls::Error& e) {
-    throw std::runtime_error(std::string("TLS handshake: ") + e.what());
-  }
+  co_await within_handshake_timeout(s, d.sock, [&] { return handshake_and_verdict(d, request); });
 }
 
 }  // namespace
@@ -102,26 +100,18 @@ asio::awaitable<void> serve_entry(Tunnel::State& s, Acceptor& acceptor, const Pe
                                   std::string channel, std::string local_name,
                                   std::string migration) {
   AcceptBackoff backoff(local_name);
-  while (!s.stopping) {
-    boost::system::error_code ec;
-    auto sock = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
-    if (s.stopping || !acceptor.is_open()) co_return;  // closed: stopping, or a set released
-    if (ec) {
-      co_await backoff.after_error(ec);
-      continue;
-    }
-    backoff.succeeded();
+  while (auto sock = co_await accept_next(acceptor, backoff, s.stopping)) {
     // This host's own entries have a budget of their own: no peer, and no
     // stranger, can take their places.
     if (s.outbound >= s.config.limits.max_connections) {
       s.stats.record_refusal();
       spdlog::warn("refused: entry {}: max_connections ({}) reached", local_name,
                    s.config.limits.max_connections);
-      reset_on_close(sock.native_handle());
+      reset_on_close(sock->native_handle());
       continue;
     }
-    co_await dial(s, Fd(sock.release()), Slot(s.connections, s.outbound), peer, channel, local_name,
-                  migration);
+    co_await dial(s, Fd(sock->release()), Slot(s.connections, s.outbound), peer, channel,
+                  local_name, migration);
   }
 }
 

@@ -63,10 +63,10 @@ tls::Settings tls_settings(const Config& c) {
 }
 
 std::string describe_certificates(const tls::Context& context) {
-  std::string out = "certificate serial " + context.cert().serial + " expires in " +
+  std::string out = "certificate serial " + context.cert().serial_hex + " expires in " +
                     std::to_string(days_left(context.cert())) + " days";
   if (context.separate_client_cert())
-    out += ", client certificate serial " + context.client_cert().serial + " expires in " +
+    out += ", client certificate serial " + context.client_cert().serial_hex + " expires in " +
            std::to_string(days_left(context.client_cert())) + " days";
   return out;
 }
@@ -79,8 +79,8 @@ long days_left(const tls::CertInfo& cert) {
 void reload(Tunnel::State& s, const std::string& why) {
   try {
     auto fresh = tls::Context::load(tls_settings(s.config));
-    bool changed = fresh->cert().serial != s.tls->cert().serial ||
-                   fresh->client_cert().serial != s.tls->client_cert().serial;
+    bool changed = fresh->cert().serial_hex != s.tls->cert().serial_hex ||
+                   fresh->client_cert().serial_hex != s.tls->client_cert().serial_hex;
     s.tls = fresh;
     s.stats.record_reload(true);
     spdlog::info("reload ({}): {}{}", why, describe_certificates(*fresh),
@@ -88,7 +88,7 @@ void reload(Tunnel::State& s, const std::string& why) {
   } catch (const std::exception& e) {
     s.stats.record_reload(false);
     spdlog::error("reload ({}) refused, still serving certificate serial {}: {}", why,
-                  s.tls->cert().serial, e.what());
+                  s.tls->cert().serial_hex, e.what());
   }
 }
 

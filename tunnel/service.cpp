@@ -20,7 +20,7 @@ StatusFacts facts_of(const Tunnel::State& s) {
   const auto& cert = s.tls->cert();
   return StatusFacts{.name = s.config.name,
                      .active = s.connections.load(),
-                     .cert_serial = cert.serial,
+                     .cert_serial = cert.serial_hex,
                      .cert_not_after_unix = std::chrono::duration_cast<std::chrono::seconds>(
                                                 cert.not_after.time_since_epoch())
                                                 .count(),
@@ -77,22 +77,14 @@ template <class Acceptor>
 asio::awaitable<void> serve_status_on(Tunnel::State& s, Acceptor& acceptor) {
   AcceptBackoff backoff("status " + s.config.status.str());
   auto clients = std::make_shared<size_t>(0);
-  while (!s.stopping) {
-    boost::system::error_code ec;
-    auto sock = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
-    if (s.stopping) co_return;
-    if (ec) {
-      co_await backoff.after_error(ec);
-      continue;
-    }
-    backoff.succeeded();
+  while (auto sock = co_await accept_next(acceptor, backoff, s.stopping)) {
     if (*clients >= kMaxStatusClients) {
       s.refusal_log.warn("status", fmt::format("refused: status endpoint: {} requests already "
                                                "being answered",
                                                kMaxStatusClients));
       continue;
     }
-    asio::co_spawn(s.io, answer(s, std::move(sock), clients), asio::detached);
+    asio::co_spawn(s.io, answer(s, std::move(*sock), clients), asio::detached);
   }
 }
 

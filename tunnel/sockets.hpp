@@ -115,6 +115,27 @@ class AcceptBackoff {
   std::chrono::milliseconds delay_ = kFirst;
 };
 
+// The next connection on `acceptor`, for the tunnel's accept loops:
+//   while (auto sock = co_await accept_next(acceptor, backoff, s.stopping)) ...
+// nullopt once the loop must end: the tunnel is stopping, or the acceptor was
+// closed (a released reservation). After an accept error it waits as
+// `backoff` says and accepts again.
+template <class Acceptor>
+asio::awaitable<std::optional<typename Acceptor::protocol_type::socket>> accept_next(
+    Acceptor& acceptor, AcceptBackoff& backoff, const bool& stopping) {
+  while (!stopping) {
+    boost::system::error_code ec;
+    auto sock = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (stopping || !acceptor.is_open()) break;
+    if (!ec) {
+      backoff.succeeded();
+      co_return std::move(sock);
+    }
+    co_await backoff.after_error(ec);
+  }
+  co_return std::nullopt;
+}
+
 // The credentials of the process at the other end of a UNIX socket
 // (SO_PEERCRED: for a connected socket, its listener's), or nullopt.
 std::optional<ucred> peer_credentials(int unix_fd);

@@ -86,6 +86,25 @@ struct Tunnel::State {
   std::map<std::string, std::shared_ptr<ReservedSet>> reserved;
 };
 
+// Runs `steps` (a callable that starts the TLS handshake on `sock` and the
+// exchange right after it, returning its awaitable) within the handshake
+// timeout, which cancels `sock`. A timeout, a socket error or a TLS error
+// comes out as std::runtime_error "TLS handshake timed out" / "TLS
+// handshake: <why>"; any other exception (a refusal) passes as it is.
+template <class Steps>
+auto within_handshake_timeout(Tunnel::State& s, asio::ip::tcp::socket& sock, Steps steps)
+    -> decltype(steps()) {
+  Deadline deadline(s.io, s.config.limits.handshake_timeout, [&] { sock.cancel(); });
+  try {
+    co_return co_await steps();
+  } catch (const boost::system::system_error& e) {
+    throw std::runtime_error(deadline.expired() ? "TLS handshake timed out"
+                                                : "TLS handshake: " + e.code().message());
+  } catch (const tls::Error& e) {
+    throw std::runtime_error(std::string("TLS handshake: ") + e.what());
+  }
+}
+
 tls::Settings tls_settings(const Config& c);
 long days_left(const tls::CertInfo& cert);
 // "certificate serial S expires in N days" and, when the client certificate

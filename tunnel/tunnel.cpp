@@ -250,11 +250,11 @@ int check(const std::string& config_path) {
     std::cout << config_path << ": OK\n"
               << "  name " << c.name << ", TLS listener " << c.listen.str()
               << ", TLS >= " << c.tls.min_version << "\n"
-              << "  certificate " << c.tls.cert << ": serial " << cert.serial << ", expires in "
+              << "  certificate " << c.tls.cert << ": serial " << cert.serial_hex << ", expires in "
               << days_left(cert) << " days, serves as the TLS server certificate of " << c.name
               << "\n";
     if (context->separate_client_cert())
-      std::cout << "  client certificate " << c.tls.client_cert << ": serial " << client.serial
+      std::cout << "  client certificate " << c.tls.client_cert << ": serial " << client.serial_hex
                 << ", expires in " << days_left(client)
                 << " days, serves as the TLS client certificate of " << c.name << "\n";
     else

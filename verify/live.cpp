@@ -69,7 +69,7 @@ bool check_config(LiveContext& c) {
   int64_t days = days_until(cert.not_after);
   c.report.add(
       "handshake", "local certificate expiry", days < o.warn_days ? Status::Warn : Status::Pass,
-      c.config.tls.cert + " (serial " + cert.serial + ") expires in " + std::to_string(days) +
+      c.config.tls.cert + " (serial " + cert.serial_hex + ") expires in " + std::to_string(days) +
           " days",
       days < o.warn_days ? "rotate it: xmig-certs rotate (the tunnel reloads it live)" : "");
   try {

@@ -17,21 +17,12 @@
 #include <ctime>
 #include <stdexcept>
 
+#include "base/openssl.hpp"
 #include "base/openssl_errors.hpp"
 #include "base/socket.hpp"
-#include "tls/owned.hpp"
 #include "tunnel/protocol.hpp"
 
 namespace xmig::verify {
-
-namespace {
-
-using tls::BioPtr;
-using tls::PkeyPtr;
-using tls::SslCtxPtr;
-using tls::X509Ptr;
-
-}  // namespace
 
 std::string PeerAddress::str() const {
   return v6 ? "[" + ip + "]:" + std::to_string(port) : ip + ":" + std::to_string(port);
@@ -84,7 +75,7 @@ Fd connect_with_timeout(const PeerAddress& peer, std::chrono::milliseconds timeo
   return fd;
 }
 
-TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl, std::chrono::milliseconds timeout,
+TlsSession open_session(const PeerAddress& peer, SslPtr ssl, std::chrono::milliseconds timeout,
                         std::optional<std::string> request, const std::string& source) {
   TlsSession s;
   s.ssl = std::move(ssl);
@@ -168,7 +159,7 @@ size_t TlsSession::read_some(char* buf, size_t n) {
   return 0;
 }
 
-tls::SslPtr probe_session(const ProbeSpec& spec) {
+SslPtr probe_session(const ProbeSpec& spec) {
   SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
   if (!ctx) throw tls::Error("SSL_CTX_new: " + openssl_errors());
   if ((spec.min_version && SSL_CTX_set_min_proto_version(ctx.get(), spec.min_version) != 1) ||
@@ -207,7 +198,7 @@ tls::SslPtr probe_session(const ProbeSpec& spec) {
     SSL_CTX_set_alpn_protos(ctx.get(), reinterpret_cast<const unsigned char*>(wire.data()),
                             static_cast<unsigned>(wire.size()));
   }
-  tls::SslPtr ssl(SSL_new(ctx.get()));  // holds its own reference to ctx
+  SslPtr ssl(SSL_new(ctx.get()));  // holds its own reference to ctx
   if (!ssl) throw tls::Error("SSL_new: " + openssl_errors());
   SSL_set_connect_state(ssl.get());
   if (!spec.ca_pem.empty() && !spec.server_name.empty()) {

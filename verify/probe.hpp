@@ -42,7 +42,7 @@ Fd connect_with_timeout(const PeerAddress& peer, std::chrono::milliseconds timeo
 // byte the tunnel sends after authorization (tunnel/protocol.hpp).
 struct TlsSession {
   Fd fd;
-  tls::SslPtr ssl;
+  SslPtr ssl;
   bool connected = false;          // TCP connect worked
   bool handshake_ok = false;       // the client side of the handshake completed
   std::optional<char> verdict;     // the first byte the server sent
@@ -65,7 +65,7 @@ struct TlsSession {
 // (default: the tunnel's Request for the fixed set, no guest; tests of
 // malformed requests send other bytes, "" sends nothing) and reads one byte.
 // From the numeric IPv4 address `source` when given.
-TlsSession open_session(const PeerAddress& peer, tls::SslPtr ssl, std::chrono::milliseconds timeout,
+TlsSession open_session(const PeerAddress& peer, SslPtr ssl, std::chrono::milliseconds timeout,
                         std::optional<std::string> request = std::nullopt,
                         const std::string& source = "");
 
@@ -87,7 +87,7 @@ struct ProbeSpec {
 
 // A client session as the spec says. Throws tls::Error when the PEM is
 // unusable or the key does not match the certificate.
-tls::SslPtr probe_session(const ProbeSpec& spec);
+SslPtr probe_session(const ProbeSpec& spec);
 
 struct PlaintextReply {
   std::string reply;        // what came back before close or timeout (capped)

@@ -35,9 +35,9 @@ declare -A only=(
 # include path, is what says what is public). Tests and fuzz targets may
 # include more, to drive a part on its own, but never a header in $private.
 declare -A public=(
-  [base]="asio.hpp fd.hpp json.hpp openssl_errors.hpp socket.hpp"
+  [base]="asio.hpp fd.hpp json.hpp openssl.hpp openssl_errors.hpp socket.hpp"
   [certs]="certs.hpp host_name.hpp"
-  [tls]="channel.hpp context.hpp handshake.hpp ktls.hpp owned.hpp"
+  [tls]="channel.hpp context.hpp handshake.hpp ktls.hpp"
   [io]="pump.hpp"
   [tunnel]="config.hpp endpoint.hpp nftables.hpp protocol.hpp tunnel.hpp"
   [verify]="verify.hpp status_client.hpp probe.hpp tls_records.hpp"

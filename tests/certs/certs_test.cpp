@@ -90,12 +90,12 @@ TEST(Certs, IssuedCertificateIsServerAndClientAndNoCa) {
   EXPECT_NE(X509_get0_subject_key_id(cert.get()), nullptr);
   EXPECT_NE(X509_get0_authority_key_id(cert.get()), nullptr);
   int crit = -1;
-  BASIC_CONSTRAINTS* bc = static_cast<BASIC_CONSTRAINTS*>(
-      X509_get_ext_d2i(cert.get(), NID_basic_constraints, &crit, nullptr));
+  std::unique_ptr<BASIC_CONSTRAINTS, FreeWith<BASIC_CONSTRAINTS_free>> bc(
+      static_cast<BASIC_CONSTRAINTS*>(
+          X509_get_ext_d2i(cert.get(), NID_basic_constraints, &crit, nullptr)));
   ASSERT_NE(bc, nullptr) << "basicConstraints missing";
   EXPECT_FALSE(bc->ca);
   EXPECT_EQ(crit, 1);
-  BASIC_CONSTRAINTS_free(bc);
   EXPECT_GE(describe(node.cert).serial_hex.size(), 30u);
 }
 
@@ -299,7 +299,7 @@ TEST(Certs, LoadErrorsNameTheFileAndNeverTheKey) {
   std::string missing = message(tmp / "nope.pem", tmp / "a.key");
   EXPECT_NE(missing.find((tmp / "nope.pem").string()), std::string::npos) << missing;
   std::string wrong_kind = message(tmp / "a.pem", tmp / "a.pem");
-  EXPECT_NE(wrong_kind.find("a.pem: no private key"), std::string::npos) << wrong_kind;
+  EXPECT_NE(wrong_kind.find("a.pem: holds no PEM private key"), std::string::npos) << wrong_kind;
   std::string encrypted = message(tmp / "a.pem", tmp / "enc.key");
   EXPECT_NE(encrypted.find("encrypted"), std::string::npos) << encrypted;
   std::string mismatch = message(tmp / "a.pem", tmp / "b.key");
@@ -391,6 +391,56 @@ TEST(Certs, KeyModeRuleIsOneForTheTunnelAndTheCheck) {
   fs::permissions(tmp.path() / "server-cert.pem", fs::perms(0664));
   auto findings = check_node_dir(tmp.path(), CheckOptions{.name = "hv-a.example.net"});
   EXPECT_EQ(exit_code(findings), 2) << findings_json(tmp.path(), findings);
+}
+
+// Pass: one key reader for the tunnel and the check. For a key cut short, an
+// encrypted key and a certificate where the key belongs, load_key_file (how
+// the tunnel loads keys) throws "<file>: <cause>; fix: ..." and
+// check_node_dir reports the same cause for the same file: "private key is cut
+// short or damaged", "holds an encrypted private key", "holds no PEM private
+// key". A key accessible to all users is refused in judge_key_mode's words; a
+// good 0600 key loads.
+TEST(Certs, OneKeyReaderForTheTunnelAndTheCheck) {
+  TempDir tmp;
+  const Pem node = issue(shared_ca(), node_opts());
+  write_node_dir(tmp.path(), shared_ca().cert, node);
+  const fs::path key = tmp.path() / kServerKeyFile;
+  EXPECT_TRUE(load_key_file(key));
+
+  const fs::path plain = tmp / "plain.key", encrypted = tmp / "encrypted.key";
+  xmig::harness::write_file(plain, node.key);
+  ASSERT_EQ(xmig::harness::run({"/usr/bin/openssl", "pkey", "-in", plain.string(), "-aes256",
+                                "-passout", "pass:secret", "-out", encrypted.string()}),
+            0);
+  const std::pair<std::string, std::string> cases[] = {
+      {node.key.substr(0, node.key.size() / 2), "private key is cut short or damaged"},
+      {xmig::harness::read_file(encrypted), "holds an encrypted private key"},
+      {node.cert, "holds no PEM private key"},
+  };
+  for (const auto& [text, cause] : cases) {
+    write_file_atomic(key, text, 0600);
+    std::string tunnel_says;
+    try {
+      load_key_file(key);
+    } catch (const Error& e) {
+      tunnel_says = e.what();
+    }
+    EXPECT_EQ(tunnel_says.find(key.string() + ": " + cause), 0u) << tunnel_says;
+    EXPECT_NE(tunnel_says.find("; fix: "), std::string::npos) << tunnel_says;
+    std::string check_says;
+    for (const auto& f : check_node_dir(tmp.path(), CheckOptions{.name = "hv-a.example.net"}))
+      if (f.file == key.string() && f.severity == Severity::Failure) check_says += f.message;
+    EXPECT_NE(check_says.find(cause), std::string::npos) << cause << ": " << check_says;
+  }
+
+  write_file_atomic(key, node.key, 0644);
+  try {
+    load_key_file(key);
+    ADD_FAILURE() << "a key readable by all users was loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(judge_key_mode(key, 0644, "").what), std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "base/openssl.hpp"
 #include "certs/certs.hpp"
 #include "harness/files.hpp"
 #include "harness/process.hpp"
@@ -21,16 +22,12 @@ namespace xmig::certs::test {
 namespace fs = std::filesystem;
 using xmig::harness::TempDir;
 
-struct X509Free {
-  void operator()(X509* x) const { X509_free(x); }
-};
-using Cert = std::unique_ptr<X509, X509Free>;
+using Cert = X509Ptr;
 
 // Every certificate in a PEM text.
 inline std::vector<Cert> load_certs(const std::string& pem) {
   std::vector<Cert> out;
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), int(pem.size())),
-                                                BIO_free);
+  BioPtr bio(BIO_new_mem_buf(pem.data(), int(pem.size())));
   while (X509* x = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) out.emplace_back(x);
   ERR_clear_error();
   return out;
@@ -46,10 +43,9 @@ inline Cert load_cert(const std::string& pem) {
 inline int verify(const std::string& cert_pem, const std::string& ca_pem, int purpose = 0) {
   Cert cert = load_cert(cert_pem);
   if (!cert) return -1;
-  std::unique_ptr<X509_STORE, decltype(&X509_STORE_free)> store(X509_STORE_new(), X509_STORE_free);
+  X509StorePtr store(X509_STORE_new());
   for (auto& ca : load_certs(ca_pem)) X509_STORE_add_cert(store.get(), ca.get());
-  std::unique_ptr<X509_STORE_CTX, decltype(&X509_STORE_CTX_free)> ctx(X509_STORE_CTX_new(),
-                                                                      X509_STORE_CTX_free);
+  X509StoreCtxPtr ctx(X509_STORE_CTX_new());
   X509_STORE_CTX_init(ctx.get(), store.get(), cert.get(), nullptr);
   if (purpose) X509_STORE_CTX_set_purpose(ctx.get(), purpose);
   X509_verify_cert(ctx.get());

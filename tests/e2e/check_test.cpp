@@ -5,6 +5,7 @@
 #include <openssl/pem.h>
 #include <sys/stat.h>
 
+#include "base/openssl.hpp"
 #include "harness/tunnel_pair.hpp"
 
 namespace xmig::test {
@@ -98,20 +99,16 @@ TEST(TunnelCheck, RefusesWorldReadableKey) {
 
 // The key file encrypted with a passphrase, in PEM.
 std::string encrypted_pem(const std::string& key_pem) {
-  BIO* in = BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size()));
-  EVP_PKEY* key = PEM_read_bio_PrivateKey(in, nullptr, nullptr, nullptr);
-  BIO_free(in);
-  BIO* out = BIO_new(BIO_s_mem());
+  BioPtr in(BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size())));
+  PkeyPtr key(PEM_read_bio_PrivateKey(in.get(), nullptr, nullptr, nullptr));
+  BioPtr out(BIO_new(BIO_s_mem()));
   std::string pass = "secret";
-  PEM_write_bio_PrivateKey(out, key, EVP_aes_256_cbc(),
+  PEM_write_bio_PrivateKey(out.get(), key.get(), EVP_aes_256_cbc(),
                            reinterpret_cast<unsigned char*>(pass.data()),
                            static_cast<int>(pass.size()), nullptr, nullptr);
   char* data = nullptr;
-  long n = BIO_get_mem_data(out, &data);
-  std::string pem(data, static_cast<size_t>(n));
-  BIO_free(out);
-  EVP_PKEY_free(key);
-  return pem;
+  long n = BIO_get_mem_data(out.get(), &data);
+  return std::string(data, static_cast<size_t>(n));
 }
 
 // Pass: an unreadable key is refused with the cause it has, each with its own

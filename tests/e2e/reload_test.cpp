@@ -35,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/openssl.hpp"
 #include "base/socket.hpp"
 #include "certs/certs.hpp"
 #include "harness/files.hpp"
@@ -111,8 +112,7 @@ struct Presented {
 Presented present_serial(uint16_t port, const fs::path& client_dir,
                          const std::string& server_name) {
   Presented p;
-  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()),
-                                                        SSL_CTX_free);
+  SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
   if (SSL_CTX_use_certificate_chain_file(ctx.get(), (client_dir / "server-cert.pem").c_str()) !=
           1 ||
@@ -125,7 +125,7 @@ Presented present_serial(uint16_t port, const fs::path& client_dir,
     return p;
   }
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
-  std::unique_ptr<SSL, decltype(&SSL_free)> ssl(SSL_new(ctx.get()), SSL_free);
+  SslPtr ssl(SSL_new(ctx.get()));
   SSL_set1_host(ssl.get(), server_name.c_str());
   static const unsigned char kAlpn[] = "\x0bxmig/verify";
   SSL_set_alpn_protos(ssl.get(), kAlpn, sizeof kAlpn - 1);
@@ -145,11 +145,10 @@ Presented present_serial(uint16_t port, const fs::path& client_dir,
     return p;
   }
   if (X509* cert = SSL_get0_peer_certificate(ssl.get())) {
-    if (BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr)) {
-      char* hex = BN_bn2hex(bn);
+    if (BignumPtr bn{ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr)}) {
+      char* hex = BN_bn2hex(bn.get());
       p.serial = hex;
       OPENSSL_free(hex);
-      BN_free(bn);
     }
   }
   const std::string request = tunnel::encode(tunnel::Request{});
@@ -187,7 +186,7 @@ Presented present_serial(uint16_t port, const fs::path& client_dir,
 Hashed send_until(int fd, uint64_t seed, uint64_t rate, uint64_t min_bytes,
                   const std::atomic<bool>& stop) {
   Hashed h;
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> sha(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  MdCtxPtr sha(EVP_MD_CTX_new());
   EVP_DigestInit_ex(sha.get(), EVP_sha256(), nullptr);
   std::vector<uint8_t> buf(256 * 1024);
   const auto start = std::chrono::steady_clock::now();
@@ -839,26 +838,20 @@ TEST_F(Reload, ChmodOfRefusedKeyIsPickedUp) {
 std::string make_crl(const certs::Pem& ca, const std::vector<std::string>& revoked,
                      long next_update_seconds = 86400) {
   auto bio_of = [](const std::string& pem) {
-    return std::unique_ptr<BIO, decltype(&BIO_free)>(
-        BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), BIO_free);
+    return BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   };
-  std::unique_ptr<X509, decltype(&X509_free)> ca_cert(
-      PEM_read_bio_X509(bio_of(ca.cert).get(), nullptr, nullptr, nullptr), X509_free);
-  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> ca_key(
-      PEM_read_bio_PrivateKey(bio_of(ca.key).get(), nullptr, nullptr, nullptr), EVP_PKEY_free);
-  std::unique_ptr<X509_CRL, decltype(&X509_CRL_free)> crl(X509_CRL_new(), X509_CRL_free);
+  X509Ptr ca_cert(PEM_read_bio_X509(bio_of(ca.cert).get(), nullptr, nullptr, nullptr));
+  PkeyPtr ca_key(PEM_read_bio_PrivateKey(bio_of(ca.key).get(), nullptr, nullptr, nullptr));
+  X509CrlPtr crl(X509_CRL_new());
   if (!ca_cert || !ca_key || !crl) throw std::runtime_error("make_crl: bad CA");
   X509_CRL_set_version(crl.get(), 1);  // v2
   X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ca_cert.get()));
-  std::unique_ptr<ASN1_TIME, decltype(&ASN1_TIME_free)> last(X509_gmtime_adj(nullptr, -300),
-                                                             ASN1_TIME_free);
-  std::unique_ptr<ASN1_TIME, decltype(&ASN1_TIME_free)> next(
-      X509_gmtime_adj(nullptr, next_update_seconds), ASN1_TIME_free);
+  Asn1TimePtr last(X509_gmtime_adj(nullptr, -300));
+  Asn1TimePtr next(X509_gmtime_adj(nullptr, next_update_seconds));
   X509_CRL_set1_lastUpdate(crl.get(), last.get());
   X509_CRL_set1_nextUpdate(crl.get(), next.get());
   for (const std::string& pem : revoked) {
-    std::unique_ptr<X509, decltype(&X509_free)> cert(
-        PEM_read_bio_X509(bio_of(pem).get(), nullptr, nullptr, nullptr), X509_free);
+    X509Ptr cert(PEM_read_bio_X509(bio_of(pem).get(), nullptr, nullptr, nullptr));
     if (!cert) throw std::runtime_error("make_crl: bad certificate");
     X509_REVOKED* r = X509_REVOKED_new();
     X509_REVOKED_set_serialNumber(r, X509_get_serialNumber(cert.get()));
@@ -868,7 +861,7 @@ std::string make_crl(const certs::Pem& ca, const std::vector<std::string>& revok
   X509_CRL_sort(crl.get());
   if (X509_CRL_sign(crl.get(), ca_key.get(), EVP_sha256()) <= 0)
     throw std::runtime_error("make_crl: signing failed");
-  std::unique_ptr<BIO, decltype(&BIO_free)> out(BIO_new(BIO_s_mem()), BIO_free);
+  BioPtr out(BIO_new(BIO_s_mem()));
   PEM_write_bio_X509_CRL(out.get(), crl.get());
   char* data = nullptr;
   long n = BIO_get_mem_data(out.get(), &data);

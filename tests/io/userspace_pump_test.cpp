@@ -22,12 +22,12 @@
 #include <thread>
 #include <vector>
 
+#include "base/openssl.hpp"
 #include "certs/certs.hpp"
 #include "harness/files.hpp"
 #include "harness/streams.hpp"
 #include "io/pump.hpp"
 #include "tests/io/pump_result.hpp"
-#include "tls/owned.hpp"
 
 namespace xmig::test {
 
@@ -53,14 +53,14 @@ class UserspacePump : public ::testing::Test {
     std::signal(SIGPIPE, SIG_IGN);  // the peer may write to a connection the pump has reset
     static const certs::Pem ca = certs::make_ca({});
     static const certs::Pem node = certs::issue(ca, {.name = "hv-b"});
-    tls::BioPtr cert_pem(BIO_new_mem_buf(node.cert.data(), static_cast<int>(node.cert.size())));
-    tls::BioPtr key_pem(BIO_new_mem_buf(node.key.data(), static_cast<int>(node.key.size())));
-    tls::X509Ptr cert(PEM_read_bio_X509(cert_pem.get(), nullptr, nullptr, nullptr));
-    tls::PkeyPtr key(PEM_read_bio_PrivateKey(key_pem.get(), nullptr, nullptr, nullptr));
+    BioPtr cert_pem(BIO_new_mem_buf(node.cert.data(), static_cast<int>(node.cert.size())));
+    BioPtr key_pem(BIO_new_mem_buf(node.key.data(), static_cast<int>(node.key.size())));
+    X509Ptr cert(PEM_read_bio_X509(cert_pem.get(), nullptr, nullptr, nullptr));
+    PkeyPtr key(PEM_read_bio_PrivateKey(key_pem.get(), nullptr, nullptr, nullptr));
     ASSERT_TRUE(cert && key);
 
-    tls::SslCtxPtr peer_ctx(SSL_CTX_new(TLS_server_method()));
-    tls::SslCtxPtr client_ctx(SSL_CTX_new(TLS_client_method()));
+    SslCtxPtr peer_ctx(SSL_CTX_new(TLS_server_method()));
+    SslCtxPtr client_ctx(SSL_CTX_new(TLS_client_method()));
     for (SSL_CTX* ctx : {peer_ctx.get(), client_ctx.get()}) {
       SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
       ASSERT_EQ(SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256"), 1);
@@ -129,7 +129,7 @@ class UserspacePump : public ::testing::Test {
               expected_sha256(bytes, seed));
   }
 
-  tls::SslPtr peer_, client_;
+  SslPtr peer_, client_;
   Fd peer_fd_, tls_fd_, local_;
   std::shared_ptr<io::LiveBytes> live_ = std::make_shared<io::LiveBytes>();
   PumpResult result_;

@@ -20,12 +20,12 @@
 #include <string>
 #include <vector>
 
+#include "base/openssl.hpp"
 #include "harness/streams.hpp"
 #include "io/pump.hpp"
 #include "tests/io/pump_result.hpp"
 #include "tests/ktls/ktls_test.hpp"
 #include "tls/ktls.hpp"
-#include "tls/owned.hpp"
 
 #ifndef SOL_TLS
 #define SOL_TLS 282
@@ -70,9 +70,9 @@ class KtlsRecords : public ::testing::Test {
   // Handshake (TLS 1.3) between the kTLS client and the peer; the pump is
   // not started yet, so what the peer sends first queues up in the socket.
   void connect(bool peer_ktls_tx) {
-    tls::PkeyPtr key(EVP_EC_gen("P-256"));
+    PkeyPtr key(EVP_EC_gen("P-256"));
     ASSERT_TRUE(key);
-    tls::X509Ptr cert(X509_new());
+    X509Ptr cert(X509_new());
     X509_set_version(cert.get(), 2);
     ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 1);
     X509_gmtime_adj(X509_getm_notBefore(cert.get()), -60);
@@ -157,8 +157,8 @@ class KtlsRecords : public ::testing::Test {
     EXPECT_TRUE(got == sent.substr(0, got.size())) << "delivered bytes differ from those sent";
   }
 
-  tls::SslCtxPtr peer_ctx_, client_ctx_;
-  tls::SslPtr peer_, client_;
+  SslCtxPtr peer_ctx_, client_ctx_;
+  SslPtr peer_, client_;
   Fd peer_fd_, client_fd_, local_;
   PumpResult result_;
   std::future<void> peer_sent_;         // joined before the sockets close
