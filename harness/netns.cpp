@@ -46,6 +46,8 @@ NetnsLab::NetnsLab() {
   b_ip = "10.231.0.2";
   const std::string outsider_gw = "10.231.1.1";
   outsider_ip = "10.231.1.2";
+  a_ip6 = "fd00:231::1";
+  b_ip6 = "fd00:231::2";
   for (const auto& ns : {a, b, outsider}) {
     run({kIp, "netns", "del", ns});  // left over by a killed run of this pid
     must({kIp, "netns", "add", ns});
@@ -57,6 +59,9 @@ NetnsLab::NetnsLab() {
         outsider});
   must({kIp, "-n", a, "addr", "add", a_ip + "/24", "dev", a_link});
   must({kIp, "-n", b, "addr", "add", b_ip + "/24", "dev", b_link});
+  // nodad: usable at once, not after duplicate address detection.
+  must({kIp, "-n", a, "addr", "add", a_ip6 + "/64", "dev", a_link, "nodad"});
+  must({kIp, "-n", b, "addr", "add", b_ip6 + "/64", "dev", b_link, "nodad"});
   must({kIp, "-n", b, "addr", "add", outsider_gw + "/24", "dev", "out0"});
   must({kIp, "-n", outsider, "addr", "add", outsider_ip + "/24", "dev", "out0"});
   must({kIp, "-n", a, "link", "set", a_link, "up"});
@@ -68,6 +73,64 @@ NetnsLab::NetnsLab() {
 
 NetnsLab::~NetnsLab() {
   for (const auto& ns : {a, b, outsider}) run({kIp, "netns", "del", ns});
+}
+
+std::string intercept_toml(const std::string& own, bool firewall) {
+  return std::string("[intercept]\nports = \"") + kLabMigrationPorts + "\"\ndriver_port = 16509\n" +
+         "listen_port = " + std::to_string(kLabInterceptPort) + "\naddress = \"" + own + "\"\n" +
+         "firewall = " + (firewall ? "true" : "false") + "\nusers = [\"root\"]\n";
+}
+
+TunnelPairOptions intercept_pair(const NetnsLab& lab, bool a_firewall, bool b_firewall, bool ipv6) {
+  return TunnelPairOptions{
+      .a_extra = intercept_toml(ipv6 ? lab.a_ip6 : lab.a_ip, a_firewall),
+      .b_extra = intercept_toml(ipv6 ? lab.b_ip6 : lab.b_ip, b_firewall),
+      .a_host = ipv6 ? "[" + lab.a_ip6 + "]" : lab.a_ip,
+      .b_host = ipv6 ? "[" + lab.b_ip6 + "]" : lab.b_ip,
+      .a_netns = lab.a,
+      .b_netns = lab.b,
+  };
+}
+
+NovaMigration::NovaMigration(const NetnsLab& lab, const fs::path& dir, const std::string& name,
+                             uint16_t port, int multifd_channels, bool ipv6)
+    : listen_(ipv6 ? "[::]" : "0.0.0.0"),
+      destination_address_(ipv6 ? "[" + lab.b_ip6 + "]" : lab.b_ip),
+      port_(port),
+      ram_(2 * (kRamMib << 20), dir) {
+  const fs::path source_ram = ram_.path() / (name + "-source.ram");
+  destination_ram_ = ram_.path() / (name + "-destination.ram");
+  create_random_file(source_ram, kRamMib << 20, 0x4e4f5641 + port);
+  create_zero_file(destination_ram_, kRamMib << 20);
+  source_hash_ = sha256_file(source_ram);
+  source_ = std::make_unique<QemuGuest>(QemuGuestConfig{.name = name + "-source",
+                                                        .work_dir = dir,
+                                                        .ram_file = source_ram,
+                                                        .ram_mib = kRamMib,
+                                                        .incoming = false,
+                                                        .netns = lab.a});
+  destination_ = std::make_unique<QemuGuest>(QemuGuestConfig{.name = name + "-destination",
+                                                             .work_dir = dir,
+                                                             .ram_file = destination_ram_,
+                                                             .ram_mib = kRamMib,
+                                                             .incoming = true,
+                                                             .netns = lab.b});
+  if (multifd_channels > 0) {
+    source_->enable_multifd(multifd_channels);
+    destination_->enable_multifd(multifd_channels);
+  }
+  source_->unlimit_bandwidth();
+}
+
+void NovaMigration::start() {
+  destination_->migrate_incoming("tcp:" + listen_ + ":" + std::to_string(port_));
+  source_->migrate("tcp:" + destination_address_ + ":" + std::to_string(port_));
+}
+
+bool NovaMigration::ram_arrived() {
+  source_->quit();
+  destination_->quit();
+  return sha256_file(destination_ram_) == source_hash_;
 }
 
 std::vector<std::string> NetnsLab::in(const std::string& ns, std::vector<std::string> argv) {

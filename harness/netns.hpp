@@ -13,11 +13,15 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "harness/process.hpp"
+#include "harness/qemu_vm.hpp"
+#include "harness/tunnel_pair.hpp"
 
 namespace xmig::harness {
 
@@ -37,7 +41,51 @@ class NetnsLab {
 
   std::string a, b, outsider;                    // namespace names
   std::string a_ip, b_ip, outsider_ip;           // their addresses
+  std::string a_ip6, b_ip6;                      // hv-a's and hv-b's IPv6 addresses, same veth
   std::string a_link = "mig0", b_link = "mig0";  // the veth pair's ends in hv-a and hv-b
+};
+
+// Transparent mode in the lab (tests/intercept): libvirt's default port
+// range and the intercept listener both hosts use.
+inline constexpr uint16_t kLabInterceptPort = 7445;
+inline constexpr const char* kLabMigrationPorts = "49152-49215";
+
+// [intercept] for a host whose own migration address is `own`.
+std::string intercept_toml(const std::string& own, bool firewall = true);
+
+// A tunnel pair in hv-a and hv-b, each with [intercept] (its own address,
+// firewall as given) and so its own table inet xmig, applied at start. With
+// ipv6, the TLS listeners and the migration addresses are the IPv6 ones.
+TunnelPairOptions intercept_pair(const NetnsLab& lab, bool a_firewall = true,
+                                 bool b_firewall = true, bool ipv6 = false);
+
+// One migration the way nova makes libvirt do it: the destination QEMU in
+// hv-b listens on tcp:0.0.0.0:PORT (tcp:[::]:PORT with ipv6), the source
+// QEMU in hv-a migrates to tcp:<hv-b address>:PORT; neither knows of xmig.
+// RAM is random on the source and zeros on the destination.
+class NovaMigration {
+ public:
+  static constexpr uint64_t kRamMib = 64;
+
+  NovaMigration(const NetnsLab& lab, const fs::path& dir, const std::string& name, uint16_t port,
+                int multifd_channels, bool ipv6 = false);
+
+  // What nova's libvirt asks of both QEMUs.
+  void start();
+  MigrationStatus wait_source() { return source_->wait_for_migration(120s); }
+  MigrationStatus wait_destination() { return destination_->wait_for_migration(60s); }
+  // Both QEMUs quit (every page written back); then true when the
+  // destination's RAM hashes as the source's did.
+  bool ram_arrived();
+  std::string logs() const { return source_->log() + destination_->log(); }
+
+ private:
+  std::string listen_, destination_address_;
+  uint16_t port_;
+  RamDir ram_;
+  std::string source_hash_;
+  fs::path destination_ram_;
+  std::unique_ptr<QemuGuest> source_, destination_;
 };
 
 // Capture (the capture tests' and the transparent-mode tests'): (root with ip and nft present).

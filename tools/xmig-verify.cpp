@@ -39,6 +39,15 @@ Live check:  xmig-verify --config /etc/xmig/tunnel.toml --peer hv-b [--json]
   data path    which mode (ktls-splice or userspace) the local tunnel used for the
                canary connection (from its status endpoint) and the kernel's kTLS
                counters (/proc/net/tls_stat)
+  interception with [intercept] (transparent mode, see the README section
+               Transparent mode): this host's table inet xmig equals what the config
+               demands (compared in nft's listing); plaintext TCP from this host
+               to the peer's migration address on driver_port and on a port of
+               the range (--intercept-port, default the range's last), carrying
+               a canary, is carried by the local tunnel as TLS (ALPN xmig/driver,
+               xmig/port-N) and nothing reaches those ports on the wire; the same
+               connections from a socket with the tunnel's mark (as from any host
+               on the network) are dropped by the peer (firewall = true there)
 
 Offline check:  xmig-verify --pcap migration.pcap [--json]
   For a capture of the migration network taken during a migration, e.g.
@@ -81,6 +90,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--warn-days", live.warn_days, "warn when a certificate expires sooner")
       ->capture_default_str();
+  app.add_option("--intercept-port", live.intercept_port,
+                 "with [intercept]: the migration port the interception check connects to "
+                 "(default: the last of [intercept].ports)")
+      ->type_name("PORT");
   config->needs(peer);
   peer->needs(config);
   file->excludes(config)->excludes(peer);

@@ -14,14 +14,12 @@
 #include <memory>
 
 #include "base/socket.hpp"
+#include "tunnel/protocol.hpp"
 #include "tunnel/state.hpp"
 
 namespace xmig::tunnel {
 
 namespace {
-
-constexpr std::string_view kPortChannelPrefix = "port-";
-constexpr const char* kDriverChannel = "driver";
 
 // Where a redirected connection was going before nftables sent it here, or
 // nullopt with *why (not redirected, or conntrack does not know it).

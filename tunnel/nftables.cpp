@@ -1,7 +1,7 @@
 #include "tunnel/nftables.hpp"
 
 #include <arpa/inet.h>
-#include <fmt/format.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "base/fd.hpp"
@@ -49,7 +50,9 @@ std::string nftables_ruleset(const Config& c) {
   Families peers;
   for (const auto& p : c.peers)
     for (const auto& a : p.addresses) (is_ipv6(a) ? peers.v6 : peers.v4).push_back(a);
-  const std::string mark = fmt::format("0x{:08x}", in.mark);
+  char mark_text[16];
+  std::snprintf(mark_text, sizeof mark_text, "0x%08x", in.mark);
+  const std::string mark = mark_text;
   const std::string driver = std::to_string(in.driver_port);
   const std::string ports = "{ " + driver + ", " + in.ports.str() + " }";
   std::vector<std::string> uids;
@@ -113,40 +116,94 @@ std::string nftables_ruleset(const Config& c) {
   return t;
 }
 
-void apply_nftables(const std::string& ruleset) {
-  int in[2], err[2];
-  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0)
+NftRun run_nft(const std::vector<std::string>& args, const std::string& input) {
+  int in[2], out[2];
+  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0)
     throw std::runtime_error(std::string("nftables: pipe: ") + strerror(errno));
-  Fd in_read(in[0]), in_write(in[1]), err_read(err[0]), err_write(err[1]);
+  Fd in_read(in[0]), in_write(in[1]), out_read(out[0]), out_write(out[1]);
+  std::vector<char*> argv = {const_cast<char*>("nft")};
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
   pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error(std::string("nftables: fork: ") + strerror(errno));
   if (pid == 0) {
     ::dup2(in_read.get(), STDIN_FILENO);
-    ::dup2(err_write.get(), STDOUT_FILENO);
-    ::dup2(err_write.get(), STDERR_FILENO);
+    ::dup2(out_write.get(), STDOUT_FILENO);
+    ::dup2(out_write.get(), STDERR_FILENO);
     for (const char* nft : {"/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"})
-      ::execl(nft, "nft", "-f", "-", static_cast<char*>(nullptr));
+      ::execv(nft, argv.data());
     std::fprintf(stderr, "nft not found (install the nftables package)\n");
     ::_exit(127);
   }
   in_read.reset();
-  err_write.reset();
-  for (size_t done = 0; done < ruleset.size();) {
-    ssize_t n = ::write(in_write.get(), ruleset.data() + done, ruleset.size() - done);
+  out_write.reset();
+  for (size_t done = 0; done < input.size();) {
+    ssize_t n = ::write(in_write.get(), input.data() + done, input.size() - done);
     if (n <= 0) break;  // nft exited early; its words say why
     done += static_cast<size_t>(n);
   }
   in_write.reset();
-  std::string said;
+  NftRun r;
   char buf[4096];
-  for (ssize_t n; (n = ::read(err_read.get(), buf, sizeof buf)) > 0;) said.append(buf, n);
+  for (ssize_t n; (n = ::read(out_read.get(), buf, sizeof buf)) > 0;) r.output.append(buf, n);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+  r.ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  return r;
+}
+
+void apply_nftables(const std::string& ruleset) {
+  NftRun r = run_nft({"-f", "-"}, ruleset);
+  if (!r.ok)
     throw std::runtime_error("nftables: nft -f - refused table " + std::string(kNftTable) +
-                             (said.empty() ? "" : ": " + said) +
+                             (r.output.empty() ? "" : ": " + r.output) +
                              "; fix: run as root with the nftables package installed");
+}
+
+std::optional<std::string> listed_table() {
+  // "list tables" first: a missing table and an nft that cannot list at all
+  // both make "list table" fail.
+  NftRun tables = run_nft({"list", "tables"});
+  if (!tables.ok)
+    throw std::runtime_error("nft list tables: " + tables.output +
+                             "; fix: run as root (nft needs CAP_NET_ADMIN)");
+  if (tables.output.find(std::string("table ") + kNftTable + "\n") == std::string::npos)
+    return std::nullopt;
+  NftRun table = run_nft({"list", "table", "inet", "xmig"});
+  if (!table.ok)
+    throw std::runtime_error("nft list table " + std::string(kNftTable) + ": " + table.output);
+  return table.output;
+}
+
+std::string listed_form(const std::string& ruleset) {
+  // A thread of our own moves to a new, empty network namespace (the
+  // namespace is a per-thread attribute, so the rest of the process stays);
+  // the nft processes it starts inherit it, and it vanishes with them.
+  std::string listing, error;
+  std::thread([&] {
+    if (::unshare(CLONE_NEWNET) != 0) {
+      error = std::string("unshare(CLONE_NEWNET): ") + strerror(errno) +
+              " (a private network namespace needs CAP_SYS_ADMIN; fix: run as root)";
+      return;
+    }
+    try {
+      NftRun applied = run_nft({"-f", "-"}, ruleset);
+      if (!applied.ok) {
+        error = "nft -f - refused the ruleset: " + applied.output;
+        return;
+      }
+      auto listed = listed_table();
+      if (listed)
+        listing = *listed;
+      else
+        error = "nft applied the ruleset but lists no table " + std::string(kNftTable);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }).join();
+  if (!error.empty()) throw std::runtime_error(error);
+  return listing;
 }
 
 }  // namespace xmig::tunnel

@@ -15,9 +15,14 @@
 // untouched: the tunnel never catches its own traffic. The table stays when
 // the tunnel stops: migrations then fail instead of going out in plaintext.
 // It never touches any other table.
+//
+// Library xmig_nftables: the tunnel applies the table, xmig-verify compares
+// the host's table with it (one generator of the rules).
 #pragma once
 
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "tunnel/config.hpp"
 
@@ -32,5 +37,25 @@ std::string nftables_ruleset(const Config& c);
 // Feeds the ruleset to `nft -f -`. Throws std::runtime_error with nft's own
 // words when nft is missing or refuses it.
 void apply_nftables(const std::string& ruleset);
+
+// Runs nft with `args` and `input` on its stdin; ok when it exited 0, output
+// is its stdout and stderr together.
+struct NftRun {
+  bool ok = false;
+  std::string output;
+};
+NftRun run_nft(const std::vector<std::string>& args, const std::string& input = {});
+
+// This network namespace's table inet xmig as `nft list table inet xmig`
+// prints it (nft's own spelling), or nullopt when there is none. Throws
+// std::runtime_error with nft's words when nft cannot list (no CAP_NET_ADMIN).
+std::optional<std::string> listed_table();
+
+// How nft lists `ruleset` once applied, for a comparison with listed_table()
+// line by line (xmig-verify: is the table in place what the config demands?).
+// It is applied in a private, empty network namespace, never this host's.
+// Throws std::runtime_error with the reason (the namespace needs
+// CAP_SYS_ADMIN, i.e. root).
+std::string listed_form(const std::string& ruleset);
 
 }  // namespace xmig::tunnel

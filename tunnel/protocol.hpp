@@ -24,6 +24,12 @@ namespace xmig::tunnel {
 inline constexpr const char* kVerifyChannel = "verify";
 inline constexpr uint64_t kVerifyEchoLimit = 64ull << 20;
 
+// Transparent mode's channels (tunnel/intercept.hpp), named in the ALPN
+// ("xmig/driver", "xmig/port-49153") that xmig-verify looks for on the wire:
+// a connection to a peer's driver_port, and one to a port of the range.
+inline constexpr const char* kDriverChannel = "driver";
+inline constexpr std::string_view kPortChannelPrefix = "port-";
+
 enum class Verdict : uint8_t {
   Accepted = 'A',
   UnknownChannel = 'C',     // the far side has no target for this channel

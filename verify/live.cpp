@@ -1,4 +1,5 @@
-// The live check, in order: config, handshake, enforcement, wire, data path.
+// The live check, in order: config, handshake, enforcement, wire, data path,
+// interception (with [intercept]).
 #include <chrono>
 #include <cmath>
 #include <thread>
@@ -227,6 +228,7 @@ Report run_live(const LiveOptions& opts) {
   detail::check_enforcement(c);
   CanaryRun run = detail::check_wire(c);
   check_data_path(c, run);
+  detail::check_interception(c);
   return report;
 }
 

@@ -7,9 +7,13 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tls/context.hpp"
 #include "tunnel/config.hpp"
+#include "verify/canary.hpp"
+#include "verify/capture.hpp"
+#include "verify/pcap_flows.hpp"
 #include "verify/probe.hpp"
 #include "verify/verify.hpp"
 
@@ -36,10 +40,38 @@ struct CanaryRun {
   std::map<std::string, uint64_t> ktls_before;  // /proc/net/tls_stat before the canary
 };
 
+// A capture of the traffic towards the peer, started for one live step.
+struct CaptureStart {
+  std::unique_ptr<LiveCapture> capture;  // null when it could not start
+  std::string interface;
+  std::string error;  // why not (with its fix when capture.cpp knows it)
+};
+
+// Starts capturing `filter` on the interface that reaches every address in
+// `towards` (--interface when given; "any" when they leave on different
+// interfaces), before the step's first connection, so it is seen from its SYN.
+CaptureStart start_capture(const LiveContext& c, const std::vector<PeerAddress>& towards,
+                           const std::string& filter);
+// The fix for a capture that could not start (none when the error holds one).
+std::string capture_fix(const std::string& error);
+
+// Feeds every captured frame to `table` and finishes it.
+void read_capture(const LiveCapture& cap, FlowTable& table);
+
+// Where a 16-byte window of the canary occurs in the streams of `table`
+// (kept) or the raw frames of `cap`, as a phrase; "" when nowhere.
+std::string find_canary(const CanaryMatcher& matcher, const FlowTable& table,
+                        const LiveCapture& cap);
+
 // Enforcement: each probe must be refused by the peer (enforcement.cpp).
 void check_enforcement(LiveContext& c);
 
 // On the wire: the canary through the local tunnel while capturing (wire.cpp).
 CanaryRun check_wire(LiveContext& c);
+
+// Transparent mode, when the config has [intercept]: this host's table, its
+// plaintext connections to the peer's ports going into the tunnel, and the
+// peer dropping them from the network (interception.cpp).
+void check_interception(LiveContext& c);
 
 }  // namespace xmig::verify::detail

@@ -5,7 +5,10 @@
 // - run_live(): against a running peer, with the local tunnel's config and
 //   certificates: the handshake, what the peer must refuse, a canary stream
 //   through the local tunnel and back while the wire is captured with
-//   libpcap, and the data path the local tunnel used.
+//   libpcap, and the data path the local tunnel used; with [intercept]
+//   (transparent mode), that this host's nftables table is the config's, its
+//   plaintext connections to the peer's ports go through the tunnel, and the
+//   peer drops them when they come from the network.
 // - analyze_pcap(): a capture file taken on the migration network; every TCP
 //   flow is classified as TLS or plaintext, and plaintext migration protocols
 //   (QEMU, multifd, NBD, libvirt RPC) are named.
@@ -68,6 +71,9 @@ struct LiveOptions {
   std::chrono::milliseconds timeout{5000};  // each probe's connect/handshake/read
   int warn_days = 30;                       // certificate expiry warning threshold
   std::string interface;                    // capture interface; "" = found from the peer address
+  // With [intercept]: the port of the range the interception check connects
+  // to; 0 = the range's last (libvirt takes ports from the first up).
+  uint16_t intercept_port = 0;
 };
 
 // Runs every live check and returns the report; never throws for what the

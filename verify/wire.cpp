@@ -192,9 +192,7 @@ void send_canary(LiveContext& c, const std::string& canary, CanaryRun& run) {
 void judge_capture(LiveContext& c, const LiveCapture& cap, const std::string& iface,
                    const std::string& canary) {
   FlowTable table(FlowOptions{.keep_streams = true, .keep_limit = 32u << 20});
-  for (const auto& f : cap.frames())
-    table.add_frame(cap.linktype(), reinterpret_cast<const uint8_t*>(f.data()), f.size());
-  table.finish();
+  read_capture(cap, table);
 
   std::string where = iface + " (port " + std::to_string(c.address.port) + ")";
   uint64_t most[2] = {0, 0};  // stream bytes of the best-covered flow, per direction
@@ -255,18 +253,7 @@ void judge_capture(LiveContext& c, const LiveCapture& cap, const std::string& if
   if (flows == 0) return;  // nothing to judge: the capture finding says why
 
   // No 16-byte window of the canary anywhere: reassembled streams and raw frames.
-  CanaryMatcher matcher(canary);
-  std::string leak;
-  for (const auto& f : table.flows())
-    for (int i = 0; i < 2 && leak.empty(); ++i) {
-      size_t at = matcher.find_in(f->dir[i].kept);
-      if (at != std::string_view::npos)
-        leak = "in flow " + f->side(i).str() + " -> " + f->side(1 - i).str() + " at stream byte " +
-               std::to_string(at);
-    }
-  for (size_t i = 0; i < cap.frames().size() && leak.empty(); ++i)
-    if (size_t at = matcher.find_in(cap.frames()[i]); at != std::string_view::npos)
-      leak = "in captured frame " + std::to_string(i + 1) + " at byte " + std::to_string(at);
+  std::string leak = find_canary(CanaryMatcher(canary), table, cap);
   if (leak.empty())
     c.report.add(kGroup, "no canary bytes on the wire", Status::Pass,
                  "no 16-byte window of the canary in " + std::to_string(cap.frames().size()) +
@@ -300,6 +287,53 @@ void judge_capture(LiveContext& c, const LiveCapture& cap, const std::string& if
 
 }  // namespace
 
+CaptureStart start_capture(const LiveContext& c, const std::vector<PeerAddress>& towards,
+                           const std::string& filter) {
+  CaptureStart out;
+  out.interface = c.opts.interface;
+  for (const auto& to : towards) {
+    if (!c.opts.interface.empty()) break;
+    std::string why, iface = interface_for(to, &why);
+    if (iface.empty()) {
+      out.error = "cannot tell which interface reaches " + to.ip + ": " + why;
+      return out;
+    }
+    // Addresses behind different interfaces: libpcap's "any" sees them all.
+    out.interface = out.interface.empty() || out.interface == iface ? iface : "any";
+  }
+  try {
+    out.capture = std::make_unique<LiveCapture>(out.interface, filter);
+  } catch (const std::exception& e) {
+    out.error = e.what();
+  }
+  return out;
+}
+
+std::string capture_fix(const std::string& error) {
+  return error.find("fix:") == std::string::npos
+             ? "run as root or with cap_net_raw,cap_net_admin; or give --interface"
+             : "";
+}
+
+void read_capture(const LiveCapture& cap, FlowTable& table) {
+  for (const auto& f : cap.frames())
+    table.add_frame(cap.linktype(), reinterpret_cast<const uint8_t*>(f.data()), f.size());
+  table.finish();
+}
+
+std::string find_canary(const CanaryMatcher& matcher, const FlowTable& table,
+                        const LiveCapture& cap) {
+  for (const auto& f : table.flows())
+    for (int i = 0; i < 2; ++i)
+      if (size_t at = matcher.find_in(f->dir[i].kept); at != std::string_view::npos)
+        return "in flow " + f->side(i).str() + " -> " + f->side(1 - i).str() + " at stream byte " +
+               std::to_string(at);
+  for (size_t i = 0; i < cap.frames().size(); ++i)
+    if (size_t at = matcher.find_in(cap.frames()[i]); at != std::string_view::npos)
+      return "in captured frame " + std::to_string(i + 1) + " at byte " + std::to_string(at);
+  return "";
+}
+
 CanaryRun check_wire(LiveContext& c) {
   CanaryRun run;
   for (const auto& r : c.config.routes)
@@ -310,21 +344,11 @@ CanaryRun check_wire(LiveContext& c) {
   std::string canary = make_canary(c.opts.canary_bytes);
 
   // Capture first, so the canary connection is seen from its SYN.
-  std::string why, iface = c.opts.interface;
-  if (iface.empty()) iface = interface_for(c.address, &why);
-  std::unique_ptr<LiveCapture> cap;
-  std::string capture_error;
-  if (iface.empty()) {
-    capture_error = "cannot tell which interface reaches " + c.address.ip + ": " + why;
-  } else {
-    std::string filter =
-        "tcp and host " + c.address.ip + " and port " + std::to_string(c.address.port);
-    try {
-      cap = std::make_unique<LiveCapture>(iface, filter);
-    } catch (const std::exception& e) {
-      capture_error = e.what();
-    }
-  }
+  CaptureStart started =
+      start_capture(c, {c.address},
+                    "tcp and host " + c.address.ip + " and port " + std::to_string(c.address.port));
+  std::unique_ptr<LiveCapture>& cap = started.capture;
+  const std::string& iface = started.interface;
 
   run.ktls_before = read_ktls_counters();
   run.started_unix = std::chrono::duration_cast<std::chrono::seconds>(
@@ -333,10 +357,8 @@ CanaryRun check_wire(LiveContext& c) {
   send_canary(c, canary, run);
   if (!cap) {
     c.report.add(kGroup, "capture", Status::Fail,
-                 "no capture, so nothing proves the canary was encrypted: " + capture_error,
-                 capture_error.find("fix:") == std::string::npos
-                     ? "run as root or with cap_net_raw,cap_net_admin; or give --interface"
-                     : "");
+                 "no capture, so nothing proves the canary was encrypted: " + started.error,
+                 capture_fix(started.error));
     return run;
   }
   // Let the last frames (FIN, ACK) reach the capture before stopping it.

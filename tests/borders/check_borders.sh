@@ -24,9 +24,11 @@ declare -A may=(
 )
 # Where a folder may use only part of another: xmig-verify reads the tunnel's
 # config and speaks its wire protocol, and links neither its data path nor
-# its workers (it links xmig_config, not xmig_tunnel).
+# its workers (it links xmig_config, not xmig_tunnel). It compares the host's
+# table inet xmig with the tunnel's own ruleset generator (xmig_nftables), so
+# there is one copy of the rules.
 declare -A only=(
-  [verify:tunnel]="tunnel/config.hpp tunnel/endpoint.hpp tunnel/protocol.hpp"
+  [verify:tunnel]="tunnel/config.hpp tunnel/endpoint.hpp tunnel/protocol.hpp tunnel/nftables.hpp"
 )
 # Each library's public headers: the only ones another folder of the product may
 # include (every CMake target exports the source root, so this list, not the
@@ -37,7 +39,7 @@ declare -A public=(
   [certs]="certs.hpp host_name.hpp"
   [tls]="channel.hpp context.hpp handshake.hpp ktls.hpp owned.hpp"
   [io]="pump.hpp"
-  [tunnel]="config.hpp endpoint.hpp protocol.hpp tunnel.hpp"
+  [tunnel]="config.hpp endpoint.hpp nftables.hpp protocol.hpp tunnel.hpp"
   [verify]="verify.hpp status_client.hpp probe.hpp tls_records.hpp"
   [harness]="certtool.hpp files.hpp netns.hpp process.hpp qemu_vm.hpp streams.hpp tls_probe.hpp tunnel_pair.hpp"
   [bench]="load.hpp measure.hpp record.hpp relay.hpp"

@@ -29,10 +29,6 @@ using namespace harness;
 
 namespace {
 
-constexpr uint64_t kRamMib = 64;
-constexpr uint16_t kInterceptPort = 7445;
-constexpr const char* kRange = "49152-49215";
-
 ::testing::AssertionResult contains(const std::string& text, const std::string& needle) {
   if (text.find(needle) != std::string::npos) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "\"" << needle << "\" not found in:\n" << text;
@@ -51,74 +47,6 @@ std::string lines_with(const fs::path& log, const std::string& needle) {
   return out;
 }
 
-// [intercept] for a host whose own migration address is `own`.
-std::string intercept_toml(const std::string& own, bool firewall = true) {
-  return std::string("[intercept]\nports = \"") + kRange + "\"\ndriver_port = 16509\n" +
-         "listen_port = " + std::to_string(kInterceptPort) + "\naddress = \"" + own + "\"\n" +
-         "firewall = " + (firewall ? "true" : "false") + "\nusers = [\"root\"]\n";
-}
-
-// One nova-style migration: destination QEMU in hv-b listening on
-// tcp:0.0.0.0:port, source QEMU in hv-a migrating to tcp:<hv-b>:port.
-class NovaMigration {
- public:
-  NovaMigration(const NetnsLab& lab, const fs::path& dir, const std::string& name, uint16_t port,
-                int multifd_channels)
-      : lab_(lab), port_(port), ram_(2 * (kRamMib << 20), dir) {
-    create_random_file(ram_.path() / (name + "-source.ram"), kRamMib << 20, 0x4e4f5641 + port);
-    create_zero_file(ram_.path() / (name + "-destination.ram"), kRamMib << 20);
-    source_hash_ = sha256_file(ram_.path() / (name + "-source.ram"));
-    source_ = std::make_unique<QemuGuest>(
-        QemuGuestConfig{.name = name + "-source",
-                        .work_dir = dir,
-                        .ram_file = ram_.path() / (name + "-source.ram"),
-                        .ram_mib = kRamMib,
-                        .incoming = false,
-                        .netns = lab.a});
-    destination_ = std::make_unique<QemuGuest>(
-        QemuGuestConfig{.name = name + "-destination",
-                        .work_dir = dir,
-                        .ram_file = ram_.path() / (name + "-destination.ram"),
-                        .ram_mib = kRamMib,
-                        .incoming = true,
-                        .netns = lab.b});
-    if (multifd_channels > 0) {
-      source_->enable_multifd(multifd_channels);
-      destination_->enable_multifd(multifd_channels);
-    }
-    source_->unlimit_bandwidth();
-    destination_ram_ = ram_.path() / (name + "-destination.ram");
-  }
-
-  // What nova's libvirt asks of both QEMUs.
-  void start() {
-    destination_->migrate_incoming("tcp:0.0.0.0:" + std::to_string(port_));
-    source_->migrate("tcp:" + lab_.b_ip + ":" + std::to_string(port_));
-  }
-
-  MigrationStatus wait_source() { return source_->wait_for_migration(120s); }
-  MigrationStatus wait_destination() { return destination_->wait_for_migration(60s); }
-
-  // Both QEMUs quit (every page written back), then the destination's RAM
-  // must be the source's.
-  ::testing::AssertionResult ram_arrived() {
-    source_->quit();
-    destination_->quit();
-    if (sha256_file(destination_ram_) == source_hash_) return ::testing::AssertionSuccess();
-    return ::testing::AssertionFailure() << "destination RAM differs from the source's";
-  }
-
-  std::string logs() const { return source_->log() + destination_->log(); }
-
- private:
-  const NetnsLab& lab_;
-  uint16_t port_;
-  RamDir ram_;
-  std::string source_hash_;
-  fs::path destination_ram_;
-  std::unique_ptr<QemuGuest> source_, destination_;
-};
-
 class Intercept : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -131,14 +59,7 @@ class Intercept : public ::testing::Test {
 
   // Tunnels in hv-a and hv-b, each applying its table at start.
   void start_tunnels(bool firewall = true) {
-    pair_ = std::make_unique<TunnelPair>(TunnelPairOptions{
-        .a_extra = intercept_toml(lab_->a_ip, firewall),
-        .b_extra = intercept_toml(lab_->b_ip, firewall),
-        .a_host = lab_->a_ip,
-        .b_host = lab_->b_ip,
-        .a_netns = lab_->a,
-        .b_netns = lab_->b,
-    });
+    pair_ = std::make_unique<TunnelPair>(intercept_pair(*lab_, firewall, firewall));
   }
 
   // A capture of every TCP segment on hv-a's end of the veth.
@@ -159,7 +80,7 @@ class Intercept : public ::testing::Test {
                                   << m.logs() << (pair_ ? pair_->logs() : "");
     MigrationStatus got = m.wait_destination();
     ASSERT_TRUE(got.completed()) << got.status << ": " << got.error << "\n" << m.logs();
-    EXPECT_TRUE(m.ram_arrived());
+    EXPECT_TRUE(m.ram_arrived()) << "destination RAM differs from the source's";
   }
 
   // The pcap verdict: passes, with a TLS 1.3 flow of ALPN xmig/port-<port>
@@ -236,8 +157,8 @@ TEST_F(Intercept, TwoMigrationsAtOnceOnDifferentPortsNeverCross) {
     ASSERT_TRUE(sent.completed()) << sent.status << ": " << sent.error << "\n" << pair_->logs();
     ASSERT_TRUE(m->wait_destination().completed()) << m->logs();
   }
-  EXPECT_TRUE(first.ram_arrived());
-  EXPECT_TRUE(second.ram_arrived());
+  EXPECT_TRUE(first.ram_arrived()) << "first: destination RAM differs from the source's";
+  EXPECT_TRUE(second.ram_arrived()) << "second: destination RAM differs from the source's";
 }
 
 // Pass: without xmig's tables the same migration completes and its capture
@@ -307,8 +228,9 @@ TEST_F(Intercept, OnlyRootReachesThePeersDriverPort) {
 // is refused, and hv-a's log says why.
 TEST_F(Intercept, StraightToTheListenerIsRefusedWithAReason) {
   start_tunnels();
-  NetnsLab::run_in(lab_->a, {"/bin/sh", "-c",
-                             "echo hello | nc -w 2 127.0.0.1 " + std::to_string(kInterceptPort)});
+  NetnsLab::run_in(
+      lab_->a,
+      {"/bin/sh", "-c", "echo hello | nc -w 2 127.0.0.1 " + std::to_string(kLabInterceptPort)});
   EXPECT_TRUE(wait_until(
       [&] {
         return count_lines_with_all(pair_->a.log, {"refused: intercept", "from 127.0.0.1"}) == 1;

@@ -120,6 +120,15 @@ lv_new_closes() {
 # (a per-migration channel, as xmig-migrate's socket sets may be named).
 lv_count() { grep -c -E -- "channel=[^ ]*$1[^ ]* " <<<"$2" || true; }
 
+# Pass criterion on close: LINES that HOST's tunnel logged for migration LABEL: every
+# one says result=ok.
+lv_check_ended_ok() {
+  if grep -v 'result=ok$' <<<"$3" | grep -q .; then
+    lv_fail "$1: $2's tunnel logged a connection that did not end ok:
+$(grep -v 'result=ok$' <<<"$3")"
+  fi
+}
+
 # Pass criterion on the tunnels for one migration: both logged its connections (at
 # least one driver, exactly QEMU qemu connections, at least NBD nbd ones, none when
 # NBD is 0) and every close: line says result=ok. Waits up to 20 s for the lines (a
@@ -155,10 +164,7 @@ lv_check_closes() {
       lv_fail "$label: $h's tunnel logged $nd driver, $nq qemu, $nn nbd connections; expected >= 1, $qemu, $want_nbd:
 $lines"
     fi
-    if grep -v 'result=ok$' <<<"$lines" | grep -q .; then
-      lv_fail "$label: $h's tunnel logged a connection that did not end ok:
-$(grep -v 'result=ok$' <<<"$lines")"
-    fi
+    lv_check_ended_ok "$label" "$h" "$lines"
     lv_say "$label: $h's tunnel: $nd driver, $nq qemu, $nn nbd connections, all result=ok"
   done
 }

@@ -13,6 +13,14 @@
 # On each host run virtlogd, libvirtd (its own host_uuid: libvirt refuses to migrate to
 # "the same host") and xmig-tunnel with the README Quick start's configuration.
 #
+# With `lv_begin --netns` each host is also a network namespace of its own (unshare -n,
+# held by the same sleep), the two joined by a veth pair ($LV_LINK, $LV_SUBNET.1 hv-a,
+# .2 hv-b: tests/intercept's harness uses 10.231.0-1.x), and the hosts are set up as the
+# README's nova guide says: each tunnel in transparent mode ([intercept], firewall on,
+# its table inet xmig in its own namespace), libvirtd with no TCP listener, qemu.conf's
+# migration_address and migration port range. Everything of a host, its veth end and
+# its nftables table included, goes when its last process ends.
+#
 # Teardown (lv_hosts_down) always runs: on exit (trap), and from a watchdog process
 # when the test is killed (ctest's timeout sends SIGKILL, which no trap sees). It stops
 # by PID only what belongs to this run: the daemons from their pid files, and every
@@ -23,6 +31,16 @@
 LV_HOSTS=(hv-a hv-b)
 declare -A LV_PEER=([hv-a]=hv-b [hv-b]=hv-a)
 declare -A LV_PORT=()
+# --netns: the hosts' own network (see the top of this file). The TLS listener's port is
+# outside the migration range; the range and driver port are nova's and libvirt's
+# defaults, so that the hosts look like the README's.
+LV_NETNS=
+LV_SUBNET=10.231.8
+declare -A LV_ADDR=([hv-a]=$LV_SUBNET.1 [hv-b]=$LV_SUBNET.2)
+LV_LINK=lvmig0
+LV_NETNS_TUNNEL_PORT=7443
+LV_MIGRATION_PORTS=49152-49215
+LV_DRIVER_PORT=16509
 LV_MOUNTS=(/etc/libvirt /run/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt
   /etc/pki/qemu /etc/xmig /run/xmig)
 # Shared by all runs on this machine: a lock (held shared while a run uses the mount
@@ -39,17 +57,25 @@ lv_fail() {
   exit 1
 }
 
+# HOST's address on the migration network: its own with --netns, else loopback.
+lv_address() {
+  if [ -n "$LV_NETNS" ]; then echo "${LV_ADDR[$1]}"; else echo 127.0.0.1; fi
+}
 # Path, seen from this machine's root, of PATH on HOST: in the folder mounted there.
 lv_path() { echo "$LV_W/$1/root$2"; }
 # Path, seen from this machine's root, of PATH on HOST through its namespace (for the
 # host's own mounts: its guests' RAM is on a tmpfs only the host sees).
 lv_in() { echo "/proc/$(cat "$LV_W/$1/ns.pid")/root$2"; }
-# Runs a command on HOST (in its mount namespace); under `timeout` when LV_ON_TIMEOUT
-# is set (seconds).
+# nsenter's options that enter a host: its mount namespace, and its network one with
+# --netns.
+lv_enter() { echo "-t $(cat "$LV_W/$1/ns.pid") -m${LV_NETNS:+ -n}"; }
+# Runs a command on HOST (in its namespaces); under `timeout` when LV_ON_TIMEOUT is set
+# (seconds).
 on() {
   local h=$1
   shift
-  nsenter -t "$(cat "$LV_W/$h/ns.pid")" -m -- ${LV_ON_TIMEOUT:+timeout -k 10 "$LV_ON_TIMEOUT"} "$@"
+  # shellcheck disable=SC2046  # lv_enter's words are nsenter options
+  nsenter $(lv_enter "$h") -- ${LV_ON_TIMEOUT:+timeout -k 10 "$LV_ON_TIMEOUT"} "$@"
 }
 # virsh on HOST, against its libvirtd.
 vsh() {
@@ -58,15 +84,20 @@ vsh() {
   on "$h" virsh -q -c qemu:///system "$@"
 }
 
-# Every test's start: [--needs-migrate] then its arguments (lv_parse_args); brings both
-# hosts up. With --needs-migrate, the test uses xmig-migrate and fails without it.
+# Every test's start: [--needs-migrate] [--netns] then its arguments (lv_parse_args);
+# brings both hosts up. With --needs-migrate, the test uses xmig-migrate and fails
+# without it; with --netns, the hosts have their own network (see the top of this file).
 lv_begin() {
   unset LIBVIRT_DEFAULT_URI # virsh here always names the host it talks to
   local needs_migrate=
-  if [ "${1:-}" = --needs-migrate ]; then
-    needs_migrate=1
+  while true; do
+    case "${1:-}" in
+      --needs-migrate) needs_migrate=1 ;;
+      --netns) LV_NETNS=1 ;;
+      *) break ;;
+    esac
     shift
-  fi
+  done
   lv_parse_args "$@"
   [ -z "$needs_migrate" ] || [ -x "$LV_MIGRATE" ] ||
     lv_fail "xmig-migrate is not built: $LV_MIGRATE is missing"
@@ -91,8 +122,9 @@ lv_parse_args() {
   for b in "$LV_TUNNEL" "$LV_CERTS" "$LV_VERIFY"; do
     [ -x "$b" ] || lv_fail "xmig binary '$b' is missing: build the project first"
   done
-  for b in unshare nsenter flock virsh libvirtd virtlogd qemu-system-x86_64 qemu-img ss sha256sum; do
-    command -v "$b" >/dev/null || lv_fail "$b is missing: run tools/setup (libvirt-daemon-system, libvirt-clients, qemu-system-x86, qemu-utils, iproute2)"
+  for b in unshare nsenter flock virsh libvirtd virtlogd qemu-system-x86_64 qemu-img ss sha256sum \
+    ${LV_NETNS:+ip nft tcpdump}; do
+    command -v "$b" >/dev/null || lv_fail "$b is missing: run tools/setup (libvirt-daemon-system, libvirt-clients, qemu-system-x86, qemu-utils, iproute2, nftables, tcpdump)"
   done
   getent group libvirt-qemu >/dev/null || lv_fail "no group libvirt-qemu: run tools/setup (libvirt-daemon-system)"
 }
@@ -174,14 +206,21 @@ lv_host_files() {
   install -d -m 0755 "$root/var/lib/libvirt/qemu/ram"
   install -d -m 0755 "$root/var/log/libvirt/qemu"
 
-  # No systemd, dbus or polkit here: root-only sockets without authentication. A
-  # host_uuid of its own, as libvirt refuses to migrate a domain to its own host.
+  # A host_uuid of its own, as libvirt refuses to migrate a domain to its own host.
   cat >"$root/etc/libvirt/libvirtd.conf" <<EOF
 host_uuid = "$(cat /proc/sys/kernel/random/uuid)"
-auth_unix_ro = "none"
-auth_unix_rw = "none"
 log_outputs = "${XMIG_LIBVIRT_LOG:-3}:file:/var/log/libvirt/libvirtd.log"
 EOF
+  if [ -z "$LV_NETNS" ]; then
+    # No systemd, dbus or polkit here: root-only sockets without authentication.
+    printf 'auth_unix_ro = "none"\nauth_unix_rw = "none"\n' >>"$root/etc/libvirt/libvirtd.conf"
+  else
+    # The nova guide: no TCP listener (libvirtd -d without --listen has none either;
+    # said here as an operator would); the peers' driver connections arrive through the
+    # tunnel on libvirt-sock, with Debian's default auth_unix_rw (polkit), which libvirt
+    # skips for root clients (the tunnel, and virsh here) without asking polkit.
+    printf 'listen_tcp = 0\nlisten_tls = 0\n' >>"$root/etc/libvirt/libvirtd.conf"
+  fi
   # No cgroups: both hosts share this kernel's cgroup tree, where both would name a
   # migrating domain's cgroup alike. Guest RAM in files under memory_backing_dir, so
   # that the tests can fill and hash it.
@@ -189,13 +228,24 @@ EOF
 cgroup_controllers = [ ]
 memory_backing_dir = "/var/lib/libvirt/qemu/ram"
 EOF
+  # The nova guide: QEMU and the NBD server listen on the host's migration address, on
+  # ports of the range the tunnel intercepts.
+  [ -z "$LV_NETNS" ] || cat >>"$root/etc/libvirt/qemu.conf" <<EOF
+migration_address = "$(lv_address "$h")"
+migration_port_min = ${LV_MIGRATION_PORTS%-*}
+migration_port_max = ${LV_MIGRATION_PORTS#*-}
+EOF
   echo 'log_outputs = "3:file:/var/log/libvirt/virtlogd.log"' >"$root/etc/libvirt/virtlogd.conf"
 
-  # README Quick start step 2, plus socket_group (step 4) and a route for xmig-verify.
+  # README Quick start step 2, plus socket_group (step 4) and a route for xmig-verify;
+  # with --netns on the hosts' own addresses, and the nova guide's [intercept].
+  local own peer
+  own=$(lv_address "$h")
+  peer=$(lv_address "${LV_PEER[$h]}")
   cat >"$root/etc/xmig/tunnel.toml" <<EOF
 name = "$h"
 run_dir = "/run/xmig"
-listen = "127.0.0.1:${LV_PORT[$h]}"
+listen = "$own:${LV_PORT[$h]}"
 socket_group = "libvirt-qemu"
 
 [tls]
@@ -207,23 +257,36 @@ client_key = "/etc/pki/qemu/client-key.pem"
 
 [[peer]]
 name = "${LV_PEER[$h]}"
-address = "127.0.0.1:${LV_PORT[${LV_PEER[$h]}]}"
+address = "$peer:${LV_PORT[${LV_PEER[$h]}]}"
 
 [[route]]
 listen = "unix:/run/xmig/verify.sock"
 peer = "${LV_PEER[$h]}"
 channel = "verify"
 EOF
+  # QEMU (libvirt-qemu) opens the RAM, multifd and NBD connections, libvirtd (root) the
+  # driver one.
+  [ -z "$LV_NETNS" ] || cat >>"$root/etc/xmig/tunnel.toml" <<EOF
+
+[intercept]
+ports = "$LV_MIGRATION_PORTS"
+driver_port = $LV_DRIVER_PORT
+address = "$own"
+firewall = true
+users = ["root", "libvirt-qemu"]
+EOF
 }
 
-# The mount namespace of HOST, held open by a sleep whose PID is $LV_W/HOST/ns.pid.
+# The mount namespace of HOST (and with --netns its network namespace, with loopback
+# up), held open by a sleep whose PID is $LV_W/HOST/ns.pid.
 lv_host_namespace() {
   local h=$1 r=$LV_W/$1
   # shellcheck disable=SC2016
-  unshare -m --propagation private -- bash -c '
+  unshare -m ${LV_NETNS:+-n} --propagation private -- bash -c '
     set -e
-    root=$1 ready=$2
-    shift 2
+    root=$1 ready=$2 netns=$3
+    shift 3
+    if [ -n "$netns" ]; then ip link set lo up; fi
     for m in "$@"; do mount --bind "$root$m" "$m"; done
     # Like on this machine, which has none: keep libvirtd off a system D-Bus, where both
     # hosts would register their guests by the same names with one systemd-machined
@@ -233,7 +296,7 @@ lv_host_namespace() {
     # ext4 file at 53 MiB/s, one of a tmpfs file at 135 MiB/s (measured here).
     mount -t tmpfs -o mode=0755 xmig-libvirt-ram /var/lib/libvirt/qemu/ram
     touch "$ready"
-    exec sleep infinity' _ "$r/root" "$r/ns.ready" "${LV_MOUNTS[@]}" \
+    exec sleep infinity' _ "$r/root" "$r/ns.ready" "$LV_NETNS" "${LV_MOUNTS[@]}" \
     </dev/null >"$r/ns.log" 2>&1 &
   echo $! >"$r/ns.pid"
   for _ in $(seq 100); do
@@ -242,6 +305,24 @@ lv_host_namespace() {
     sleep 0.1
   done
   lv_fail "$h: mount namespace not set up: $(cat "$r/ns.log")"
+}
+
+# --netns: the veth pair between the hosts, made inside their namespaces (no name is
+# ever taken in this machine's own), each end with its host's address.
+lv_hosts_network() {
+  local h
+  on hv-a ip link add "$LV_LINK" type veth peer name "$LV_LINK" netns "$(cat "$LV_W/hv-b/ns.pid")" ||
+    lv_fail "cannot make the veth pair between hv-a and hv-b"
+  for h in "${LV_HOSTS[@]}"; do
+    on "$h" ip addr add "${LV_ADDR[$h]}/24" dev "$LV_LINK"
+    on "$h" ip link set "$LV_LINK" up
+  done
+  for _ in $(seq 50); do
+    on hv-a ip -o link show dev "$LV_LINK" | grep -q 'state UP' &&
+      on hv-b ip -o link show dev "$LV_LINK" | grep -q 'state UP' && return 0
+    sleep 0.1
+  done
+  lv_fail "the veth pair $LV_LINK between hv-a and hv-b did not come up: $(on hv-a ip -o link show dev "$LV_LINK")"
 }
 
 # Starts virtlogd and libvirtd on HOST (clean environment, their own pid files).
@@ -268,7 +349,7 @@ lv_certificates() {
     lv_fail "xmig-certs ca init: $(cat "$LV_W/certs.log")"
   local h
   for h in "${LV_HOSTS[@]}"; do
-    on "$h" "$LV_CERTS" issue --ca "$LV_W/xmig-ca" --name "$h" --ip 127.0.0.1 --out /etc/pki/qemu \
+    on "$h" "$LV_CERTS" issue --ca "$LV_W/xmig-ca" --name "$h" --ip "$(lv_address "$h")" --out /etc/pki/qemu \
       >>"$LV_W/certs.log" 2>&1 || lv_fail "$h: xmig-certs issue: $(cat "$LV_W/certs.log")"
     on "$h" "$LV_CERTS" check --dir /etc/pki/qemu --name "$h" >>"$LV_W/certs.log" 2>&1 ||
       lv_fail "$h: xmig-certs check: $(cat "$LV_W/certs.log")"
@@ -280,7 +361,9 @@ lv_host_tunnel() {
   local h=$1 r=$LV_W/$1
   on "$h" "$LV_TUNNEL" --config /etc/xmig/tunnel.toml --check >"$r/tunnel-check.log" 2>&1 ||
     lv_fail "$h: xmig-tunnel --check: $(cat "$r/tunnel-check.log")"
-  nsenter -t "$(cat "$r/ns.pid")" -m -- "$LV_TUNNEL" --config /etc/xmig/tunnel.toml \
+  : >>"$r/tunnel.log" # there before the wait below reads it
+  # shellcheck disable=SC2046  # lv_enter's words are nsenter options
+  nsenter $(lv_enter "$h") -- "$LV_TUNNEL" --config /etc/xmig/tunnel.toml \
     </dev/null >>"$r/tunnel.log" 2>&1 &
   echo $! >"$r/tunnel.pid"
   for _ in $(seq 100); do
@@ -304,13 +387,18 @@ lv_hosts_up() {
   setsid bash "$LV_HERE/hosts.sh" --watchdog "$$" "$LV_W" </dev/null >/dev/null 2>&1 &
   lv_say "work dir $LV_W"
   lv_claim_mountpoints
-  LV_PORT[hv-a]=$(lv_free_port) || lv_fail "no free port"
-  LV_PORT[hv-b]=$(lv_free_port "${LV_PORT[hv-a]}") || lv_fail "no free port"
+  if [ -n "$LV_NETNS" ]; then
+    LV_PORT[hv-a]=$LV_NETNS_TUNNEL_PORT LV_PORT[hv-b]=$LV_NETNS_TUNNEL_PORT
+  else
+    LV_PORT[hv-a]=$(lv_free_port) || lv_fail "no free port"
+    LV_PORT[hv-b]=$(lv_free_port "${LV_PORT[hv-a]}") || lv_fail "no free port"
+  fi
   local h
   for h in "${LV_HOSTS[@]}"; do
     lv_host_files "$h"
     lv_host_namespace "$h"
   done
+  [ -z "$LV_NETNS" ] || lv_hosts_network
   lv_certificates
   # libvirtd spends seconds of CPU probing QEMU at its first start: hv-b takes hv-a's
   # probe from its cache (same QEMU, same libvirt, same kernel: libvirt checks these).
@@ -320,7 +408,7 @@ lv_hosts_up() {
   lv_host_libvirt hv-b
   lv_host_libvirt_wait hv-b
   for h in "${LV_HOSTS[@]}"; do lv_host_tunnel "$h"; done
-  lv_say "hosts up in $((SECONDS - started)) s: hv-a tunnel 127.0.0.1:${LV_PORT[hv-a]}, hv-b tunnel 127.0.0.1:${LV_PORT[hv-b]}"
+  lv_say "hosts up in $((SECONDS - started)) s: hv-a tunnel $(lv_address hv-a):${LV_PORT[hv-a]}, hv-b tunnel $(lv_address hv-b):${LV_PORT[hv-b]}${LV_NETNS:+ (own network namespaces, transparent mode)}"
 }
 
 # --- teardown ------------------------------------------------------------------------
