@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "base/json.hpp"
+#include "base/prometheus.hpp"
 
 namespace xmig::tunnel {
 
@@ -25,29 +26,15 @@ std::string human_rate(uint64_t bytes, double seconds) {
   return buf;
 }
 
-// A Prometheus label value: quoted, with \\, " and newline escaped.
-std::string label_value(const std::string& v) {
-  std::string out = "\"";
-  for (char c : v) {
-    if (c == '\\' || c == '"') out += '\\';
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out += c;
-  }
-  return out + "\"";
-}
-
 std::string traffic_labels(const Stats::TrafficKey& key) {
   const auto& [side, peer, channel] = key;
   // Appended, not "literal" + temporary: GCC 12 -O3 warns falsely (-Wrestrict) on that.
   std::string labels = "peer=";
-  labels += label_value(peer);
+  labels += prometheus_label(peer);
   labels += ",channel=";
-  labels += label_value(channel);
+  labels += prometheus_label(channel);
   labels += ",side=";
-  labels += label_value(side);
+  labels += prometheus_label(side);
   return labels;
 }
 
@@ -240,7 +227,7 @@ std::string metrics_text(const StatusFacts& f, const Stats::Snapshot& s) {
   metric("xmig_peer_dials_total", "counter",
          "This host's connections to a peer: ok, or failed (unreachable, refused).");
   for (const auto& [peer, d] : s.dials) {
-    const std::string name = label_value(peer);
+    const std::string name = prometheus_label(peer);
     m += "xmig_peer_dials_total{peer=" + name + ",result=\"ok\"} " + std::to_string(d.ok) + "\n";
     m += "xmig_peer_dials_total{peer=" + name + ",result=\"failed\"} " + std::to_string(d.failed) +
          "\n";

@@ -35,7 +35,7 @@ declare -A only=(
 # include path, is what says what is public). Tests and fuzz targets may
 # include more, to drive a part on its own, but never a header in $private.
 declare -A public=(
-  [base]="asio.hpp fd.hpp json.hpp openssl_errors.hpp socket.hpp"
+  [base]="asio.hpp fd.hpp json.hpp openssl_errors.hpp prometheus.hpp socket.hpp"
   [certs]="certs.hpp host_name.hpp"
   [tls]="channel.hpp context.hpp handshake.hpp ktls.hpp owned.hpp"
   [io]="pump.hpp"

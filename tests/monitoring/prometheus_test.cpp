@@ -22,7 +22,7 @@ using namespace xmig::harness;
 namespace {
 
 constexpr uint64_t kMiB = 1024 * 1024;
-constexpr int kAlertRules = 8;  // in xmig-alerts.yml
+constexpr int kAlertRules = 10;  // in xmig-alerts.yml
 // What Grafana substitutes in the dashboard's queries, as it would for a
 // dashboard showing the last minutes of a 1 s scrape.
 const std::vector<std::pair<std::string, std::string>> kGrafanaVariables = {
@@ -142,7 +142,7 @@ int64_t metric(const std::string& text, const std::string& series) {
 
 // Pass: while a 512 MiB stream runs hv-a -> hv-b, Prometheus (scraping both
 // /metrics every second) answers every query of the dashboard with data,
-// including throughput per peer and channel; all 8 alert rules are loaded and
+// including throughput per peer and channel; all 10 alert rules are loaded and
 // evaluated with health "ok"; XmigCertificateExpiresSoon is pending or firing
 // for hv-a (certificate with 10 days left) and not for hv-b (30 days); the
 // stream's SHA-256 matches, and afterwards xmig_peer_bytes_total counts exactly
