@@ -266,6 +266,15 @@ QemuGuest::QemuGuest(QemuGuestConfig config)
     argv.insert(argv.end(), {"-incoming", "defer"});
   }
 
+  if (config_.user) {
+    std::string groups;
+    for (gid_t g : config_.user->groups) groups += (groups.empty() ? "" : ",") + std::to_string(g);
+    argv.insert(argv.begin(), {"/bin/sh", "-c", "umask 0002 && exec \"$@\"", "qemu-as-user",
+                               "/usr/bin/setpriv", "--reuid=" + std::to_string(config_.user->uid),
+                               "--regid=" + std::to_string(config_.user->gid),
+                               groups.empty() ? "--clear-groups" : "--groups=" + groups,
+                               "--inh-caps=-all", "--bounding-set=-all", "--"});
+  }
   if (!config_.netns.empty())
     argv.insert(argv.begin(), {"/usr/sbin/ip", "netns", "exec", config_.netns});
   process_.emplace(argv, log_path_.string());

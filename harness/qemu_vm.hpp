@@ -9,6 +9,8 @@
 // the migration stream arrived intact, whatever carried it.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -19,6 +21,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "harness/process.hpp"
 
@@ -105,6 +108,15 @@ struct MigrationStatus {
   }
 };
 
+// Whom QEMU runs as when not root: libvirt starts it as libvirt-qemu, in its
+// groups, with no capabilities and umask 0002 (so that the group, the
+// tunnel's socket_group, may connect to the sockets QEMU creates).
+struct QemuUser {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups{};
+};
+
 struct QemuGuestConfig {
   std::string name;   // "source", "destination": names the QMP socket and log
   fs::path work_dir;  // where the QMP socket and the log go (keep it short:
@@ -113,6 +125,9 @@ struct QemuGuestConfig {
   uint64_t ram_mib = 0;
   bool incoming = false;  // destination: start with -incoming defer
   std::string netns{};    // when set, QEMU runs in this network namespace (NetnsLab)
+  // When set, QEMU runs as this user (setpriv); work_dir and ram_file must be
+  // its to write. Otherwise it runs as the test does.
+  std::optional<QemuUser> user{};
 };
 
 class QemuGuest {
@@ -145,6 +160,8 @@ class QemuGuest {
   // QEMU's stderr/stdout so far, for failure messages.
   std::string log() const;
   const fs::path& log_path() const { return log_path_; }
+  // QEMU's process (setpriv and ip netns exec replace themselves by it).
+  pid_t pid() const { return process_ ? process_->pid() : -1; }
   QmpClient& qmp() { return *qmp_; }
 
  private:

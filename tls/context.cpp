@@ -177,6 +177,17 @@ int judge_peer(int ok, X509_STORE_CTX* ctx) {
   const certs::Purpose role =
       SSL_is_server(ssl) ? certs::Purpose::TlsClient : certs::Purpose::TlsServer;
   if (!ok) {
+    // OpenSSL refuses a peer certificate whose extendedKeyUsage lacks its
+    // role as "unsuitable certificate purpose"; the rule's words name the
+    // missing purpose.
+    if (X509_STORE_CTX_get_error(ctx) == X509_V_ERR_INVALID_PURPOSE &&
+        X509_STORE_CTX_get_error_depth(ctx) == 0) {
+      if (std::string problem = certs::peer_certificate_problem(cert, role); !problem.empty()) {
+        keep_text(ssl, refusal_index(), std::move(problem));
+        X509_STORE_CTX_set_error(ctx, X509_V_ERR_APPLICATION_VERIFICATION);
+      }
+      return 0;
+    }
     if (X509_STORE_CTX_get_error(ctx) == X509_V_ERR_HOSTNAME_MISMATCH) {
       // OpenSSL checks the name before it gets here with ok: a certificate
       // that is no peer's at all is refused for that, the clearer reason.

@@ -599,16 +599,6 @@ Config parse_config(const std::string& text, const std::string& path) {
     read_intercept(s, c);
     s.reject_unknown_keys();
   }
-  // Transparent mode marks every socket it dials (SO_MARK, so that its own
-  // traffic is never redirected), which takes CAP_NET_ADMIN for the whole
-  // life of the process; `user =` drops every capability.
-  if (c.intercept.enabled && !c.user.empty())
-    top.problem("user",
-                "cannot be combined with [intercept]: transparent mode marks every socket it "
-                "dials (SO_MARK needs CAP_NET_ADMIN), and user = drops every capability; fix: "
-                "remove user = on hosts in transparent mode (run as root, see README "
-                "\"Transparent mode\")");
-
   top.reject_unknown_keys();
   if (!problems.empty()) throw ConfigError(std::move(problems));
   return c;

@@ -134,7 +134,8 @@ struct Config {
   // peer, root there); without it they are root's only. Never socket_group.
   std::string driver_group;
   // Optional unprivileged user the tunnel becomes once its sockets are bound
-  // (tunnel/privileges.hpp); it then owns run_dir and the folders in it.
+  // (tunnel/privileges.hpp); it then owns run_dir and the folders in it. With
+  // [intercept] it keeps CAP_NET_ADMIN alone (SO_MARK), otherwise nothing.
   std::string user;
 
   const PeerConfig* find_peer(const std::string& peer_name) const;

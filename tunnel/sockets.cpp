@@ -150,7 +150,9 @@ asio::awaitable<void> connect_tcp(asio::ip::tcp::socket& sock, const Endpoint& e
       throw std::runtime_error(
           std::string("SO_MARK (the mark that exempts the tunnel's sockets from the "
                       "[intercept] redirect): ") +
-          strerror(errno) + "; fix: run the tunnel with CAP_NET_ADMIN (as root)");
+          strerror(errno) +
+          "; fix: start the tunnel as root (with user =, it keeps CAP_NET_ADMIN alone) or "
+          "with CAP_NET_ADMIN (tools/xmig-tunnel-transparent.conf)");
     co_await sock.async_connect(entry.endpoint(), asio::redirect_error(asio::use_awaitable, last));
     if (!last) break;
   }

@@ -213,9 +213,15 @@ int Tunnel::run() {
   State& s = *state_;
   raise_fd_limit();
   open_listeners(s);
-  // Everything that needs root is done: the sockets are bound, the keys read.
+  // Everything that needs root is done: the sockets are bound, the keys read
+  // (and in transparent mode the table applied; its SO_MARK needs
+  // CAP_NET_ADMIN for good).
   const auto user = lookup_user(s.config.user);
-  if (user) drop_privileges(*user);
+  const Capabilities kept = s.config.intercept.enabled ? kNetAdmin : kNoCapabilities;
+  if (user)
+    drop_privileges(*user, kept);
+  else if (::geteuid() != 0)
+    settle_capabilities(kept);
   s.workers = std::make_unique<io::Workers>(s.config.workers);
   asio::co_spawn(s.io, handle_signals(s), asio::detached);
   watch_tls_files(s);
@@ -224,8 +230,10 @@ int Tunnel::run() {
       s.config.name, s.config.listen.str(), s.config.peers.size(), s.config.routes.size(),
       s.workers->size(), s.config.run_dir, s.config.status.str(), s.config.tls.min_version,
       describe_certificates(*s.tls),
-      user ? " user=" + user->name + " (uid " + std::to_string(user->uid) + ", no capabilities)"
-           : "");
+      user ? " user=" + user->name + " (uid " + std::to_string(user->uid) + ", " +
+                 describe_kept(kept) + ")"
+      : ::geteuid() != 0 ? " uid=" + std::to_string(::geteuid()) + " (" + describe_kept(kept) + ")"
+                         : "");
   for (const auto& w : socket_warnings(s.config)) spdlog::warn("{}", w);
   notify_systemd("READY=1");
   s.io.run();
@@ -280,7 +288,9 @@ int check(const std::string& config_path) {
               << ", reserved by xmig-migrate over " << c.control_path() << "\n";
     if (auto user = lookup_user(c.user))
       std::cout << "  runs as user " << user->name << " (uid " << user->uid
-                << ") once its sockets are bound, without capabilities\n";
+                << ") once its sockets are bound, with "
+                << describe_kept(c.intercept.enabled ? kNetAdmin : kNoCapabilities)
+                << (c.intercept.enabled ? " (SO_MARK of [intercept])" : "") << "\n";
     for (const auto& w : socket_warnings(c)) std::cout << "warning: " << w << "\n";
     return 0;
   });

@@ -21,10 +21,12 @@
 #include <cstring>
 #include <fstream>
 #include <future>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <sstream>
 
+#include "harness/credentials.hpp"
 #include "harness/process.hpp"
 #include "harness/streams.hpp"
 #include "harness/tunnel_pair.hpp"
@@ -228,25 +230,6 @@ TEST(Privilege, SocketInASharedFolderLeavesTheFolderUnchanged) {
   EXPECT_FALSE(fs::exists(shared_dir.path() / "missing"));
 }
 
-// The lines of /proc/<pid>/task/<tid>/status that say who a thread is.
-std::map<std::string, std::string> credentials_of(const fs::path& task) {
-  std::map<std::string, std::string> out;
-  std::ifstream in(task / "status");
-  for (std::string line; std::getline(in, line);) {
-    const auto colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    const std::string key = line.substr(0, colon);
-    if (key == "Uid" || key == "Gid" || key == "Groups" || key.rfind("Cap", 0) == 0 ||
-        key == "NoNewPrivs") {
-      std::string value = line.substr(colon + 1);
-      while (!value.empty() && (value.front() == '\t' || value.front() == ' ')) value.erase(0, 1);
-      while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.pop_back();
-      out[key] = value;
-    }
-  }
-  return out;
-}
-
 // Setup: two tunnels with user = "nobody" (an account every Debian has; its
 // group nogroup); hv-b's qemu sink is a UNIX socket of the test (mode 0666).
 // Action: start both, send a hashed stream into hv-a's qemu entry for hv-b,
@@ -261,7 +244,6 @@ std::map<std::string, std::string> credentials_of(const fs::path& task) {
 TEST(Privilege, TunnelRunsAsTheConfiguredUserAndStillCarriesStreams) {
   const passwd* nobody = ::getpwnam("nobody");
   ASSERT_NE(nobody, nullptr);
-  const std::string uid = std::to_string(nobody->pw_uid), gid = std::to_string(nobody->pw_gid);
   Listener driver = Listener::tcp();
   TunnelPair pair(TunnelPairOptions{.b_targets = {{"driver", driver.endpoint()}},
                                     .top_toml = "user = \"nobody\"",
@@ -270,27 +252,15 @@ TEST(Privilege, TunnelRunsAsTheConfiguredUserAndStillCarriesStreams) {
   pair.start(pair.a);
   pair.start(pair.b);
 
-  int ngroups = 64;
-  std::vector<gid_t> groups(ngroups);
-  ASSERT_GE(::getgrouplist("nobody", nobody->pw_gid, groups.data(), &ngroups), 0);
+  const ExpectedCredentials nobody_only{.uid = nobody->pw_uid,
+                                        .gid = nobody->pw_gid,
+                                        .groups = groups_of("nobody", nobody->pw_gid),
+                                        .capabilities = 0};
   for (const TunnelSide* side : {&pair.a, &pair.b}) {
-    const fs::path tasks = fs::path("/proc") / std::to_string(side->process->pid()) / "task";
-    int threads = 0;
-    for (const auto& task : fs::directory_iterator(tasks)) {
-      SCOPED_TRACE(side->name + " thread " + task.path().filename().string());
-      auto cred = credentials_of(task.path());
-      ++threads;
-      EXPECT_EQ(cred["Uid"], uid + "\t" + uid + "\t" + uid + "\t" + uid);
-      EXPECT_EQ(cred["Gid"], gid + "\t" + gid + "\t" + gid + "\t" + gid);
-      std::istringstream listed(cred["Groups"]);
-      for (gid_t g; listed >> g;)
-        EXPECT_NE(std::find(groups.begin(), groups.begin() + ngroups, g), groups.begin() + ngroups)
-            << "group " << g << " is not nobody's";
-      for (const char* cap : {"CapEff", "CapPrm", "CapBnd", "CapAmb"})
-        EXPECT_EQ(cred[cap], "0000000000000000") << cap;
-      EXPECT_EQ(cred["NoNewPrivs"], "1");
-    }
-    EXPECT_GE(threads, 2) << "the workers should run too";
+    SCOPED_TRACE(side->name);
+    EXPECT_EQ(credential_problems(side->process->pid(), nobody_only), "");
+    std::cout << side->name << " " << describe_credentials(side->process->pid()) << std::endl;
+    EXPECT_GE(thread_credentials(side->process->pid()).size(), 2u) << "the workers should run too";
     struct stat st {};
     ASSERT_EQ(::stat(side->run_dir.c_str(), &st), 0);
     EXPECT_EQ(st.st_uid, nobody->pw_uid);

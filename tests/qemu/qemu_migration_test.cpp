@@ -9,13 +9,17 @@
 // XMIG_QEMU_RAM_MIB selects the guest RAM size (default 256 MiB); each test
 // prints how long the migration took, e.g.
 //   XMIG_QEMU_RAM_MIB=1024 ctest -R QemuMigration --output-on-failure -V
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <pwd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <initializer_list>
 #include <iomanip>
 #include <iostream>
@@ -24,6 +28,7 @@
 #include <string>
 
 #include "harness/certtool.hpp"
+#include "harness/credentials.hpp"
 #include "harness/files.hpp"
 #include "harness/process.hpp"
 #include "harness/qemu_vm.hpp"
@@ -56,21 +61,35 @@ class QemuMigration : public ::testing::Test {
 
   // Starts both QEMUs; channels > 0 enables multifd with that many channels on
   // both sides (QEMU requires matching settings).
-  void start_guests(int multifd_channels) {
+  // With `user`, both QEMUs run as that user (as libvirt runs them as
+  // libvirt-qemu): their RAM files and a folder for their QMP sockets become
+  // its own, and the folders above them passable.
+  void start_guests(int multifd_channels, std::optional<QemuUser> user = std::nullopt) {
     multifd_channels_ = multifd_channels;
+    fs::path guest_dir = work_->path();
+    if (user) {
+      guest_dir = work_->path() / "guests";
+      fs::create_directory(guest_dir);
+      for (const fs::path& own : {guest_dir, source_ram_, destination_ram_})
+        ASSERT_EQ(::chown(own.c_str(), user->uid, user->gid), 0) << own;
+      for (const fs::path& pass : {work_->path(), ram_dir_->path()})
+        fs::permissions(pass, fs::perms(0711));
+    }
     source_ = std::make_unique<QemuGuest>(QemuGuestConfig{
         .name = "source",
-        .work_dir = work_->path(),
+        .work_dir = guest_dir,
         .ram_file = source_ram_,
         .ram_mib = ram_mib_,
         .incoming = false,
+        .user = user,
     });
     destination_ = std::make_unique<QemuGuest>(QemuGuestConfig{
         .name = "destination",
-        .work_dir = work_->path(),
+        .work_dir = guest_dir,
         .ram_file = destination_ram_,
         .ram_mib = ram_mib_,
         .incoming = true,
+        .user = user,
     });
     if (multifd_channels > 0) {
       source_->enable_multifd(multifd_channels);
@@ -87,7 +106,10 @@ class QemuMigration : public ::testing::Test {
   // The destination listens on listen_uri, the source migrates to send_uri
   // (the same path when direct, different paths through the tunnel). Waits
   // for both sides to finish, reports the duration, and checks the RAM.
-  void migrate_and_verify(const std::string& listen_uri, const std::string& send_uri) {
+  // `while_running`, when given, runs once both sides completed, before the
+  // QEMUs quit.
+  void migrate_and_verify(const std::string& listen_uri, const std::string& send_uri,
+                          const std::function<void()>& while_running = {}) {
     ASSERT_TRUE(source_ && destination_) << "start_guests() first";
     destination_->migrate_incoming(listen_uri);
 
@@ -122,6 +144,7 @@ class QemuMigration : public ::testing::Test {
     }
 
     report(seconds, sent.total_time_ms);
+    if (while_running) while_running();
 
     // Let both QEMUs exit, so every page is written back and unmapped before
     // the files are read.
@@ -260,11 +283,64 @@ TEST_F(QemuMigration, ThroughTunnelWithCerttoolLibvirtCertificatesCopiesRamExact
   // with hv-a's client certificate.
   // Must hold: both QEMUs report completed, the RAM files are identical, and
   // each tunnel logged 5 clean qemu closes and no refusals (a dial with the
-  // server certificate would be refused: "unsuitable certificate purpose").
+  // server certificate would be refused: "its extendedKeyUsage lacks clientAuth").
   ASSERT_NO_FATAL_FAILURE(start_tunnel_with_certtool_pki());
   ASSERT_NO_FATAL_FAILURE(start_guests(4));
   ASSERT_NO_FATAL_FAILURE(migrate_and_verify("unix:" + pair_->delivery("qemu").string(),
                                              "unix:" + pair_->entry("qemu").string()));
+  expect_tunnel_carried(1 + 4);
+}
+
+// A uid no account uses: QEMU's, as libvirt-qemu's is on a hypervisor.
+constexpr uid_t kQemuUid = 64232;
+
+// Pass: every thread of both tunnels has uid and gid nobody's (real,
+// effective, saved, filesystem), only nobody's groups, CapEff, CapPrm,
+// CapBnd, CapInh and CapAmb empty and NoNewPrivs 1; both QEMUs run as
+// kQemuUid; both QEMUs report completed, the RAM files are identical, and
+// each tunnel logged 5 clean qemu closes and no refusals.
+// Setup: hv-a and hv-b with user = "nobody" (they bind as root, then drop
+// to nobody) and socket_group = "nogroup", nobody's own group; both QEMUs
+// run as uid kQemuUid in group nogroup, without capabilities and with
+// umask 0002, as libvirt runs QEMU as libvirt-qemu in socket_group;
+// multifd with 4 channels on both.
+// Action: the source migrates to hv-a's entry socket; hv-b delivers to the
+// destination's socket, which QEMU created in hv-b's incoming folder; once
+// both QEMUs report completed, /proc/<pid>/task/*/status of both tunnels
+// and both QEMUs is read.
+TEST_F(QemuMigration, ThroughTunnelsRunningAsAnUnprivilegedUserCopiesRamExactly) {
+  const passwd* nobody = ::getpwnam("nobody");
+  const group* nogroup = ::getgrnam("nogroup");
+  ASSERT_TRUE(nobody && nogroup) << "this test needs the user nobody and the group nogroup";
+  pair_ = std::make_unique<TunnelPair>(TunnelPairOptions{
+      .top_toml = "user = \"nobody\"\nsocket_group = \"nogroup\"", .start = false});
+  fs::permissions(pair_->temp.path(), fs::perms(0711));
+  pair_->start(pair_->a);
+  pair_->start(pair_->b);
+  ASSERT_NO_FATAL_FAILURE(start_guests(
+      4, QemuUser{.uid = kQemuUid, .gid = nogroup->gr_gid, .groups = {nogroup->gr_gid}}));
+
+  const ExpectedCredentials nobody_only{.uid = nobody->pw_uid,
+                                        .gid = nobody->pw_gid,
+                                        .groups = groups_of("nobody", nobody->pw_gid),
+                                        .capabilities = 0};
+  auto expect_unprivileged = [&] {
+    for (const TunnelSide* side : {&pair_->a, &pair_->b}) {
+      SCOPED_TRACE(side->name);
+      EXPECT_EQ(credential_problems(side->process->pid(), nobody_only), "");
+      std::cout << "[ proc     ] " << side->name << " "
+                << describe_credentials(side->process->pid()) << std::endl;
+    }
+    for (const QemuGuest* qemu : {source_.get(), destination_.get()}) {
+      const auto threads = thread_credentials(qemu->pid());
+      ASSERT_FALSE(threads.empty());
+      const std::string uid = std::to_string(kQemuUid);
+      EXPECT_EQ(threads.front().lines.at("Uid"), uid + "\t" + uid + "\t" + uid + "\t" + uid);
+    }
+  };
+  ASSERT_NO_FATAL_FAILURE(migrate_and_verify("unix:" + pair_->delivery("qemu").string(),
+                                             "unix:" + pair_->entry("qemu").string(),
+                                             expect_unprivileged));
   expect_tunnel_carried(1 + 4);
 }
 
