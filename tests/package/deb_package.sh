@@ -66,6 +66,7 @@ grep -q '^ExecStart=/usr/bin/xmig-tunnel --config /etc/xmig/tunnel.toml$' $unit 
 grep -q '^d /run/xmig 0750 xmig xmig' /usr/lib/tmpfiles.d/xmig.conf || fail "tmpfiles entry for /run/xmig missing"
 [ -f /usr/share/doc/xmig/README.md ] || fail "README missing from /usr/share/doc/xmig"
 [ -f /usr/share/doc/xmig/examples/monitoring/xmig-alerts.yml ] || fail "monitoring kit missing from the examples"
+[ -f /usr/share/doc/xmig/examples/xmig-tunnel-transparent.conf ] || fail "transparent-mode drop-in missing from the examples"
 getent passwd xmig | grep -q ':/usr/sbin/nologin$' || fail "system user xmig missing or has a shell"
 dpkg-query -W -f='${Conffiles}\n' xmig | grep -q ' /etc/xmig/tunnel.toml ' || fail "/etc/xmig/tunnel.toml is not a conffile"
 # The example is the README's step-2 configuration, line for line.
