@@ -152,12 +152,15 @@ void TunnelPair::stop(std::chrono::milliseconds timeout) {
 }
 
 void TunnelPair::start(TunnelSide& side) {
-  int before = count_in_log(side.log, " ready: ");
+  // The ready line as text ("... info ready: ...") or as JSON (log_format = "json").
+  auto readies = [&] {
+    return count_in_log(side.log, " ready: ") + count_in_log(side.log, "\"message\":\"ready: ");
+  };
+  int before = readies();
   std::vector<std::string> argv = {tunnel_.string(), "--config", side.config.string()};
   if (!side.netns.empty()) argv.insert(argv.begin(), {"/usr/sbin/ip", "netns", "exec", side.netns});
   side.process.emplace(argv, side.log.string());
-  bool ready = wait_until(
-      [&] { return count_in_log(side.log, " ready: ") > before || !side.process->running(); }, 20s);
+  bool ready = wait_until([&] { return readies() > before || !side.process->running(); }, 20s);
   if (!ready || !side.process->running())
     throw std::runtime_error(side.name + " did not become ready:\n" + read_file(side.log));
 }

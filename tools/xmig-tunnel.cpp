@@ -5,6 +5,7 @@
 #include <csignal>
 #include <iostream>
 
+#include "tunnel/log_format.hpp"
 #include "tunnel/tunnel.hpp"
 
 int main(int argc, char** argv) {
@@ -44,6 +45,8 @@ int main(int argc, char** argv) {
   try {
     auto config = xmig::tunnel::load_config(config_path);
     spdlog::set_level(spdlog::level::from_str(config.log_level));
+    // From here on; a configuration that cannot be read is reported as text.
+    if (config.log_format == "json") spdlog::set_formatter(xmig::tunnel::json_log_formatter());
     xmig::tunnel::Tunnel tunnel(std::move(config));
     return tunnel.run();
   } catch (const xmig::tunnel::ConfigError& e) {

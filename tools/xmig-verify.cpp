@@ -49,6 +49,20 @@ Live check:  xmig-verify --config /etc/xmig/tunnel.toml --peer hv-b [--json]
                connections from a socket with the tunnel's mark (as from any host
                on the network) are dropped by the peer (firewall = true there)
 
+Fleet check:  xmig-verify --config /etc/xmig/tunnel.toml --all-peers [--json | --prometheus]
+  The live check against every [[peer]] of the config, one after another, then
+  one table: peer, handshake, enforcement (with interception), wire, mode, days
+  left on the peer's certificate, result; below it every finding that is not a
+  PASS with its fix; last the overall result (exit status 1 when a peer failed).
+  --prometheus prints the result for node_exporter's textfile collector
+  (xmig_verify_peer_status{peer,group} 0 pass / 1 warn / 2 fail,
+  xmig_verify_peer_certificate_expiry_seconds{peer},
+  xmig_verify_last_run_timestamp_seconds), e.g. hourly from cron:
+      xmig-verify --config /etc/xmig/tunnel.toml --all-peers --prometheus \
+        > /var/lib/prometheus/node-exporter/xmig.prom.new &&
+        mv /var/lib/prometheus/node-exporter/xmig.prom.new \
+           /var/lib/prometheus/node-exporter/xmig.prom
+
 Offline check:  xmig-verify --pcap migration.pcap [--json]
   For a capture of the migration network taken during a migration, e.g.
       tcpdump -i eth1 -w migration.pcap 'tcp'
@@ -68,7 +82,7 @@ int main(int argc, char** argv) {
   CLI::App app{kDescription, "xmig-verify"};
   xmig::verify::LiveOptions live;
   std::string pcap;
-  bool json = false;
+  bool json = false, all_peers = false, prometheus = false;
   int timeout_ms = 5000;
   auto* config = app.add_option("--config", live.config, "the local tunnel's TOML config file")
                      ->check(CLI::Validator(CLI::ExistingFile).description(""))
@@ -78,7 +92,13 @@ int main(int argc, char** argv) {
   auto* file = app.add_option("--pcap", pcap, "a capture file to check (offline check)")
                    ->check(CLI::Validator(CLI::ExistingFile).description(""))
                    ->type_name("FILE");
-  app.add_flag("--json", json, "print the findings as one JSON object");
+  auto* fleet = app.add_flag("--all-peers", all_peers,
+                             "the live check against every [[peer]] of the config (fleet check)");
+  auto* as_json = app.add_flag("--json", json, "print the findings as one JSON object");
+  auto* as_metrics =
+      app.add_flag("--prometheus", prometheus,
+                   "with --all-peers: print the result in Prometheus' text format (textfile "
+                   "collector)");
   app.add_option("--canary-bytes", live.canary_bytes, "size of the canary stream")
       ->check(CLI::Range(uint64_t{64 * 1024}, uint64_t{8} << 20))
       ->capture_default_str();
@@ -94,18 +114,39 @@ int main(int argc, char** argv) {
                  "with [intercept]: the migration port the interception check connects to "
                  "(default: the last of [intercept].ports)")
       ->type_name("PORT");
-  config->needs(peer);
   peer->needs(config);
+  fleet->needs(config)->excludes(peer)->excludes(file);
+  as_metrics->needs(fleet)->excludes(as_json);
   file->excludes(config)->excludes(peer);
   try {
     app.parse(argc, argv);
     if (pcap.empty() && live.config.empty())
-      throw CLI::RequiredError("--config FILE --peer NAME, or --pcap FILE");
+      throw CLI::RequiredError(
+          "--config FILE --peer NAME, --config FILE --all-peers, or --pcap FILE");
+    if (!live.config.empty() && live.peer.empty() && !all_peers)
+      throw CLI::RequiredError("--config needs --peer NAME or --all-peers");
   } catch (const CLI::ParseError& e) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : 2;
   }
   live.timeout = std::chrono::milliseconds(timeout_ms);
+
+  if (all_peers) {
+    xmig::verify::FleetReport fleet_report;
+    try {
+      fleet_report = xmig::verify::run_all_peers(live);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "xmig-verify: %s\n", e.what());
+      return 2;
+    }
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    std::cout << (prometheus ? xmig::verify::render_fleet_prometheus(fleet_report, now)
+                  : json     ? xmig::verify::render_fleet_json(fleet_report)
+                             : xmig::verify::render_fleet_text(fleet_report));
+    return xmig::verify::exit_code(fleet_report);
+  }
 
   xmig::verify::Report report;
   try {

@@ -258,6 +258,9 @@ void read_host(Section& top, Config& c) {
   if (!levels.count(c.log_level))
     top.problem("log_level",
                 "\"" + c.log_level + "\"; fix: one of trace, debug, info, warn, error");
+  c.log_format = top.string("log_format", false, "", "text");
+  if (c.log_format != "text" && c.log_format != "json")
+    top.problem("log_format", "\"" + c.log_format + "\"; fix: \"text\" or \"json\"");
   c.workers = top.number("workers", 0, 0, 256);
   std::string mode = top.string("socket_mode", false, "", "0660");
   try {

@@ -127,8 +127,9 @@ struct Config {
   Endpoint status;       // the /status and /metrics endpoint; default unix:<run_dir>/status.sock
   unsigned workers = 0;  // data-path threads; 0 = one per core
   std::string log_level = "info";
-  unsigned socket_mode = 0660;  // entry sockets under run_dir
-  std::string socket_group;     // optional group owning run_dir's sockets (QEMU's)
+  std::string log_format = "text";  // or "json": one object per line (tunnel/log_format.hpp)
+  unsigned socket_mode = 0660;      // entry sockets under run_dir
+  std::string socket_group;         // optional group owning run_dir's sockets (QEMU's)
   // Optional group that may reach the driver entries (libvirt RPC on the
   // peer, root there); without it they are root's only. Never socket_group.
   std::string driver_group;

@@ -68,11 +68,13 @@ asio::awaitable<void> dial(Tunnel::State& s, Fd local, Slot slot, const PeerConf
     co_await start_dial(s, peer, channel, request, d);
   } catch (const std::exception& e) {
     s.stats.record_refusal();
+    s.stats.record_dial(peer.name, false);
     spdlog::warn("refused: entry {} -> peer {} channel {}{}: {}", local_name, peer.name, channel,
                  migration.empty() ? "" : " migration " + migration, e.what());
     reset_on_close(local.get());  // the local client learns at once
     co_return;
   }
+  s.stats.record_dial(peer.name, true);
   ConnectionInfo info{.direction = "out",
                       .peer = peer.name,
                       .channel = channel,

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "base/json.hpp"
+#include "base/prometheus.hpp"
 
 namespace xmig::tunnel {
 
@@ -23,6 +24,18 @@ std::string human_rate(uint64_t bytes, double seconds) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1fMB/s", static_cast<double>(bytes) / seconds / 1e6);
   return buf;
+}
+
+std::string traffic_labels(const Stats::TrafficKey& key) {
+  const auto& [side, peer, channel] = key;
+  // Appended, not "literal" + temporary: GCC 12 -O3 warns falsely (-Wrestrict) on that.
+  std::string labels = "peer=";
+  labels += prometheus_label(peer);
+  labels += ",channel=";
+  labels += prometheus_label(channel);
+  labels += ",side=";
+  labels += prometheus_label(side);
+  return labels;
 }
 
 }  // namespace
@@ -46,11 +59,20 @@ void Stats::record_close(const ConnectionInfo& info, const io::PumpStats& stats)
     }
   }
   ++totals_.connections[info.direction + " " + outcome(stats)];
+  Traffic& t = totals_.traffic[{info.direction, info.peer, info.channel}];
+  t.to_peer += stats.plain_to_tls;
+  t.from_peer += stats.tls_to_plain;
   ++totals_.modes[stats.mode];
   totals_.to_peer += stats.plain_to_tls;
   totals_.from_peer += stats.tls_to_plain;
   totals_.recent.push_back({.id = id, .info = info, .stats = stats, .closed_unix = now_unix()});
   if (totals_.recent.size() > kRecent) totals_.recent.pop_front();
+}
+
+void Stats::record_dial(const std::string& peer, bool ok) {
+  std::lock_guard lock(mutex_);
+  Dials& d = totals_.dials[peer];
+  ++(ok ? d.ok : d.failed);
 }
 
 Stats::Snapshot Stats::snapshot() const {
@@ -66,6 +88,10 @@ Stats::Snapshot Stats::snapshot() const {
     a.age = now - a.info.started;
     s.to_peer += a.to_peer;
     s.from_peer += a.from_peer;
+    Traffic& t = s.traffic[{a.info.direction, a.info.peer, a.info.channel}];
+    t.to_peer += a.to_peer;
+    t.from_peer += a.from_peer;
+    ++t.active;
   }
   s.refusals = refusals_;
   s.reloads_ok = reloads_ok_;
@@ -184,6 +210,28 @@ std::string metrics_text(const StatusFacts& f, const Stats::Snapshot& s) {
   m += "xmig_bans_total " + std::to_string(f.bans_total) + "\n";
   metric("xmig_bans_active", "gauge", "Bans in force.");
   m += "xmig_bans_active " + std::to_string(f.bans.size()) + "\n";
+  metric("xmig_peer_bytes_total", "counter",
+         "Payload bytes carried by peer and channel, running connections included.");
+  for (const auto& [key, t] : s.traffic) {
+    const std::string labels = traffic_labels(key);
+    m += "xmig_peer_bytes_total{" + labels + ",direction=\"to_peer\"} " +
+         std::to_string(t.to_peer) + "\n";
+    m += "xmig_peer_bytes_total{" + labels + ",direction=\"from_peer\"} " +
+         std::to_string(t.from_peer) + "\n";
+  }
+  metric("xmig_peer_connections_active", "gauge", "Connections running now, by peer and channel.");
+  for (const auto& [key, t] : s.traffic) {
+    m += "xmig_peer_connections_active{" + traffic_labels(key) + "} " + std::to_string(t.active) +
+         "\n";
+  }
+  metric("xmig_peer_dials_total", "counter",
+         "This host's connections to a peer: ok, or failed (unreachable, refused).");
+  for (const auto& [peer, d] : s.dials) {
+    const std::string name = prometheus_label(peer);
+    m += "xmig_peer_dials_total{peer=" + name + ",result=\"ok\"} " + std::to_string(d.ok) + "\n";
+    m += "xmig_peer_dials_total{peer=" + name + ",result=\"failed\"} " + std::to_string(d.failed) +
+         "\n";
+  }
   return m;
 }
 

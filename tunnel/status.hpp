@@ -21,6 +21,18 @@
 //   xmig_bans_total                              counter (sources banned, see
 //                                                tunnel/admission.hpp)
 //   xmig_bans_active                             gauge (bans in force)
+//   xmig_peer_bytes_total{peer,channel,side,direction}  counter: xmig_bytes_total by
+//                                                peer, channel (driver, qemu, nbd, port-N,
+//                                                a route's name) and side (out: this host
+//                                                dialled, in: the peer did), running
+//                                                connections included
+//   xmig_peer_connections_active{peer,channel,side}  gauge
+//   xmig_peer_dials_total{peer,result}           counter (ok|failed): this host's
+//                                                connections to the peer, failed ones
+//                                                being those refused or unreachable
+// The peer and channel labels come from the config and from what a peer
+// authenticated, never from an unauthenticated client, so their number is
+// bounded by the config (a channel per port of the [intercept] range at most).
 //
 // GET /status (JSON), besides name, certificate, counters and modes:
 //   "bytes":{"to_peer","from_peer"}   the same sums as xmig_bytes_total
@@ -52,6 +64,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "io/pump.hpp"
@@ -93,6 +106,9 @@ class Stats {
   // snapshot counts its bytes exactly once, either live or closed.
   void record_close(const ConnectionInfo& info, const io::PumpStats& stats);
   void record_refusal() { ++refusals_; }
+  // One dial of this host towards a peer (an entry's connection): reached and
+  // accepted, or not (the peer unreachable, the handshake or the verdict failed).
+  void record_dial(const std::string& peer, bool ok);
   void record_reload(bool ok) { ++(ok ? reloads_ok_ : reloads_failed_); }
 
   struct Active {
@@ -107,14 +123,25 @@ class Stats {
     io::PumpStats stats;
     int64_t closed_unix = 0;
   };
+  // A peer and channel's share of the traffic (key: direction, peer, channel).
+  struct Traffic {
+    uint64_t to_peer = 0, from_peer = 0;  // as the totals: ended plus running so far
+    size_t active = 0;                    // in a snapshot: connections running now
+  };
+  using TrafficKey = std::tuple<std::string, std::string, std::string>;
+  struct Dials {
+    uint64_t ok = 0, failed = 0;
+  };
   struct Snapshot {
     std::map<std::string, uint64_t> connections;  // "out ok", "in error", ...
     std::map<std::string, uint64_t> modes;
     // Bytes of ended connections, plus (in a snapshot) those of active ones so far.
     uint64_t to_peer = 0, from_peer = 0;
     uint64_t refusals = 0, reloads_ok = 0, reloads_failed = 0;
-    std::vector<Active> active;  // oldest first
-    std::deque<Closed> recent;   // newest last
+    std::map<TrafficKey, Traffic> traffic;
+    std::map<std::string, Dials> dials;  // by peer name
+    std::vector<Active> active;          // oldest first
+    std::deque<Closed> recent;           // newest last
   };
   Snapshot snapshot() const;
 

@@ -145,6 +145,9 @@ void check_handshake(LiveContext& c) {
                std::string(subject) + " chains to " + c.config.tls.ca + " and names " + o.peer);
   if (auto not_after = peer_not_after(s.ssl.get())) {
     int64_t days = days_until(*not_after);
+    c.report.facts["peer_certificate_days_left"] = std::to_string(days);
+    c.report.facts["peer_certificate_expiry_seconds"] = std::to_string(
+        std::chrono::duration_cast<std::chrono::seconds>(*not_after - Clock::now()).count());
     c.report.add("handshake", "peer certificate expiry",
                  days < o.warn_days ? Status::Warn : Status::Pass,
                  "expires in " + std::to_string(days) + " days",
@@ -185,6 +188,7 @@ void check_data_path(LiveContext& c, const CanaryRun& run) {
         error = e.what();
       }
     }
+    if (found) c.report.facts["mode"] = found->mode;
     if (found)
       c.report.add("data path", "mode", Status::Pass,
                    "the local tunnel carried the canary in mode " + found->mode + " (" +

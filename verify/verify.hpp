@@ -25,6 +25,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -47,6 +48,11 @@ struct Finding {
 struct Report {
   std::string title;  // e.g. "live check hv-a -> hv-b (127.0.0.1:7443)"
   std::vector<Finding> findings;
+  // What the live check measured, for the fleet table (--all-peers):
+  // "mode" (the data path the local tunnel used for the canary),
+  // "peer_certificate_days_left" and "peer_certificate_expiry_seconds";
+  // absent when not measured.
+  std::map<std::string, std::string> facts;
 
   void add(std::string group, std::string check, Status status, std::string reason,
            std::string fix = {});
@@ -79,6 +85,38 @@ struct LiveOptions {
 // Runs every live check and returns the report; never throws for what the
 // peer does (a broken config is a FAIL finding too).
 Report run_live(const LiveOptions& opts);
+
+// ---------------------------------------------------------------------------
+// Fleet check (verify/fleet.cpp): the live check against every [[peer]] of
+// the config, one after another (each captures the wire on its own).
+
+struct PeerResult {
+  std::string peer;
+  Report report;
+};
+struct FleetReport {
+  std::string title;  // e.g. "all peers of hv-a (/etc/xmig/tunnel.toml)"
+  std::vector<PeerResult> peers;
+  Status worst() const;
+};
+
+// opts.peer is ignored; throws std::runtime_error when the config cannot be
+// read (there are no peers to check then).
+FleetReport run_all_peers(const LiveOptions& opts);
+// One table, a row per peer: handshake, enforcement (with interception),
+// wire, mode, days left on the peer's certificate, its result; then every
+// finding that is not a PASS, with its fix; then the overall result.
+std::string render_fleet_text(const FleetReport& r);
+// {"title", "status", "peers":[{"peer", "status", "handshake", "enforcement",
+// "wire", "mode", "certificate_days_left", "findings":[...]}]}
+std::string render_fleet_json(const FleetReport& r);
+// Prometheus text format for node_exporter's textfile collector:
+// xmig_verify_peer_status{peer,group} (0 pass, 1 warn, 2 fail; group
+// handshake, enforcement, wire, all), xmig_verify_peer_certificate_expiry_seconds{peer},
+// xmig_verify_last_run_timestamp_seconds.
+std::string render_fleet_prometheus(const FleetReport& r, int64_t now_unix);
+// 0 when no peer failed, 1 otherwise.
+int exit_code(const FleetReport& r);
 
 // ---------------------------------------------------------------------------
 // Offline check (verify/offline.cpp)

@@ -35,11 +35,11 @@ declare -A only=(
 # include path, is what says what is public). Tests and fuzz targets may
 # include more, to drive a part on its own, but never a header in $private.
 declare -A public=(
-  [base]="asio.hpp fd.hpp json.hpp openssl.hpp openssl_errors.hpp socket.hpp"
+  [base]="asio.hpp fd.hpp json.hpp openssl.hpp openssl_errors.hpp prometheus.hpp socket.hpp"
   [certs]="certs.hpp host_name.hpp"
   [tls]="channel.hpp context.hpp handshake.hpp ktls.hpp"
   [io]="pump.hpp"
-  [tunnel]="config.hpp endpoint.hpp nftables.hpp protocol.hpp tunnel.hpp"
+  [tunnel]="config.hpp endpoint.hpp log_format.hpp nftables.hpp protocol.hpp tunnel.hpp"
   [verify]="verify.hpp status_client.hpp probe.hpp tls_records.hpp"
   [harness]="certtool.hpp files.hpp netns.hpp process.hpp qemu_vm.hpp streams.hpp tls_probe.hpp tunnel_pair.hpp"
   [bench]="load.hpp measure.hpp record.hpp relay.hpp"

@@ -326,4 +326,71 @@ TEST_F(VerifyLive, WireCheckFailsWhenCaptureIsNotPermitted) {
 }
 
 }  // namespace
+
+TEST_F(VerifyLive, AllPeersTablesEveryPeerAndFailsForTheOneThatIsDown) {
+  // Setup: hv-a and hv-b as in LiveCheckPassesAgainstTunnelPair; hv-a's
+  // config has a second peer, hv-c, whose address nothing listens on.
+  // Action: xmig-verify --config hv-a.toml --all-peers, as text, --json and
+  // --prometheus.
+  // Must hold: exit 1 each time; the table has a row per peer, hv-b PASS in
+  // every column with its mode and certificate days, hv-c FAIL with "-" for
+  // what was not measured, hv-c's failing findings below with their fix, and
+  // "result: FAIL (2 peers, 1 failed)"; the JSON and the metrics say the same,
+  // and promtool accepts the metrics.
+  ASSERT_EQ(geteuid(), 0u) << "the wire check captures on lo: run as root";
+  TunnelPairOptions opts;
+  TempDir run("xmig-verify-route");
+  opts.a_routes["unix:" + (run.path() / "verify.sock").string()] = "verify";
+  opts.a_extra =
+      "[[peer]]\nname = \"hv-c\"\naddress = \"127.0.0.1:" + std::to_string(free_port()) + "\"\n";
+  pair_ = std::make_unique<TunnelPair>(opts);
+  const std::vector<std::string> base = {
+      "--config", pair_->a.config.string(), "--all-peers", "--warn-days", "7", "--timeout-ms",
+      "3000",     "--canary-bytes",         "262144"};
+  auto with = [&](const char* extra) {
+    std::vector<std::string> args = base;
+    if (extra) args.push_back(extra);
+    return run_verify(args, pair_->temp.path());
+  };
+
+  VerifyRun text = with(nullptr);
+  EXPECT_EQ(text.exit_code, 1) << text.output;
+  EXPECT_TRUE(contains(text.output, "peer  handshake  enforcement  wire  mode"));
+  EXPECT_TRUE(
+      contains(text.output, "hv-b  PASS       PASS         PASS  userspace  29         PASS"))
+      << pair_->logs();
+  // Unreachable: nothing could be probed or carried either, and nothing measured.
+  EXPECT_TRUE(
+      contains(text.output, "hv-c  FAIL       FAIL         FAIL  -          -          FAIL"));
+  EXPECT_TRUE(contains(text.output, "peer hv-c: what did not pass"));
+  EXPECT_TRUE(contains(text.output, "fix:"));
+  EXPECT_TRUE(contains(text.output, "result: FAIL (2 peers, 1 failed)"));
+
+  VerifyRun json = with("--json");
+  EXPECT_EQ(json.exit_code, 1) << json.output;
+  EXPECT_TRUE(contains(json.output,
+                       "\"peer\":\"hv-b\",\"status\":\"pass\",\"handshake\":\"pass\","
+                       "\"enforcement\":\"pass\",\"wire\":\"pass\",\"mode\":\"userspace\","
+                       "\"certificate_days_left\":29"));
+  EXPECT_TRUE(contains(json.output,
+                       "\"peer\":\"hv-c\",\"status\":\"fail\",\"handshake\":\"fail\","
+                       "\"enforcement\":\"fail\",\"wire\":\"fail\",\"mode\":\"-\","
+                       "\"certificate_days_left\":null"));
+
+  VerifyRun metrics = with("--prometheus");
+  EXPECT_EQ(metrics.exit_code, 1) << metrics.output;
+  EXPECT_TRUE(contains(metrics.output, "xmig_verify_peer_status{peer=\"hv-b\",group=\"all\"} 0\n"));
+  EXPECT_TRUE(contains(metrics.output, "xmig_verify_peer_status{peer=\"hv-c\",group=\"all\"} 2\n"));
+  EXPECT_TRUE(
+      contains(metrics.output, "xmig_verify_peer_certificate_expiry_seconds{peer=\"hv-b\"} 25"));
+  EXPECT_TRUE(contains(metrics.output, "xmig_verify_last_run_timestamp_seconds "));
+  const fs::path prom = pair_->temp.path() / "xmig.prom";
+  write_file(prom, metrics.output);
+  const fs::path lint = pair_->temp.path() / "promtool.log";
+  EXPECT_EQ(
+      harness::run({"/bin/sh", "-c", "promtool check metrics < " + prom.string()}, lint.string()),
+      0)
+      << read_file(lint) << metrics.output;
+}
+
 }  // namespace xmig::test
