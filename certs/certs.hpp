@@ -126,6 +126,8 @@ CertInfo describe(X509* cert);
 // CA), "SOURCE: holds no PEM certificate; fix: ..." when there is none.
 std::vector<X509Ptr> parse_certs(const std::string& pem, const std::string& source);
 std::vector<X509CrlPtr> parse_crls(const std::string& pem, const std::string& source);
+// A certificate as PEM text (the reverse of parse_certs, for one).
+std::string cert_to_pem(X509* cert);
 
 // Number of certificates in a PEM bundle (throws when there is none).
 std::size_t count_certs(const std::string& bundle_pem, const std::string& source = "CA bundle");

@@ -218,7 +218,7 @@ std::vector<Finding> check_node_dir(const fs::path& dir, const CheckOptions& opt
               "put the cluster CA's ca-cert.pem (or ca-bundle.pem) here");
         continue;
       }
-      CertInfo info = describe(detail::cert_to_pem(cas[i].get()), ca_file.string());
+      CertInfo info = describe(cert_to_pem(cas[i].get()), ca_file.string());
       Report tmp;
       check_validity(tmp, ca_file, info, opts.warn_days,
                      "roll the CA over: 'xmig-certs ca rollover --dir CA_DIR', then reissue");

@@ -35,7 +35,6 @@ const EVP_MD* signing_digest(EVP_PKEY* key);
 
 // Certificates (x509.cpp)
 X509Ptr parse_cert(const std::string& pem, const std::string& source);
-std::string cert_to_pem(X509* cert);
 bool is_ca(X509* cert);
 std::string common_name(X509* cert);
 

@@ -9,6 +9,14 @@
 #include "certs/detail.hpp"
 
 namespace xmig::certs {
+
+std::string cert_to_pem(X509* cert) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || PEM_write_bio_X509(bio.get(), cert) != 1)
+    detail::fail_ssl("cannot encode a certificate");
+  return detail::bio_text(bio.get());
+}
+
 namespace detail {
 
 X509Ptr parse_cert(const std::string& pem, const std::string& source) {
@@ -21,12 +29,6 @@ X509Ptr parse_cert(const std::string& pem, const std::string& source) {
                 "check the file name and that it was copied whole)");
   }
   return cert;
-}
-
-std::string cert_to_pem(X509* cert) {
-  BioPtr bio(BIO_new(BIO_s_mem()));
-  if (!bio || PEM_write_bio_X509(bio.get(), cert) != 1) fail_ssl("cannot encode a certificate");
-  return bio_text(bio.get());
 }
 
 bool is_ca(X509* cert) {

@@ -179,15 +179,6 @@ Identity read_identity(const std::string& cert_file, const std::string& key_file
                   .key = read_key(key_file, key_role)};
 }
 
-std::string pem_of(X509* cert) {
-  BioPtr bio(BIO_new(BIO_s_mem()));
-  if (!bio || PEM_write_bio_X509(bio.get(), cert) != 1)
-    throw Error("cannot encode a certificate: " + openssl_errors());
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<size_t>(len));
-}
-
 // The trusted CAs and, when set, the CRLs; shared by both contexts.
 X509StorePtr load_store(const Settings& settings, const std::vector<X509Ptr>& ca) {
   X509StorePtr store(X509_STORE_new());
@@ -212,7 +203,7 @@ std::string role_problem(const Settings& settings, const Identity& id, certs::Pu
   // server template.
   const bool both_roles = settings.client_cert == settings.cert;
   certs::RoleVerdict verdict =
-      certs::check_role(pem_of(id.chain[0].get()), role, host,
+      certs::check_role(certs::cert_to_pem(id.chain[0].get()), role, host,
                         {.cert = id.cert_file,
                          .key = id.key_file,
                          .ca = settings.ca,

@@ -103,7 +103,8 @@ std::string render_fleet_text(const FleetReport& r) {
     Report details{.title = "peer " + p.peer + ": what did not pass", .findings = {}, .facts = {}};
     for (const auto& f : p.report.findings)
       if (f.status != Status::Pass) details.findings.push_back(f);
-    out += "\n" + render_text(details);
+    out += '\n';
+    out += render_text(details);
   }
   out += "\nresult: " + std::string(to_string(r.worst())) + " (" + std::to_string(r.peers.size()) +
          " peers, " + std::to_string(failed) + " failed)\n";
@@ -121,8 +122,10 @@ std::string render_fleet_json(const FleetReport& r) {
          lower(to_string(p.report.worst())) + "\"";
     for (const auto& column : kColumns) {
       auto s = worst_of(p.report, column.groups);
-      j += ",\"" + std::string(column.name) +
-           "\":" + (s ? "\"" + lower(to_string(*s)) + "\"" : "null");
+      j += ",\"";
+      j += column.name;
+      j += "\":";
+      j += s ? json_quote(lower(to_string(*s))) : "null";
     }
     j += ",\"mode\":" + json_quote(fact(p.report, "mode"), NonAscii::Escape);
     const std::string days = fact(p.report, "peer_certificate_days_left");

@@ -422,19 +422,19 @@ FakeTlsPeer::FakeTlsPeer(FakePeerOptions opts) : opts_(std::move(opts)) {
   // It writes to clients that may have gone (an echo after the verdict was
   // read): a write error, not a signal that ends the test binary.
   ::signal(SIGPIPE, SIG_IGN);
-  ctx_ = SSL_CTX_new(TLS_server_method());
-  SSL_CTX_set_min_proto_version(ctx_, opts_.allow_tls12 ? TLS1_2_VERSION : TLS1_3_VERSION);
-  SSL_CTX_set_num_tickets(ctx_, 0);
-  if (SSL_CTX_use_certificate_chain_file(ctx_, opts_.cert_file.c_str()) != 1 ||
-      SSL_CTX_use_PrivateKey_file(ctx_, opts_.key_file.c_str(), SSL_FILETYPE_PEM) != 1)
+  ctx_.reset(SSL_CTX_new(TLS_server_method()));
+  SSL_CTX_set_min_proto_version(ctx_.get(), opts_.allow_tls12 ? TLS1_2_VERSION : TLS1_3_VERSION);
+  SSL_CTX_set_num_tickets(ctx_.get(), 0);
+  if (SSL_CTX_use_certificate_chain_file(ctx_.get(), opts_.cert_file.c_str()) != 1 ||
+      SSL_CTX_use_PrivateKey_file(ctx_.get(), opts_.key_file.c_str(), SSL_FILETYPE_PEM) != 1)
     throw std::runtime_error("FakeTlsPeer: cannot load its certificate");
   if (opts_.verify_clients) {
-    SSL_CTX_load_verify_locations(ctx_, opts_.ca_file.c_str(), nullptr);
-    SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+    SSL_CTX_load_verify_locations(ctx_.get(), opts_.ca_file.c_str(), nullptr);
+    SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
   } else {
-    SSL_CTX_set_verify(ctx_, SSL_VERIFY_NONE, nullptr);
+    SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_NONE, nullptr);
   }
-  SSL_CTX_set_alpn_select_cb(ctx_, select_any, nullptr);
+  SSL_CTX_set_alpn_select_cb(ctx_.get(), select_any, nullptr);
   listener_ = listen_loopback(&port_);
   thread_ = std::thread([this] {
     while (!stop_) {
@@ -447,14 +447,14 @@ FakeTlsPeer::FakeTlsPeer(FakePeerOptions opts) : opts_(std::move(opts)) {
 FakeTlsPeer::~FakeTlsPeer() {
   stop_ = true;
   thread_.join();
-  SSL_CTX_free(ctx_);
 }
 
 void FakeTlsPeer::serve(int fd) {
   timeval tv{5, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  SSL* ssl = SSL_new(ctx_);
+  SslPtr owned(SSL_new(ctx_.get()));
+  SSL* ssl = owned.get();
   SSL_set_fd(ssl, fd);
   if (SSL_accept(ssl) == 1) {
     const unsigned char* proto = nullptr;
@@ -475,7 +475,6 @@ void FakeTlsPeer::serve(int fd) {
     SSL_shutdown(ssl);
   }
   ERR_clear_error();
-  SSL_free(ssl);
 }
 
 }  // namespace xmig::test

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "base/fd.hpp"
+#include "base/openssl.hpp"
 
 namespace xmig::test {
 
@@ -136,7 +137,7 @@ class FakeTlsPeer {
  private:
   void serve(int fd);
   FakePeerOptions opts_;
-  SSL_CTX* ctx_ = nullptr;
+  SslCtxPtr ctx_;
   Fd listener_;
   uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
