@@ -127,10 +127,12 @@ wait "${pids[@]}" 2>/dev/null || true
 pids=()
 
 say "apt-get purge xmig"
-files=$(dpkg-query -L xmig | grep -vE '^/(\.|usr|usr/bin|usr/share|usr/share/doc|usr/share/man|usr/share/man/man1|lib|lib/systemd|lib/systemd/system|usr/lib|usr/lib/tmpfiles.d|etc)$')
+# Every file of the package (directories such as /usr/share/lintian/overrides are
+# shared with other packages), and the folders that are the package's alone.
+files=$(dpkg-query -L xmig | while read -r f; do [ -d "$f" ] || echo "$f"; done)
 DEBIAN_FRONTEND=noninteractive apt-get purge -y -q xmig >"$w/purge.log" 2>&1 || { cat "$w/purge.log"; fail "purge failed"; }
 left=()
-for f in $files /etc/xmig /run/xmig; do [ -e "$f" ] && left+=("$f"); done
+for f in $files /etc/xmig /run/xmig /usr/share/doc/xmig; do [ -e "$f" ] && left+=("$f"); done
 [ ${#left[@]} -eq 0 ] || fail "left behind after purge: ${left[*]}"
 echo "nothing of the package remains ($(echo "$files" | wc -l) paths checked); user xmig stays: $(getent passwd xmig)"
 echo PASS
