@@ -197,21 +197,37 @@ Reservation reserve(const TunnelSide& side, const std::string& peer, const std::
   return r;
 }
 
-std::string status_request(const TunnelSide& side, const std::string& path) {
+namespace {
+
+// One HTTP/1.0 GET on a connected socket: the body, or what went wrong.
+std::string http_get_on(Fd fd, const std::string& target) {
   std::string reply;
+  set_timeouts(fd.get(), std::chrono::milliseconds(5000));
+  const std::string request = "GET " + target + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) < 0)
+    return std::string("send: ") + strerror(errno);
+  char buf[16384];
+  for (ssize_t n; (n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0;) reply.append(buf, n);
+  size_t body = reply.find("\r\n\r\n");
+  return body == std::string::npos ? reply : reply.substr(body + 4);
+}
+
+}  // namespace
+
+std::string status_request(const TunnelSide& side, const std::string& path) {
   try {
-    Fd fd = connect_unix((side.run_dir / "status.sock").string());
-    set_timeouts(fd.get(), std::chrono::milliseconds(5000));
-    const std::string request = "GET " + path + " HTTP/1.0\r\n\r\n";
-    if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) < 0)
-      return std::string("send: ") + strerror(errno);
-    char buf[4096];
-    for (ssize_t n; (n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0;) reply.append(buf, n);
+    return http_get_on(connect_unix((side.run_dir / "status.sock").string()), path);
   } catch (const std::exception& e) {
     return e.what();
   }
-  size_t body = reply.find("\r\n\r\n");
-  return body == std::string::npos ? reply : reply.substr(body + 4);
+}
+
+std::string http_get(uint16_t port, const std::string& target) {
+  try {
+    return http_get_on(connect_tcp(port), target);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
 }
 
 }  // namespace xmig::harness

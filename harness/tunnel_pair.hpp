@@ -98,6 +98,9 @@ void make_node_pki(const fs::path& dir, const certs::Pem& ca, const std::string&
 // GET `path` (/status or /metrics) from side's status socket
 // (<run_dir>/status.sock): the body, or what went wrong (for messages).
 std::string status_request(const TunnelSide& side, const std::string& path);
+// GET `target` from an HTTP server on 127.0.0.1:port (a status endpoint on
+// TCP, Prometheus): the body, or what went wrong.
+std::string http_get(uint16_t port, const std::string& target);
 
 // A per-migration socket set held over side's control socket, as
 // xmig-migrate holds it: the set lives while `control` is open.

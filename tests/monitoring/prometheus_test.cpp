@@ -42,22 +42,6 @@ std::string url_encoded(const std::string& s) {
   return out;
 }
 
-// GET `target` from 127.0.0.1:port: the body, or "" when unreachable.
-std::string http_get(uint16_t port, const std::string& target) {
-  std::string reply;
-  try {
-    Fd fd = connect_tcp(port);
-    const std::string request = "GET " + target + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) < 0) return "";
-    char buf[16384];
-    for (ssize_t n; (n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0;) reply.append(buf, n);
-  } catch (const std::exception&) {
-    return "";
-  }
-  size_t body = reply.find("\r\n\r\n");
-  return body == std::string::npos ? "" : reply.substr(body + 4);
-}
-
 class Prometheus {
  public:
   // Scrapes hv-a and hv-b (instance labels "hv-a", "hv-b", job "xmig") every
