@@ -54,8 +54,11 @@ for t in xmig-tunnel xmig-certs xmig-verify xmig-migrate; do
   page=/usr/share/man/man1/$t.1.gz
   [ -f "$page" ] || fail "$page missing"
   # The page is made from --help: every long option there is in the page.
+  # (Read once into a variable: `zcat | grep -q` fails under pipefail when
+  # grep stops reading early and zcat gets SIGPIPE.)
+  text=$(zcat "$page" | sed 's/\\-/-/g')
   for opt in $(/usr/bin/$t --help 2>&1 | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
-    zcat "$page" | sed 's/\\-/-/g' | grep -qF -- "$opt" || fail "$page lacks $opt from $t --help"
+    grep -qF -- "$opt" <<<"$text" || fail "$page lacks $opt from $t --help"
   done
 done
 unit=/lib/systemd/system/xmig-tunnel.service
