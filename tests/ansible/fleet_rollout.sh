@@ -20,7 +20,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
-# shellcheck source=hosts.sh
+# shellcheck source-path=SCRIPTDIR source=hosts.sh
 source "$here/hosts.sh"
 
 installed_here() { dpkg-query -W -f='${Status}' xmig 2>/dev/null | grep -q 'install ok installed'; }
@@ -58,6 +58,8 @@ roles_path = $src/deploy/ansible/roles
 interpreter_python = /usr/bin/python3
 local_tmp = $w/ansible-tmp
 forks = 5
+# Each task's time in the log (ansible.posix, in Debian's ansible package).
+callbacks_enabled = ansible.posix.profile_tasks
 [ssh_connection]
 pipelining = True
 control_path_dir = $w/cp
@@ -72,7 +74,10 @@ hv-b ansible_host=${addr[hv-b]}
 ca ansible_host=${addr[ca]}
 
 [all:vars]
+# Root over SSH; site.yml's become (for an operator's own user) is not needed,
+# and these hosts, like this machine, may have no sudo.
 ansible_user=root
+ansible_become=false
 ansible_ssh_private_key_file=$w/ssh/id_ed25519
 ansible_ssh_common_args=-o UserKnownHostsFile=$w/ssh/known_hosts -o StrictHostKeyChecking=yes
 xmig_package_deb=$deb
@@ -157,7 +162,7 @@ left=()
 [ ! -e "$w" ] || left+=("$w")
 findmnt -rn -o SOURCE,TARGET | grep -q "xmig-ansible-$tag" && left+=("mounts")
 ip netns list | grep -q "xmig-ans-$tag-" && left+=("netns")
-ip -o link | grep -qE "(xab|xa)$tag" && left+=("links")
+ip -o link | grep -qE ": xab?$tag" && left+=("links: $(ip -o link | grep -oE ": xab?$tag[^:]*" | tr -d ':' | xargs)")
 [ ${#left[@]} -eq 0 ] || ah_fail "left behind: ${left[*]}"
 echo "nothing of the run remains (mounts, network namespaces, links, $w)"
 echo PASS

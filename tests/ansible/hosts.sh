@@ -19,7 +19,7 @@
 # Teardown (ah_hosts_down) always runs: on exit (trap), and from a watchdog process
 # when the test is killed (ctest's timeout sends SIGKILL, which no trap sees). It
 # stops by PID only what belongs to this run (the nspawn processes from $AH_W/pids,
-# then any process whose root is under $AH_W), closes the run's ssh masters, and
+# which power their hosts off; after a minute, each one's init and itself), closes the run's ssh masters, and
 # removes mounts, network namespaces, links and the work dir. It never removes the
 # work dir while something is still mounted under it.
 
@@ -107,7 +107,7 @@ ah_host_up() {  # name N
   printf 'HostKey /etc/ssh/xmig-test-host-key\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n' \
     >"$r/etc/ssh/sshd_config.d/xmig-test.conf"
   echo "$AH_SUBNET.$n $(cut -d' ' -f1-2 "$r/etc/ssh/xmig-test-host-key.pub")" >>"$AH_W/ssh/known_hosts"
-  mkdir -p -m 0700 "$r/root/.ssh"
+  mkdir -p "$r/root/.ssh" && chmod 0700 "$r/root/.ssh"
   cp "$AH_W/ssh/id_ed25519.pub" "$r/root/.ssh/authorized_keys"
   chmod 0600 "$r/root/.ssh/authorized_keys"
   # Its network: eth0 on the bridge.
@@ -165,21 +165,26 @@ ah_hosts_down() {
   while read -r pid; do
     [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null
   done <"$AH_W/pids"
-  for _ in $(seq 30); do
-    local alive=0
+  local alive
+  for _ in $(seq 60); do
+    alive=0
     while read -r pid; do
       [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && alive=1
     done <"$AH_W/pids"
     [ $alive = 0 ] && break
     sleep 1
   done
-  # Whatever still runs in a host (its root is under the work dir).
-  local p root
-  for p in /proc/[0-9]*; do
-    root=$(readlink "$p/root" 2>/dev/null) || continue
-    case $root in "$AH_W"/*) kill -KILL "${p#/proc/}" 2>/dev/null ;; esac
-  done
-  sleep 0.5
+  # A host still up after a minute: its init (nspawn's child; killing it ends
+  # every process of the host's PID namespace), then nspawn.
+  if [ $alive = 1 ]; then
+    while read -r pid; do
+      [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || continue
+      echo "teardown: nspawn $pid did not stop within 60 s; killing its host" >&2
+      pkill -KILL -P "$pid" 2>/dev/null
+      kill -KILL "$pid" 2>/dev/null
+    done <"$AH_W/pids"
+    sleep 1
+  fi
   local d
   for d in "$AH_W"/*/root "$AH_W"/*/layer; do
     mountpoint -q "$d" && { umount "$d" || umount -l "$d"; }
@@ -187,6 +192,12 @@ ah_hosts_down() {
   local ns
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
     case $ns in "$AH_NETNS_PREFIX"-*) ip netns del "$ns" ;; esac
+  done
+  # The veths' ends on this machine (deleting one end deletes the pair; the
+  # kernel would do it only once the namespace is freed, asynchronously).
+  local link
+  for link in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
+    case $link in "xa$AH_TAG"[0-9]*) ip link del "$link" 2>/dev/null ;; esac
   done
   ip link del "$AH_BRIDGE" 2>/dev/null
   if findmnt -rn -o TARGET | grep -q "^$AH_W/"; then
