@@ -162,7 +162,7 @@ left=()
 [ ! -e "$w" ] || left+=("$w")
 findmnt -rn -o SOURCE,TARGET | grep -q "xmig-ansible-$tag" && left+=("mounts")
 ip netns list | grep -q "xmig-ans-$tag-" && left+=("netns")
-ip -o link | grep -qE ": xab?$tag" && left+=("links: $(ip -o link | grep -oE ": xab?$tag[^:]*" | tr -d ':' | xargs)")
+ip -o link | grep -qE ": xab?${tag}" && left+=("links: $(ip -o link | grep -oE ": xab?${tag}[^:]*" | tr -d ':' | xargs)")
 [ ${#left[@]} -eq 0 ] || ah_fail "left behind: ${left[*]}"
 echo "nothing of the run remains (mounts, network namespaces, links, $w)"
 echo PASS
