@@ -3,7 +3,7 @@
 #
 # Setup: three hosts booted with systemd-nspawn on this machine (hosts.sh): ca (the
 #   CA host, group xmig_ca) and hypervisors hv-a and hv-b (group compute), each with
-#   its own /etc, /run, systemd, sshd and address; the xmig .deb from tools/package
+#   its own /etc, /run, systemd, sshd and address; the xmig .deb (tests/package/dist.sh)
 #   (or $XMIG_DEB, an already built one); an inventory as deploy/ansible's example.
 # Action: ansible-playbook deploy/ansible/site.yml over SSH, twice; then, from this
 #   machine, `xmig-verify --config /etc/xmig/tunnel.toml --all-peers` on each
@@ -39,8 +39,8 @@ if [ -n "${XMIG_DEB:-}" ]; then
   deb=$(realpath "$XMIG_DEB")
   ah_say "package: $deb (XMIG_DEB)"
 else
-  ah_say "tools/package $w/dist"
-  bash "$src/tools/package" "$w/dist" >"$w/package.log" 2>&1 || { tail -n 40 "$w/package.log"; ah_fail "tools/package failed"; }
+  source "$src/tests/package/dist.sh"
+  package_dist "$w/dist" "$w/package.log" || ah_fail "no package"
   deb=$(ls "$w"/dist/xmig_*.deb)
 fi
 

@@ -3,12 +3,13 @@
 #
 # Setup: this checkout; the machine must not have the xmig package installed (the
 #   test installs and purges it; it refuses rather than remove an operator's).
-# Action: tools/package builds the .deb (dpkg-buildpackage, lintian); the README's
+# Action: the .deb of this checkout (built once by the fixture
+#   Package.BuildsTheDebianWayLintianClean, or by tools/package when run alone); the README's
 #   Quick start install command, as printed, installs it; the installed commands make a
 #   CA and two host certificates, `xmig-tunnel --check` checks two configurations, two
 #   installed tunnels carry 64 MiB of random data from hv-a's qemu entry to hv-b's
 #   target; then `apt-get purge`.
-# Pass: tools/package exits 0 (no lintian error); the four commands, their man pages
+# Pass: the four commands, their man pages
 #   (each long option of --help in its page), the unit (binaries in /usr/bin, not
 #   enabled), the tmpfiles entry, the README, the monitoring kit, the xmig system user
 #   and /etc/xmig/tunnel.toml as a conffile equal to the README's step-2 example are
@@ -36,8 +37,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "tools/package $w/dist"
-bash "$src/tools/package" "$w/dist" >"$w/package.log" 2>&1 || { tail -n 40 "$w/package.log"; fail "tools/package failed"; }
+source "$src/tests/package/dist.sh"
+package_dist "$w/dist" "$w/package.log" || exit 1
 grep -E '^[EWIP]: ' "$w/dist/lintian.txt" || echo "(lintian: no tags)"
 
 # README Quick start: the install command exactly as printed, from the folder that
