@@ -343,10 +343,15 @@ CanaryRun check_wire(LiveContext& c) {
     }
   std::string canary = make_canary(c.opts.canary_bytes);
 
-  // Capture first, so the canary connection is seen from its SYN.
-  CaptureStart started =
-      start_capture(c, {c.address},
-                    "tcp and host " + c.address.ip + " and port " + std::to_string(c.address.port));
+  // Capture first, so the canary connection is seen from its SYN. Only flows
+  // whose peer side is the peer's tunnel port: across a fleet every tunnel
+  // listens on the same port, and the peer's own xmig-verify, run at the same
+  // moment, sends plaintext probes from its address to this host's port; those
+  // are not traffic towards the peer and must not fail this host's check.
+  const std::string ip = c.address.ip, port = std::to_string(c.address.port);
+  CaptureStart started = start_capture(c, {c.address},
+                                       "tcp and ((dst host " + ip + " and dst port " + port +
+                                           ") or (src host " + ip + " and src port " + port + "))");
   std::unique_ptr<LiveCapture>& cap = started.capture;
   const std::string& iface = started.interface;
 
