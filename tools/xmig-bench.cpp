@@ -360,7 +360,7 @@ int run(const RunOptions& o) {
 struct ChannelsOptions {
   std::vector<std::string> tunnels;  // LABEL=PATH; default: xmig=<the tunnel next to this binary>
   std::vector<unsigned> counts{1, 4, 8, 16};
-  unsigned rounds = 5, repeat = 5;
+  unsigned rounds = 5, repeat = 10;
   unsigned workers = 0;
   std::string tls_toml;
   bool json = false;
@@ -387,7 +387,7 @@ int run_channels(const ChannelsOptions& o) {
   }
   if (tunnels.empty()) tunnels.emplace_back("xmig", default_tunnel());
   // label -> count -> per-round medians in ms
-  std::map<std::string, std::map<unsigned, std::vector<double>>> medians;
+  std::map<std::string, std::map<unsigned, std::vector<double>>> medians, cpu;
   for (unsigned round = 1; round <= o.rounds; ++round)
     for (size_t k = 0; k < tunnels.size(); ++k) {
       const auto& [label, path] = tunnels[(k + round) % tunnels.size()];
@@ -401,6 +401,8 @@ int run_channels(const ChannelsOptions& o) {
       for (unsigned n : o.counts) {
         std::vector<double> ms;
         std::string error;
+        const double cpu_before =
+            sample(pair.a.process->pid()).cpu_seconds + sample(pair.b.process->pid()).cpu_seconds;
         for (unsigned rep = 0; rep < o.repeat && error.empty(); ++rep) {
           const auto r = run_channel_setup(
               {.connect = entry, .channels = n, .timeout = std::chrono::seconds(o.timeout)}, sink);
@@ -409,6 +411,10 @@ int run_channels(const ChannelsOptions& o) {
           // The last run's streams close before the next starts.
           std::this_thread::sleep_for(std::chrono::milliseconds(100));
         }
+        // Both ends' CPU per channel, closes included (the pause lets them happen).
+        const double cpu_ms_per_channel = (sample(pair.a.process->pid()).cpu_seconds +
+                                           sample(pair.b.process->pid()).cpu_seconds - cpu_before) *
+                                          1e3 / (n * std::max<size_t>(ms.size(), 1));
         Record rec;
         rec.set("suite", "channel setup")
             .set("group", std::to_string(n) + (n == 1 ? " channel" : " channels"))
@@ -419,17 +425,23 @@ int run_channels(const ChannelsOptions& o) {
             .set("unit", "ms")
             .set("higher_is_better", false)
             .set("channels", n)
-            .set("repeats", static_cast<unsigned>(ms.size()));
+            .set("repeats", static_cast<unsigned>(ms.size()))
+            .set("cpu_ms_per_channel", cpu_ms_per_channel);
         if (!ms.empty())
           rec.set("min_ms", *std::min_element(ms.begin(), ms.end()))
               .set("max_ms", *std::max_element(ms.begin(), ms.end()));
         if (!error.empty()) rec.set("error", error);
-        if (error.empty()) medians[label][n].push_back(median_of(ms));
+        if (error.empty()) {
+          medians[label][n].push_back(median_of(ms));
+          cpu[label][n].push_back(cpu_ms_per_channel);
+        }
         if (o.json)
           std::cout << rec.json() << std::endl;
         else if (error.empty())
-          std::printf("round %u %-10s %2u channel(s): %.2f ms (median of %zu)\n", round,
-                      label.c_str(), n, median_of(ms), ms.size());
+          std::printf(
+              "round %u %-10s %2u channel(s): %.2f ms (median of %zu), %.2f CPU-ms per "
+              "channel (both ends)\n",
+              round, label.c_str(), n, median_of(ms), ms.size(), cpu_ms_per_channel);
         else
           std::printf("round %u %-10s %2u channel(s): FAILED: %s\n", round, label.c_str(), n,
                       error.c_str());
@@ -440,16 +452,23 @@ int run_channels(const ChannelsOptions& o) {
     }
   if (o.json) return 0;
   std::printf("\n| tunnel |");
-  for (unsigned n : o.counts) std::printf(" N = %u, ms |", n);
-  std::printf(" N = %u vs N = %u |\n|---|", o.counts.back(), o.counts.front());
+  for (unsigned n : o.counts) std::printf(" N = %u: ms (CPU-ms/channel) |", n);
+  std::printf(" N = %u vs N = %u [per round] |\n|---|", o.counts.back(), o.counts.front());
   for (size_t i = 0; i <= o.counts.size(); ++i) std::printf("---|");
   std::printf("\n");
   for (const auto& [label, path] : tunnels) {
     auto& by_count = medians[label];
     std::printf("| %s |", label.c_str());
-    for (unsigned n : o.counts) std::printf(" %.2f |", median_of(by_count[n]));
-    const double first = median_of(by_count[o.counts.front()]);
-    std::printf(" %.2fx |\n", first > 0 ? median_of(by_count[o.counts.back()]) / first : 0.0);
+    for (unsigned n : o.counts)
+      std::printf(" %.2f (%.2f) |", median_of(by_count[n]), median_of(cpu[label][n]));
+    const auto& first = by_count[o.counts.front()];
+    const auto& last = by_count[o.counts.back()];
+    std::vector<double> ratios;
+    for (size_t i = 0; i < std::min(first.size(), last.size()); ++i)
+      if (first[i] > 0) ratios.push_back(last[i] / first[i]);
+    std::string rounds;
+    for (double r : ratios) rounds += (rounds.empty() ? "" : " ") + std::to_string(r).substr(0, 4);
+    std::printf(" %.2fx [%s] |\n", median_of(ratios), rounds.c_str());
   }
   return 0;
 }
