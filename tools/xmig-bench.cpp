@@ -335,10 +335,14 @@ int run(const RunOptions& o) {
         .set("p90_ms", hr->p90_ms)
         .set("p99_ms", hr->p99_ms)
         .set("max_ms", hr->max_ms);
+    double cpu_s = 0;
     for (const auto& p : hs_procs) {
+      cpu_s += p.cpu_seconds();
       h->set(p.name + "_cpu_s", p.cpu_seconds());
       if (hr->completed) h->set(p.name + "_cpu_ms_per_conn", p.cpu_seconds() * 1e3 / hr->completed);
     }
+    // Both ends per connection: what bench/compare's handshake table shows.
+    if (hr->completed && !hs_procs.empty()) h->set("cpu_ms_per_conn", cpu_s * 1e3 / hr->completed);
     if (!hr->error.empty()) h->set("error", hr->error);
   }
 
