@@ -43,9 +43,9 @@ asio::awaitable<Request> read_request(asio::ip::tcp::socket& sock, SSL* ssl) {
   if (n == 0) throw std::runtime_error("the peer closed the connection before its request");
   std::string why;
   auto request = decode_request({record.data(), n}, &why);
-  if (!request) throw Refusal(Verdict::BadRequest, "its request is " + why);
+  if (!request) throw Refusal(Verdict::BadRequest, "its request: " + why);
   if (SSL_has_pending(ssl))
-    throw Refusal(Verdict::BadRequest, "its request is longer than one record");
+    throw Refusal(Verdict::BadRequest, "its request: longer than one record");
   co_return *request;
 }
 

@@ -193,15 +193,15 @@ inline std::optional<Request> decode_request(std::string_view bytes, std::string
     bytes.remove_prefix(1 + n);
     return true;
   };
-  if (bytes.empty()) return fail("an empty request");
+  if (bytes.empty()) return fail("empty");
   if (const auto version = static_cast<uint8_t>(bytes.front()); version != kRequestVersion)
-    return fail("a request of protocol version " + std::to_string(version) +
+    return fail("protocol version " + std::to_string(version) +
                 ", while this tunnel speaks version " + std::to_string(kRequestVersion) +
                 " (fix: run the same xmig version on both hosts)");
   bytes.remove_prefix(1);
   Request r;
   if (!take(r.migration) || !take(r.guest_uuid) || bytes.size() != kOrderSize)
-    return fail("a malformed request (its fields do not add up to one record)");
+    return fail("malformed (its fields do not add up to one record)");
   r.order = {.entry = detail::get_u64(bytes),
              .sequence = detail::get_u64(bytes.substr(8)),
              .waits_for = detail::get_u64(bytes.substr(16))};
