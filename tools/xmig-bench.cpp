@@ -369,6 +369,7 @@ struct ChannelsOptions {
   std::string tls_toml;
   bool json = false;
   unsigned timeout = 60;
+  double link_delay_ms = 0;  // one way, between hv-a and hv-b (a delaying relay)
 };
 
 double median_of(std::vector<double> v) {
@@ -397,8 +398,24 @@ int run_channels(const ChannelsOptions& o) {
       const auto& [label, path] = tunnels[(k + round) % tunnels.size()];
       Listener sink(parse_endpoint("127.0.0.1:0"));
       TempDir dir("xmig-bench");
-      TunnelPair pair(
-          pair_options(dir.path(), path, sink.endpoint().str(), "", o.workers, "", o.tls_toml));
+      TunnelPairOptions po =
+          pair_options(dir.path(), path, sink.endpoint().str(), "", o.workers, "", o.tls_toml);
+      const auto delay = std::chrono::microseconds(static_cast<int64_t>(o.link_delay_ms * 1e3));
+      if (delay.count() > 0) po.a_dials = "127.0.0.1:" + std::to_string(xmig::harness::free_port());
+      TunnelPair pair(po);
+      // The link between the two ends, with its latency, when asked for.
+      std::atomic<bool> link_stop{false};
+      std::optional<std::thread> link;
+      if (delay.count() > 0) {
+        const RelayOptions link_options{
+            .listen = parse_endpoint(po.a_dials),
+            .connect = parse_endpoint("127.0.0.1:" + std::to_string(pair.b.port)),
+            .splice = false,
+            .delay = delay};
+        link.emplace([link_options, &link_stop] { run_relay(link_options, link_stop); });
+        // Time for its listener to come up (a dial before that fails the run, visibly).
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
       g_children[0] = pair.a.process->pid();
       g_children[1] = pair.b.process->pid();
       const Endpoint entry = parse_endpoint(entry_of(pair, ""));
@@ -421,7 +438,10 @@ int run_channels(const ChannelsOptions& o) {
                                           1e3 / (n * std::max<size_t>(ms.size(), 1));
         Record rec;
         rec.set("suite", "channel setup")
-            .set("group", std::to_string(n) + (n == 1 ? " channel" : " channels"))
+            .set("group", std::to_string(n) + (n == 1 ? " channel" : " channels") +
+                              (delay.count() > 0
+                                   ? ", link " + std::to_string(o.link_delay_ms) + " ms each way"
+                                   : ""))
             .set("config", label)
             .set("round", round)
             .set("ok", error.empty())
@@ -453,6 +473,8 @@ int run_channels(const ChannelsOptions& o) {
       }
       pair.stop();
       g_children[0] = g_children[1] = 0;
+      link_stop = true;
+      if (link) link->join();
     }
   if (o.json) return 0;
   std::printf("\n| tunnel |");
@@ -642,6 +664,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   channels_cmd->add_option("--tls-toml", co.tls_toml, "TOML lines added to both [tls] tables");
   channels_cmd->add_option("--timeout", co.timeout, "Seconds before one measurement fails")
+      ->capture_default_str();
+  channels_cmd
+      ->add_option("--link-delay-ms", co.link_delay_ms,
+                   "One-way latency of the link between the two ends (a relay that "
+                   "passes each byte on this much later); 0: loopback as it is")
       ->capture_default_str();
   channels_cmd->add_flag("--json", co.json,
                          "One JSON record per tunnel, count and round (for `xmig-bench report`)");

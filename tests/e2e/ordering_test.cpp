@@ -13,14 +13,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <fstream>
 #include <functional>
 #include <future>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
-#include "harness/files.hpp"
 #include "harness/streams.hpp"
 #include "harness/tunnel_pair.hpp"
 
@@ -30,13 +27,14 @@ using namespace harness;
 
 namespace {
 
-// A TCP relay on 127.0.0.1 in front of `upstream`: its n-th connection
-// (from 0, in accept order) waits hold(n) before the relay connects onwards
-// and copies both ways. It counts the connections it has open at once.
+// A TCP relay on 127.0.0.1 in front of upstream port (set once known): its
+// n-th connection (from 0, in accept order) waits hold(n) before the relay
+// connects onwards and copies both ways. It counts the connections it has
+// open at once.
 class HoldingRelay {
  public:
-  HoldingRelay(uint16_t upstream, std::function<std::chrono::milliseconds(int)> hold)
-      : listener_(Listener::tcp()), upstream_(upstream), hold_(std::move(hold)) {
+  explicit HoldingRelay(std::function<std::chrono::milliseconds(int)> hold)
+      : listener_(Listener::tcp()), hold_(std::move(hold)) {
     acceptor_ = std::thread([this] {
       for (int n = 0; !stop_;) {
         Fd client = listener_.accept(100ms);
@@ -55,6 +53,8 @@ class HoldingRelay {
     for (auto& t : relays_) t.join();
   }
   uint16_t port() const { return listener_.port(); }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port()); }
+  void forward_to(uint16_t upstream) { upstream_ = upstream; }
   // The most connections open at once since the last settle().
   int most_open() const { return most_open_; }
   // Waits until no connection is open (false after 10 s), then counts anew.
@@ -100,39 +100,13 @@ class HoldingRelay {
   }
 
   Listener listener_;
-  uint16_t upstream_;
+  std::atomic<uint16_t> upstream_{0};
   std::function<std::chrono::milliseconds(int)> hold_;
   std::atomic<bool> stop_{false};
   std::atomic<int> open_{0}, most_open_{0};
   std::mutex mutex_;
   std::vector<std::thread> relays_;
   std::thread acceptor_;
-};
-
-// hv-a and hv-b with hv-a dialling hv-b through `relay_port`'s relay:
-// built unstarted, hv-a's [[peer]] address rewritten, then started.
-struct RelayedPair {
-  explicit RelayedPair(TunnelPairOptions opts = {})
-      : pair([&] {
-          opts.start = false;
-          return opts;
-        }()) {}
-
-  void start_through(uint16_t relay_port) {
-    std::ifstream in(pair.a.config);
-    std::stringstream text;
-    text << in.rdbuf();
-    std::string config = text.str();
-    const std::string direct = "127.0.0.1:" + std::to_string(pair.b.port) + "\"";
-    const auto at = config.find(direct);
-    ASSERT_NE(at, std::string::npos) << config;
-    config.replace(at, direct.size(), "127.0.0.1:" + std::to_string(relay_port) + "\"");
-    write_file(pair.a.config, config);
-    pair.start(pair.a);
-    pair.start(pair.b);
-  }
-
-  TunnelPair pair;
 };
 
 // Opens `n` connections on hv-a's qemu entry back to back; each sends its
@@ -165,10 +139,9 @@ constexpr uint64_t kMiB = 1 << 20;
 // and each carries its own 1 MiB intact (SHA-256 per connection).
 TEST(Ordering, SixteenConcurrentDialsFinishingInReverseReachTargetInAcceptOrder) {
   constexpr int kChannels = 16;
-  RelayedPair relayed;
-  TunnelPair& pair = relayed.pair;
-  HoldingRelay relay(pair.b.port, [](int n) { return (kChannels - 1 - n % kChannels) * 40ms; });
-  ASSERT_NO_FATAL_FAILURE(relayed.start_through(relay.port()));
+  HoldingRelay relay([](int n) { return (kChannels - 1 - n % kChannels) * 40ms; });
+  TunnelPair pair(TunnelPairOptions{.a_dials = relay.address()});
+  relay.forward_to(pair.b.port);
   auto sink = Listener::unix_socket(pair.delivery("qemu").string());
   for (int round = 0; round < 3; ++round) {
     ASSERT_TRUE(relay.settle()) << "round " << round << ": the last round's connections stay open";
@@ -207,11 +180,11 @@ TEST(Ordering, SixteenConcurrentDialsFinishingInReverseReachTargetInAcceptOrder)
 // order") and its client sees its connection closed.
 TEST(Ordering, PredecessorThatArrivesTooLateIsRefusedAndDoesNotStopItsSuccessors) {
   constexpr int kChannels = 5;
-  RelayedPair relayed(TunnelPairOptions{.b_extra = "[limits]\nconnect_timeout = 1\n"
-                                                   "handshake_timeout = 1\n"});
-  TunnelPair& pair = relayed.pair;
-  HoldingRelay relay(pair.b.port, [](int n) { return n == 2 ? 3500ms : 0ms; });
-  ASSERT_NO_FATAL_FAILURE(relayed.start_through(relay.port()));
+  HoldingRelay relay([](int n) { return n == 2 ? 3500ms : 0ms; });
+  TunnelPair pair(
+      TunnelPairOptions{.b_extra = "[limits]\nconnect_timeout = 1\nhandshake_timeout = 1\n",
+                        .a_dials = relay.address()});
+  relay.forward_to(pair.b.port);
   auto sink = Listener::unix_socket(pair.delivery("qemu").string());
   std::vector<Fd> clients;
   auto sent = open_tagged(pair, kChannels, 0, 0, &clients);
