@@ -299,21 +299,26 @@ void report(const std::vector<Record>& records, const std::vector<std::string>& 
 
   for (const Group& g : groups) {
     const std::string unit = g.series.empty() ? "" : g.series.front().unit;
+    // What the CPU column counts: per GB carried (streams, migrations) or per
+    // connection (handshakes), both ends together.
+    std::string cost_key = "cpu_s_per_gb", cost_label = "CPU-s/GB, both ends";
     bool any_cpu = false, any_latency = false;
     for (const auto& s : g.series) {
-      any_cpu = any_cpu || !s.values("cpu_s_per_gb").empty();
+      if (!s.values("cpu_ms_per_conn").empty())
+        cost_key = "cpu_ms_per_conn", cost_label = "CPU-ms/conn, both ends";
       any_latency = any_latency || !s.values("p50_ms").empty();
     }
+    for (const auto& s : g.series) any_cpu = any_cpu || !s.values(cost_key).empty();
     std::vector<std::string> refs, cpu_refs;
     for (const auto& name : references)
       if (const Series* ref = g.find(name)) {
         refs.push_back(name);
-        if (!ref->values("cpu_s_per_gb").empty()) cpu_refs.push_back(name);
+        if (!ref->values(cost_key).empty()) cpu_refs.push_back(name);
       }
 
     out << "\n### " << g.suite << ": " << g.name << "\n\n| config | " << unit
         << " median (min–max) |";
-    if (any_cpu) out << " CPU-s/GB, both ends |";
+    if (any_cpu) out << " " << cost_label << " |";
     if (any_latency) out << " latency p50 / p99 ms |";
     for (const auto& ref : refs) out << " vs " << ref << " [per round] |";
     for (const auto& ref : cpu_refs) out << " CPU vs " << ref << " |";
@@ -325,7 +330,7 @@ void report(const std::vector<Record>& records, const std::vector<std::string>& 
 
     for (const Series& s : g.series) {
       const Stats value = stats(s.values("value"));
-      const Stats cpu = stats(s.values("cpu_s_per_gb"));
+      const Stats cpu = stats(s.values(cost_key));
       out << "| " << s.config << " | " << range_text(value, 2) << " |";
       if (any_cpu) out << " " << range_text(cpu, 2) << " |";
       if (any_latency)
@@ -338,7 +343,7 @@ void report(const std::vector<Record>& records, const std::vector<std::string>& 
         json_ratios += (json_ratios.empty() ? "" : ", ") + json_quote(ref) + ": " + json_list(v);
       }
       for (const auto& ref : cpu_refs) {
-        const auto v = ratios(s, *g.find(ref), "cpu_s_per_gb");
+        const auto v = ratios(s, *g.find(ref), cost_key);
         out << " " << (ref == s.config ? "1" : ratio_text(v)) << " |";
         json_cpu_ratios +=
             (json_cpu_ratios.empty() ? "" : ", ") + json_quote(ref) + ": " + json_list(v);
@@ -349,9 +354,9 @@ void report(const std::vector<Record>& records, const std::vector<std::string>& 
               ", \"group\": " + json_quote(g.name) + ", \"config\": " + json_quote(s.config) +
               ", \"unit\": " + json_quote(s.unit) +
               ", \"higher_is_better\": " + (s.higher_is_better ? "true" : "false") +
-              ", \"value\": " + json_stats(value) + ", \"cpu_s_per_gb\": " + json_stats(cpu) +
-              ", \"ratios\": {" + json_ratios + "}, \"cpu_ratios\": {" + json_cpu_ratios +
-              "}, \"runs\": " + std::to_string(s.runs) +
+              ", \"value\": " + json_stats(value) + ", " + json_quote(cost_key) + ": " +
+              json_stats(cpu) + ", \"ratios\": {" + json_ratios + "}, \"cpu_ratios\": {" +
+              json_cpu_ratios + "}, \"runs\": " + std::to_string(s.runs) +
               ", \"failed\": " + std::to_string(s.failed) + "}";
       first_summary = false;
     }

@@ -1,11 +1,15 @@
 #include "bench/relay.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <deque>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -66,6 +70,43 @@ bool splice_loop(int from, int to) {
   return ok;
 }
 
+// As copy_loop, each chunk written `delay` after it was read.
+bool delay_loop(int from, int to, std::chrono::microseconds delay) {
+  using Clock = std::chrono::steady_clock;
+  std::deque<std::pair<Clock::time_point, std::string>> line;  // due, bytes
+  std::vector<char> buf(kBuffer);
+  bool eof = false;
+  while (!eof || !line.empty()) {
+    timespec wait{}, *timeout = nullptr;
+    if (!line.empty()) {
+      const auto left = std::max(line.front().first - Clock::now(), Clock::duration::zero());
+      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+      wait = {.tv_sec = ns / 1'000'000'000, .tv_nsec = ns % 1'000'000'000};
+      timeout = &wait;
+    }
+    pollfd p{.fd = eof ? -1 : from, .events = POLLIN, .revents = 0};
+    if (::ppoll(&p, 1, timeout, nullptr) < 0 && errno != EINTR) return false;
+    if (p.revents) {
+      ssize_t n = ::read(from, buf.data(), buf.size());
+      if (n < 0 && errno != EINTR) return false;
+      if (n == 0) eof = true;
+      if (n > 0) line.emplace_back(Clock::now() + delay, std::string(buf.data(), n));
+    }
+    while (!line.empty() && line.front().first <= Clock::now()) {
+      const std::string& bytes = line.front().second;
+      for (size_t off = 0; off < bytes.size();) {
+        ssize_t w = ::send(to, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return false;
+        off += static_cast<size_t>(w);
+      }
+      line.pop_front();
+    }
+  }
+  ::shutdown(to, SHUT_WR);
+  return true;
+}
+
 // One connection: both directions until both have ended; an error in either
 // resets both sockets so neither end waits for bytes that will not come.
 void serve(int client, const RelayOptions& opts) {
@@ -76,7 +117,10 @@ void serve(int client, const RelayOptions& opts) {
     ::close(client);
     return;
   }
-  auto pump = opts.splice ? splice_loop : copy_loop;
+  auto pump = [&opts](int from, int to) {
+    if (opts.delay.count() > 0) return delay_loop(from, to, opts.delay);
+    return opts.splice ? splice_loop(from, to) : copy_loop(from, to);
+  };
   std::atomic<bool> failed{false};
   auto reset_both = [&] {
     failed = true;

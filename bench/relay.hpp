@@ -7,12 +7,15 @@
 // per direction, each a loop of read() into a 256 KiB buffer and write() of
 // all of it (the same copies the userspace tunnel makes, minus the crypto), or
 // splice() through a pipe when asked. EOF is passed on with shutdown(SHUT_WR).
+// With a delay it stands in for a link's one-way latency: each byte is passed
+// on `delay` after it was read (TCP's own SYN round trip is not delayed).
 //
 // What it must never do: drop, reorder or invent bytes; it has no options
 // that change the data.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 
 #include "bench/load.hpp"
 
@@ -22,6 +25,7 @@ struct RelayOptions {
   Endpoint listen;
   Endpoint connect;
   bool splice = false;  // zero-copy splice() through a pipe instead of read()/write()
+  std::chrono::microseconds delay{0};  // each direction's latency (read()/write() only)
 };
 
 // Serves until *stop becomes true (checked every 100 ms). Throws when it

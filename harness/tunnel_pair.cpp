@@ -100,7 +100,11 @@ std::string config_text(const TunnelSide& self, const TunnelSide& other,
   t << lines(opts.tls_toml) << "\n"
     << "[[peer]]\n"
     << "name = \"" << other.name << "\"\n"
-    << "address = \"" << other.host << ":" << other.port << "\"\n\n";
+    << "address = \""
+    << (self.name == "hv-a" && !opts.a_dials.empty()
+            ? opts.a_dials
+            : other.host + ":" + std::to_string(other.port))
+    << "\"\n\n";
   for (const auto& [listen, channel] : routes)
     t << "[[route]]\nlisten = \"" << listen << "\"\npeer = \"" << other.name << "\"\nchannel = \""
       << channel << "\"\n\n";

@@ -45,6 +45,9 @@ struct TunnelPairOptions {
   // and the network namespace it runs in ("": this one); see NetnsLab.
   std::string a_host = "127.0.0.1", b_host = "127.0.0.1";
   std::string a_netns{}, b_netns{};
+  // hv-a's [[peer]] address for hv-b, when something stands between them
+  // (a relay that delays or holds connections); "": hv-b's own listener.
+  std::string a_dials{};
 };
 
 struct TunnelSide {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +18,7 @@
 #include <optional>
 #include <thread>
 
+#include "bench/channels.hpp"
 #include "bench/load.hpp"
 #include "bench/measure.hpp"
 #include "bench/record.hpp"
@@ -333,10 +335,14 @@ int run(const RunOptions& o) {
         .set("p90_ms", hr->p90_ms)
         .set("p99_ms", hr->p99_ms)
         .set("max_ms", hr->max_ms);
+    double cpu_s = 0;
     for (const auto& p : hs_procs) {
+      cpu_s += p.cpu_seconds();
       h->set(p.name + "_cpu_s", p.cpu_seconds());
       if (hr->completed) h->set(p.name + "_cpu_ms_per_conn", p.cpu_seconds() * 1e3 / hr->completed);
     }
+    // Both ends per connection: what bench/compare's handshake table shows.
+    if (hr->completed && !hs_procs.empty()) h->set("cpu_ms_per_conn", cpu_s * 1e3 / hr->completed);
     if (!hr->error.empty()) h->set("error", hr->error);
   }
 
@@ -351,6 +357,146 @@ int run(const RunOptions& o) {
   }
   const bool ok = sr.error.empty() && (!h || h->flag("ok").value());
   return ok ? 0 : 1;
+}
+
+// ---- Channel setup ----------------------------------------------------------------
+
+struct ChannelsOptions {
+  std::vector<std::string> tunnels;  // LABEL=PATH; default: xmig=<the tunnel next to this binary>
+  std::vector<unsigned> counts{1, 4, 8, 16};
+  unsigned rounds = 5, repeat = 10;
+  unsigned workers = 0;
+  std::string tls_toml;
+  bool json = false;
+  unsigned timeout = 60;
+  double link_delay_ms = 0;  // one way, between hv-a and hv-b (a delaying relay)
+};
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+// Each round starts a pair of every tunnel in turn (the order rotates from
+// round to round) and measures channel setup `repeat` times for each count;
+// one record per tunnel, count and round (the median of its repeats); then a
+// table of the medians over the rounds and each count's cost against 1 channel.
+int run_channels(const ChannelsOptions& o) {
+  std::vector<std::pair<std::string, fs::path>> tunnels;
+  for (const auto& spec : o.tunnels) {
+    const size_t eq = spec.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw CLI::ValidationError("--tunnel", "'" + spec + "': expected LABEL=PATH");
+    tunnels.emplace_back(spec.substr(0, eq), spec.substr(eq + 1));
+  }
+  if (tunnels.empty()) tunnels.emplace_back("xmig", default_tunnel());
+  // label -> count -> per-round medians in ms
+  std::map<std::string, std::map<unsigned, std::vector<double>>> medians, cpu;
+  for (unsigned round = 1; round <= o.rounds; ++round)
+    for (size_t k = 0; k < tunnels.size(); ++k) {
+      const auto& [label, path] = tunnels[(k + round) % tunnels.size()];
+      Listener sink(parse_endpoint("127.0.0.1:0"));
+      TempDir dir("xmig-bench");
+      TunnelPairOptions po =
+          pair_options(dir.path(), path, sink.endpoint().str(), "", o.workers, "", o.tls_toml);
+      const auto delay = std::chrono::microseconds(static_cast<int64_t>(o.link_delay_ms * 1e3));
+      if (delay.count() > 0) po.a_dials = "127.0.0.1:" + std::to_string(xmig::harness::free_port());
+      TunnelPair pair(po);
+      // The link between the two ends, with its latency, when asked for.
+      std::atomic<bool> link_stop{false};
+      std::optional<std::thread> link;
+      if (delay.count() > 0) {
+        const RelayOptions link_options{
+            .listen = parse_endpoint(po.a_dials),
+            .connect = parse_endpoint("127.0.0.1:" + std::to_string(pair.b.port)),
+            .splice = false,
+            .delay = delay};
+        link.emplace([link_options, &link_stop] { run_relay(link_options, link_stop); });
+        // Time for its listener to come up (a dial before that fails the run, visibly).
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+      g_children[0] = pair.a.process->pid();
+      g_children[1] = pair.b.process->pid();
+      const Endpoint entry = parse_endpoint(entry_of(pair, ""));
+      for (unsigned n : o.counts) {
+        std::vector<double> ms;
+        std::string error;
+        const double cpu_before =
+            sample(pair.a.process->pid()).cpu_seconds + sample(pair.b.process->pid()).cpu_seconds;
+        for (unsigned rep = 0; rep < o.repeat && error.empty(); ++rep) {
+          const auto r = run_channel_setup(
+              {.connect = entry, .channels = n, .timeout = std::chrono::seconds(o.timeout)}, sink);
+          error = r.error;
+          if (error.empty()) ms.push_back(r.seconds * 1e3);
+          // The last run's streams close before the next starts.
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        // Both ends' CPU per channel, closes included (the pause lets them happen).
+        const double cpu_ms_per_channel = (sample(pair.a.process->pid()).cpu_seconds +
+                                           sample(pair.b.process->pid()).cpu_seconds - cpu_before) *
+                                          1e3 / (n * std::max<size_t>(ms.size(), 1));
+        Record rec;
+        rec.set("suite", "channel setup")
+            .set("group", std::to_string(n) + (n == 1 ? " channel" : " channels") +
+                              (delay.count() > 0
+                                   ? ", link " + std::to_string(o.link_delay_ms) + " ms each way"
+                                   : ""))
+            .set("config", label)
+            .set("round", round)
+            .set("ok", error.empty())
+            .set("value", median_of(ms))
+            .set("unit", "ms")
+            .set("higher_is_better", false)
+            .set("channels", n)
+            .set("repeats", static_cast<unsigned>(ms.size()))
+            .set("cpu_ms_per_channel", cpu_ms_per_channel);
+        if (!ms.empty())
+          rec.set("min_ms", *std::min_element(ms.begin(), ms.end()))
+              .set("max_ms", *std::max_element(ms.begin(), ms.end()));
+        if (!error.empty()) rec.set("error", error);
+        if (error.empty()) {
+          medians[label][n].push_back(median_of(ms));
+          cpu[label][n].push_back(cpu_ms_per_channel);
+        }
+        if (o.json)
+          std::cout << rec.json() << std::endl;
+        else if (error.empty())
+          std::printf(
+              "round %u %-10s %2u channel(s): %.2f ms (median of %zu), %.2f CPU-ms per "
+              "channel (both ends)\n",
+              round, label.c_str(), n, median_of(ms), ms.size(), cpu_ms_per_channel);
+        else
+          std::printf("round %u %-10s %2u channel(s): FAILED: %s\n", round, label.c_str(), n,
+                      error.c_str());
+        std::fflush(stdout);
+      }
+      pair.stop();
+      g_children[0] = g_children[1] = 0;
+      link_stop = true;
+      if (link) link->join();
+    }
+  if (o.json) return 0;
+  std::printf("\n| tunnel |");
+  for (unsigned n : o.counts) std::printf(" N = %u: ms (CPU-ms/channel) |", n);
+  std::printf(" N = %u vs N = %u [per round] |\n|---|", o.counts.back(), o.counts.front());
+  for (size_t i = 0; i <= o.counts.size(); ++i) std::printf("---|");
+  std::printf("\n");
+  for (const auto& [label, path] : tunnels) {
+    auto& by_count = medians[label];
+    std::printf("| %s |", label.c_str());
+    for (unsigned n : o.counts)
+      std::printf(" %.2f (%.2f) |", median_of(by_count[n]), median_of(cpu[label][n]));
+    const auto& first = by_count[o.counts.front()];
+    const auto& last = by_count[o.counts.back()];
+    std::vector<double> ratios;
+    for (size_t i = 0; i < std::min(first.size(), last.size()); ++i)
+      if (first[i] > 0) ratios.push_back(last[i] / first[i]);
+    std::string rounds;
+    for (double r : ratios) rounds += (rounds.empty() ? "" : " ") + std::to_string(r).substr(0, 4);
+    std::printf(" %.2fx [%s] |\n", median_of(ratios), rounds.c_str());
+  }
+  return 0;
 }
 
 }  // namespace
@@ -498,6 +644,35 @@ int main(int argc, char** argv) {
   unsigned port_count = 1;
   ports_cmd->add_option("count", port_count)->capture_default_str();
 
+  // channels
+  ChannelsOptions co;
+  auto* channels_cmd = app.add_subcommand(
+      "channels",
+      "Channel setup: the time from the first connection until all N channels carry data, as a "
+      "migration with N-1 multifd channels opens them: N connections to hv-a's qemu entry socket "
+      "back to back, each sending 16 bytes at once; the sink behind hv-b must receive them in the "
+      "order they were opened. Starts a pair of each --tunnel in turn, round by round:\n"
+      "  xmig-bench channels --tunnel new=build/tools/xmig-tunnel --tunnel old=/tmp/xmig-tunnel");
+  channels_cmd->add_option("--tunnel", co.tunnels,
+                           "LABEL=PATH of an xmig-tunnel to measure (repeatable; default: "
+                           "xmig=the one next to this binary)");
+  channels_cmd->add_option("--channels", co.counts, "Channel counts")->capture_default_str();
+  channels_cmd->add_option("--rounds", co.rounds, "Rounds")->capture_default_str();
+  channels_cmd->add_option("--repeat", co.repeat, "Measurements per count, tunnel and round")
+      ->capture_default_str();
+  channels_cmd->add_option("--workers", co.workers, "Tunnel worker threads (0: one per core)")
+      ->capture_default_str();
+  channels_cmd->add_option("--tls-toml", co.tls_toml, "TOML lines added to both [tls] tables");
+  channels_cmd->add_option("--timeout", co.timeout, "Seconds before one measurement fails")
+      ->capture_default_str();
+  channels_cmd
+      ->add_option("--link-delay-ms", co.link_delay_ms,
+                   "One-way latency of the link between the two ends (a relay that "
+                   "passes each byte on this much later); 0: loopback as it is")
+      ->capture_default_str();
+  channels_cmd->add_flag("--json", co.json,
+                         "One JSON record per tunnel, count and round (for `xmig-bench report`)");
+
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -521,6 +696,10 @@ int main(int argc, char** argv) {
       while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(50));
       pair.stop();
       return 0;
+    }
+    if (*channels_cmd) {
+      install_signals(true);
+      return run_channels(co);
     }
     if (*report_cmd) {
       std::vector<Record> all;

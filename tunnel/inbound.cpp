@@ -1,12 +1,16 @@
 // The TLS side: a peer connects to `listen`; the tunnel runs the handshake
 // (the client certificate must chain to the CA), finds which configured peer
 // the certificate names, reads the peer's Request (which migration, which
-// guest), looks up this host's target for the channel the peer asked for (in
-// the migration's own folder when it has one), connects it, answers Accepted,
-// then hands the pair to a pump.
+// guest, place in its entry's accept order), looks up this host's target for
+// the channel the peer asked for (in the migration's own folder when it has
+// one), waits until the connections before it in its entry's order have been
+// delivered or have failed (tunnel/order.hpp), connects the target, answers
+// Accepted, then hands the pair to a pump.
 // Every refusal is logged with its reason, and not one byte reaches a target
 // before all of that has succeeded.
 #include <spdlog/spdlog.h>
+
+#include <bit>
 
 #include "base/socket.hpp"
 #include "tls/handshake.hpp"
@@ -37,11 +41,11 @@ asio::awaitable<Request> read_request(asio::ip::tcp::socket& sock, SSL* ssl) {
   std::array<char, kMaxRequestSize + 1> record;
   size_t n = co_await tls::read_some(sock, ssl, record.data(), record.size());
   if (n == 0) throw std::runtime_error("the peer closed the connection before its request");
-  auto request = decode_request({record.data(), n});
-  if (!request || SSL_has_pending(ssl))
-    throw Refusal(Verdict::BadRequest,
-                  "malformed request, or a migration id that is not "
-                  "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}");
+  std::string why;
+  auto request = decode_request({record.data(), n}, &why);
+  if (!request) throw Refusal(Verdict::BadRequest, "its request: " + why);
+  if (SSL_has_pending(ssl))
+    throw Refusal(Verdict::BadRequest, "its request: longer than one record");
   co_return *request;
 }
 
@@ -164,9 +168,17 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, std::s
   std::optional<Slot> slot;
   std::shared_ptr<IncomingFolders::Use> folder;
   std::shared_ptr<FixedSetOwner::Claim> claim;
+  std::unique_ptr<DeliveryOrder::Ticket> ticket;
+  ArrivalOrder order;
   try {
     Request request = co_await within_handshake_timeout(
         s, sock, [&] { return handshake_and_request(s, sock, ssl, info, pending); });
+    order = request.order;
+    try {
+      ticket = s.delivery_order.arrive(info.peer, request.order);
+    } catch (const OrderRefusal& e) {
+      throw Refusal(Verdict::OutOfOrder, e.what());
+    }
     if (s.stopping) throw Refusal(Verdict::Busy, "shutting down");
     if (s.inbound >= s.config.limits.max_connections)
       throw Refusal(Verdict::Busy, fmt::format("max_connections ({}) streams from peers reached",
@@ -184,7 +196,18 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, std::s
       info.local = "echo";
       target = start_echo(s);
     } else {
+      if (ticket) {
+        // Delivered in the order the peer's entry accepted its connections.
+        const auto waited = co_await ticket->turn();
+        if (waited.given_up > 0)
+          spdlog::warn(
+              "from {} peer {} channel {}: delivering place {} of its entry after {} ms "
+              "without {} predecessor(s) that did not arrive (failed at the peer?)",
+              from, info.peer, info.channel, request.order.sequence, waited.time.count(),
+              waited.given_up);
+      }
       target = co_await connect_target(s, request, info, claim);
+      ticket.reset();  // delivered: the successors may go
     }
     uint8_t accepted = static_cast<uint8_t>(Verdict::Accepted);
     co_await tls::write_all(sock, ssl.get(), &accepted, 1);
@@ -205,7 +228,11 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, std::s
       spdlog::warn("refused: from {} peer {}: {}", from, info.peer, e.what());
     co_return;
   }
-  spdlog::debug("open: {} ({}) channel {} -> {}", info.peer, from, info.channel, info.local);
+  spdlog::debug("open: {} ({}) channel {} -> {}{}", info.peer, from, info.channel, info.local,
+                order.entry == 0 ? std::string()
+                                 : fmt::format(" (place {} of its entry, dialled beside {} "
+                                               "predecessor(s) it waited for)",
+                                               order.sequence, std::popcount(order.waits_for)));
   auto held = std::make_shared<Slot>(std::move(*slot));
   start_connection(s, info);
   // The request was one record read here: the kernel's RX sequence starts at 1.

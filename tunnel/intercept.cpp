@@ -9,7 +9,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <deque>
 #include <map>
 #include <memory>
 
@@ -42,27 +41,11 @@ std::optional<sockaddr_storage> original_destination(int fd, std::string* why) {
   return original;
 }
 
-// Connections waiting for one original destination, dialled in accept order.
-struct Queue {
-  std::deque<std::pair<Fd, Slot>> waiting;
-  bool running = false;
-};
-
-asio::awaitable<void> drain_queue(Tunnel::State& s, std::shared_ptr<Queue> queue,
-                                  const PeerConfig& peer, std::string channel,
-                                  std::string local_name) {
-  while (!queue->waiting.empty()) {
-    auto [local, slot] = std::move(queue->waiting.front());
-    queue->waiting.pop_front();
-    co_await dial(s, std::move(local), std::move(slot), peer, channel, local_name, "");
-  }
-  queue->running = false;
-}
-
 asio::awaitable<void> serve_intercept(Tunnel::State& s, asio::ip::tcp::acceptor& acceptor,
                                       std::string listener) {
-  // By "<address>:<port>" of the original destination; one per migration port in use.
-  std::map<std::string, std::shared_ptr<Queue>> queues;
+  // The accept order of each original destination ("<address>:<port>": one per
+  // migration port in use), kept while one of its dials runs.
+  std::map<std::string, std::shared_ptr<DialOrder>> orders;
   AcceptBackoff backoff("intercept listener " + listener);
   while (auto sock = co_await accept_next(acceptor, backoff, s.stopping)) {
     Fd local(sock->release());
@@ -95,15 +78,15 @@ asio::awaitable<void> serve_intercept(Tunnel::State& s, asio::ip::tcp::acceptor&
       reset_on_close(local.get());
       continue;
     }
-    auto& queue = queues[destination];
-    if (!queue) queue = std::make_shared<Queue>();
-    queue->waiting.emplace_back(std::move(local), Slot(s.connections, s.outbound));
-    if (!queue->running) {
-      queue->running = true;
-      asio::co_spawn(
-          s.io, drain_queue(s, queue, *route->peer, route->channel, "intercept:" + destination),
-          asio::detached);
-    }
+    // A destination with no dial running starts a new order: nothing before
+    // it is left to wait for.
+    std::erase_if(orders, [](const auto& kv) { return kv.second->idle(); });
+    auto& order = orders[destination];
+    if (!order) order = DialOrder::make();
+    asio::co_spawn(s.io,
+                   dial(s, std::move(local), Slot(s.connections, s.outbound), order->take(),
+                        *route->peer, route->channel, "intercept:" + destination, ""),
+                   asio::detached);
   }
 }
 

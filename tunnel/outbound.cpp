@@ -1,10 +1,10 @@
 // The entry side: a local client connects to <run_dir>/<peer>/<channel>.sock,
 // a per-migration <run_dir>/<peer>/<id>/<channel>.sock, or a [[route]]; the
 // tunnel dials the peer, runs the TLS handshake naming the channel in ALPN,
-// sends its Request (migration id, guest), waits for the peer's verdict, then
-// hands the pair to a pump. Connections of one entry are dialled one after another: the verdict
-// arrives only once the peer has connected its target, so targets see them in
-// the order this side accepted them.
+// sends its Request (migration id, guest, place in the entry's accept order),
+// waits for the peer's verdict, then hands the pair to a pump. Connections of
+// one entry are dialled at once (up to kMaxDialsInFlight); the peer connects
+// their targets in the order this side accepted them (tunnel/order.hpp).
 #include <spdlog/spdlog.h>
 
 #include "base/socket.hpp"
@@ -22,14 +22,33 @@ struct Dialled {
   SslPtr ssl;
 };
 
-// The handshake, the request and the peer's verdict (run within the
-// handshake timeout).
-asio::awaitable<void> handshake_and_verdict(Dialled& d, const Request& request) {
+// The handshake and the request (run within the handshake timeout). The
+// request names the predecessors still being dialled as it goes out.
+asio::awaitable<void> handshake_and_request(Dialled& d, const Request& request,
+                                            const DialOrder::Place& place) {
   co_await tls::handshake(d.sock, d.ssl.get());
-  std::string record = encode(request);  // one write: one record, as the peer expects
+  Request ordered = request;
+  ordered.order = place.arrival();
+  std::string record = encode(ordered);  // one write: one record, as the peer expects
   co_await tls::write_all(d.sock, d.ssl.get(), record.data(), record.size());
+}
+
+// The peer's verdict: it comes once the peer connected its target, after the
+// predecessors of this connection (verdict_timeout).
+asio::awaitable<void> read_verdict(Tunnel::State& s, Dialled& d) {
+  const auto timeout = verdict_timeout(s.config.limits);
+  Deadline deadline(s.io, timeout, [&] { d.sock.cancel(); });
   uint8_t verdict = 0;
-  size_t n = co_await tls::read_some(d.sock, d.ssl.get(), &verdict, 1);
+  size_t n = 0;
+  try {
+    n = co_await tls::read_some(d.sock, d.ssl.get(), &verdict, 1);
+  } catch (const boost::system::system_error& e) {
+    throw std::runtime_error(deadline.expired() ? "no verdict from the peer within " +
+                                                      std::to_string(timeout.count()) + " ms"
+                                                : "waiting for the verdict: " + e.code().message());
+  } catch (const tls::Error& e) {
+    throw std::runtime_error(std::string("waiting for the verdict: ") + e.what());
+  }
   if (n == 0) throw std::runtime_error("peer closed the connection before its verdict");
   if (static_cast<Verdict>(verdict) != Verdict::Accepted)
     throw std::runtime_error("refused by peer: " + describe(static_cast<Verdict>(verdict)));
@@ -37,8 +56,10 @@ asio::awaitable<void> handshake_and_verdict(Dialled& d, const Request& request) 
 
 // Connect, handshake, request, verdict. Throws with the reason on any failure.
 asio::awaitable<void> start_dial(Tunnel::State& s, const PeerConfig& peer,
-                                 const std::string& channel, const Request& request, Dialled& d) {
+                                 const std::string& channel, const Request& request,
+                                 DialOrder::Place& place, Dialled& d) {
   const auto& limits = s.config.limits;
+  co_await place.within_window();
   {
     Deadline deadline(s.io, limits.connect_timeout, [&] { d.sock.close(); });
     try {
@@ -52,21 +73,24 @@ asio::awaitable<void> start_dial(Tunnel::State& s, const PeerConfig& peer,
   auto context = s.tls;  // material may be swapped by a reload meanwhile
   d.ssl = context->new_client(peer.name, channel);
   tls::prepare_session(d.ssl.get(), s.config.tls.ktls);
-  co_await within_handshake_timeout(s, d.sock, [&] { return handshake_and_verdict(d, request); });
+  co_await within_handshake_timeout(s, d.sock,
+                                    [&] { return handshake_and_request(d, request, place); });
+  co_await read_verdict(s, d);
 }
 
 }  // namespace
 
-asio::awaitable<void> dial(Tunnel::State& s, Fd local, Slot slot, const PeerConfig& peer,
-                           const std::string& channel, const std::string& local_name,
-                           const std::string& migration) {
+asio::awaitable<void> dial(Tunnel::State& s, Fd local, Slot slot, DialOrder::Place place,
+                           const PeerConfig& peer, std::string channel, std::string local_name,
+                           std::string migration) {
   Dialled d{asio::ip::tcp::socket(s.io), nullptr};
   // The guest whose stream this is, so that the destination can refuse to
   // deliver it into another guest's QEMU.
   const Request request{.migration = migration, .guest_uuid = guest_uuid_of_peer(local.get())};
   try {
-    co_await start_dial(s, peer, channel, request, d);
+    co_await start_dial(s, peer, channel, request, place, d);
   } catch (const std::exception& e) {
+    place = {};  // its successors need not wait for it at the peer
     s.stats.record_refusal();
     s.stats.record_dial(peer.name, false);
     spdlog::warn("refused: entry {} -> peer {} channel {}{}: {}", local_name, peer.name, channel,
@@ -74,6 +98,7 @@ asio::awaitable<void> dial(Tunnel::State& s, Fd local, Slot slot, const PeerConf
     reset_on_close(local.get());  // the local client learns at once
     co_return;
   }
+  place = {};
   s.stats.record_dial(peer.name, true);
   ConnectionInfo info{.direction = "out",
                       .peer = peer.name,
@@ -102,6 +127,7 @@ asio::awaitable<void> serve_entry(Tunnel::State& s, Acceptor& acceptor, const Pe
                                   std::string channel, std::string local_name,
                                   std::string migration) {
   AcceptBackoff backoff(local_name);
+  auto order = DialOrder::make();  // this entry's accept order
   while (auto sock = co_await accept_next(acceptor, backoff, s.stopping)) {
     // This host's own entries have a budget of their own: no peer, and no
     // stranger, can take their places.
@@ -112,8 +138,10 @@ asio::awaitable<void> serve_entry(Tunnel::State& s, Acceptor& acceptor, const Pe
       reset_on_close(sock->native_handle());
       continue;
     }
-    co_await dial(s, Fd(sock->release()), Slot(s.connections, s.outbound), peer, channel,
-                  local_name, migration);
+    asio::co_spawn(s.io,
+                   dial(s, Fd(sock->release()), Slot(s.connections, s.outbound), order->take(),
+                        peer, channel, local_name, migration),
+                   asio::detached);
   }
 }
 

@@ -14,6 +14,7 @@
 #include "tunnel/admission.hpp"
 #include "tunnel/config.hpp"
 #include "tunnel/migrations.hpp"
+#include "tunnel/order.hpp"
 #include "tunnel/refusal_log.hpp"
 #include "tunnel/sockets.hpp"
 #include "tunnel/status.hpp"
@@ -60,6 +61,9 @@ struct Tunnel::State {
   explicit State(Config c);
 
   Config config;
+  // Before io: a connection held for its predecessors still gives its place
+  // back when io's coroutines are destroyed at exit.
+  DeliveryOrder delivery_order{delivery_hold(config.limits)};
   asio::io_context io{1};
   // Swapped by reload; each connection takes its own copy when it starts.
   std::shared_ptr<const tls::Context> tls;
@@ -138,19 +142,21 @@ Fd start_echo(Tunnel::State& s);
 
 // Entry side: accepts local clients on `acceptor` and carries each to
 // `peer`'s `channel` (of per-migration set `migration`, "" for the fixed
-// set), one at a time so the far side sees them in order. Returns when the
+// set). Their dials run at once; each takes its place in the entry's accept
+// order, which the far side keeps (tunnel/order.hpp). Returns when the
 // acceptor is closed.
 template <class Acceptor>
 asio::awaitable<void> serve_entry(Tunnel::State& s, Acceptor& acceptor, const PeerConfig& peer,
                                   std::string channel, std::string local_name,
                                   std::string migration = "");
 
-// Dials `peer` for one accepted local connection and hands the pair to a
-// pump; logs and resets `local` when the peer cannot be reached or refuses.
-// Returns once the peer's verdict came (so callers keep connection order).
-asio::awaitable<void> dial(Tunnel::State& s, Fd local, Slot slot, const PeerConfig& peer,
-                           const std::string& channel, const std::string& local_name,
-                           const std::string& migration);
+// Dials `peer` for one accepted local connection, at `place` in its entry's
+// accept order, and hands the pair to a pump; logs and resets `local` when
+// the peer cannot be reached or refuses. Returns once the peer's verdict came;
+// `place` leaves the order then.
+asio::awaitable<void> dial(Tunnel::State& s, Fd local, Slot slot, DialOrder::Place place,
+                           const PeerConfig& peer, std::string channel, std::string local_name,
+                           std::string migration);
 
 // The control socket: reservations of per-migration socket sets (see
 // tunnel/migrations.hpp), each held while its connection stays open.

@@ -42,7 +42,7 @@ declare -A public=(
   [tunnel]="config.hpp endpoint.hpp log_format.hpp nftables.hpp protocol.hpp tunnel.hpp"
   [verify]="verify.hpp status_client.hpp probe.hpp tls_records.hpp"
   [harness]="certtool.hpp files.hpp netns.hpp process.hpp qemu_vm.hpp streams.hpp tls_probe.hpp tunnel_pair.hpp"
-  [bench]="load.hpp measure.hpp record.hpp relay.hpp"
+  [bench]="channels.hpp load.hpp measure.hpp record.hpp relay.hpp"
 )
 # Headers private to their folder, tests included: internals whose users are
 # the folder's own sources only.

@@ -264,12 +264,20 @@ TEST_F(QemuMigration, ThroughTunnelMultifdFourChannelsCopiesRamExactly) {
   // and hv-b connects each to the destination's socket in accept order.
   // Must hold: both QEMUs report completed, multifd carried more than half
   // the RAM, the RAM files are identical, and each tunnel logged 5 clean
-  // qemu closes (out on hv-a, in on hv-b) and no refusals.
+  // qemu closes (out on hv-a, in on hv-b) and no refusals; hv-a dialled the
+  // channels at once (tunnel/order.hpp): hv-b's open lines name the place of
+  // each of the 5 in the entry's order, and at least one was dialled while a
+  // predecessor still was, so the order was kept by hv-b, not by waiting.
   start_tunnel();
   ASSERT_NO_FATAL_FAILURE(start_guests(4));
   ASSERT_NO_FATAL_FAILURE(migrate_and_verify("unix:" + pair_->delivery("qemu").string(),
                                              "unix:" + pair_->entry("qemu").string()));
   expect_tunnel_carried(1 + 4);
+  const int ordered =
+      count_lines_with_all(pair_->b.log, {"open:", "channel qemu", "predecessor(s)"});
+  const int alone = count_lines_with_all(pair_->b.log, {"open:", "channel qemu", "beside 0 pred"});
+  EXPECT_EQ(ordered, 5) << logs();
+  EXPECT_GT(ordered - alone, 0) << "every multifd channel was dialled alone\n" << logs();
 }
 
 TEST_F(QemuMigration, ThroughTunnelWithCerttoolLibvirtCertificatesCopiesRamExactly) {
