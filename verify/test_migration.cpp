@@ -147,6 +147,18 @@ ChildResult run_child(const std::vector<std::string>& argv, Clock::time_point de
   return r;
 }
 
+// What virsh said went wrong: its "error:" lines (xmig-migrate's progress
+// lines around them are not the cause), else the last line it wrote.
+std::string virsh_error(const std::string& output) {
+  std::istringstream in(output);
+  std::string line, errors, last;
+  while (std::getline(in, line)) {
+    if (line.rfind("error: ", 0) == 0) errors += (errors.empty() ? "" : " ") + line.substr(7);
+    if (!line.empty()) last = line;
+  }
+  return errors.empty() ? last : errors;
+}
+
 // The output of a child on one line, for a finding.
 std::string one_line(std::string s) {
   for (auto& ch : s)
@@ -319,7 +331,7 @@ struct Cause {
 // `dest` is the host the domain was going to.
 Cause explain(const Test& t, const ChildResult& r, const std::string& dest,
               const std::string& tunnel_errors) {
-  const std::string said = one_line(r.output);
+  const std::string said = one_line(virsh_error(r.output));
   if (r.cancelled)
     return {"interrupted (Ctrl-C or SIGTERM) after " + std::to_string(static_cast<int>(r.seconds)) +
                 " s",

@@ -92,6 +92,8 @@ restore_hv_b() {
   stop_tunnel hv-b
   cp -a "$LV_W/hv-b.tunnel.toml" "$B_CONF"
   rm -rf "$B_PKI"/hv-c
+  # What the tunnel made while it ran as hv-c (its incoming folder): the test's own.
+  rm -rf "$(lv_path hv-b /run/xmig/hv-c)"
   cp -a "$LV_W/hv-b.pki/." "$B_PKI/"
   lv_host_tunnel hv-b
 }
