@@ -167,6 +167,13 @@ std::string one_line(std::string s) {
   return s.size() > 600 ? s.substr(0, 600) + "..." : s;
 }
 
+// "4.4"
+std::string seconds_text(double seconds) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", seconds);
+  return buf;
+}
+
 bool contains(const std::string& s, const std::string& what) {
   return s.find(what) != std::string::npos;
 }
@@ -333,8 +340,8 @@ Cause explain(const Test& t, const ChildResult& r, const std::string& dest,
               const std::string& tunnel_errors) {
   const std::string said = one_line(virsh_error(r.output));
   if (r.cancelled)
-    return {"interrupted (Ctrl-C or SIGTERM) after " + std::to_string(static_cast<int>(r.seconds)) +
-                " s",
+    return {"interrupted (Ctrl-C or SIGTERM) after " + seconds_text(r.seconds) +
+                " s: the migration was cancelled",
             ""};
   if (r.timed_out)
     return {"timeout: the migration to " + dest + " did not finish within " +
@@ -667,8 +674,7 @@ Report run_test_migration(const TestMigrationOptions& o) {
   if (there.ok()) {
     arrived = true;
     report.add(kGroup, "there", Status::Pass,
-               c.config.name + " -> " + t.peer() + " in " +
-                   std::to_string(there.seconds).substr(0, 4) + " s" +
+               c.config.name + " -> " + t.peer() + " in " + seconds_text(there.seconds) + " s" +
                    (t.transparent ? " (qemu+tcp://, tcp://: through table inet xmig)"
                                   : " (xmig-migrate, socket set " + c.config.run_dir + "/" +
                                         t.peer() + "/" + t.domain + "/)"));
@@ -676,9 +682,9 @@ Report run_test_migration(const TestMigrationOptions& o) {
     if (r.ok()) {
       back = true;
       report.add(kGroup, "back", Status::Pass,
-                 t.peer() + " -> " + c.config.name + " in " +
-                     std::to_string(r.seconds).substr(0, 4) + " s (started on " + t.peer() +
-                     "'s libvirt through the tunnel's driver channel)");
+                 t.peer() + " -> " + c.config.name + " in " + seconds_text(r.seconds) +
+                     " s (started on " + t.peer() + "'s libvirt, reached through the tunnel at " +
+                     t.peer_uri() + ")");
     } else {
       Cause why = explain(t, r, c.config.name, tunnel_errors());
       report.add(kGroup, "back", Status::Fail, why.reason, why.fix);

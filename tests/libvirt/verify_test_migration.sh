@@ -14,7 +14,9 @@
 #      it is valid, and keeps serving it after it expires);
 #   4. with hv-b's tunnel serving a certificate that names hv-c (hv-b restarted as
 #      name = "hv-c" with hv-c's certificate from the cluster CA: another host's files);
-#   5. with hv-b's tunnel stopped, the report as --json.
+#   5. with hv-b's tunnel stopped, the report as --json;
+#   6. between the good hosts again, interrupted by SIGINT (Ctrl-C) once xmig-migrate
+#      has reserved its socket set.
 #   After each failing case hv-b gets its Quick start tunnel and certificate back.
 # Pass: 1 exits 0 with PASS lines for there, back, the RAM after the round trip (sha256
 #   as before it left), the capture, only TLS to the tunnels, no RAM pattern on the
@@ -23,7 +25,8 @@
 #   version, cipher, mode and bytes). 2-5 exit 1 with the cause and fix named: 2 "the
 #   destination's sockets are not usable by QEMU on hv-b" and socket_group; 3 "hv-b's
 #   certificate has expired (on hv-b)"; 4 "does not name hv-b"; 5 "tunnel is
-#   unreachable" in a JSON report whose "status" is "fail". After every case: no
+#   unreachable" in a JSON report whose "status" is "fail"; 6 exits 1 saying the way
+#   there was interrupted, and its clean-up passes. After every case: no
 #   domain named xmig-verify-* on either host, and /run/xmig, /run/libvirt and
 #   /var/lib/libvirt on both hosts and this machine's /tmp hold exactly the files and
 #   sockets they held before the case.
@@ -197,4 +200,26 @@ expect stopped "not attempted: the peer's tunnel is unreachable at $(lv_address 
 expect stopped '"fix":"start xmig-tunnel on hv-b'
 lv_host_tunnel hv-b
 check_nothing_left stopped
+
+# 6. Ctrl-C: SIGINT to xmig-verify once its migration has reserved its socket set on
+# hv-a (the way there is running; nsenter execs xmig-verify, so the pid is its own).
+lv_say "interrupted: xmig-verify --test-migration (on hv-a), SIGINT while the way there runs"
+on hv-a "$LV_VERIFY" --config /etc/xmig/tunnel.toml --peer hv-b --test-migration \
+  --xmig-migrate "$LV_MIGRATE" >"$LV_W/interrupted.out" 2>&1 &
+verify_pid=$!
+for _ in $(seq 300); do
+  compgen -G "$(lv_path hv-a /run/xmig/hv-b)/xmig-verify-*" >/dev/null && break
+  sleep 0.05
+done
+compgen -G "$(lv_path hv-a /run/xmig/hv-b)/xmig-verify-*" >/dev/null ||
+  lv_fail "interrupted: xmig-verify never reserved its socket set: $(cat "$LV_W/interrupted.out")"
+kill -INT "$verify_pid"
+rc=0
+wait "$verify_pid" || rc=$?
+sed 's/^/    /' "$LV_W/interrupted.out"
+[ "$rc" = 1 ] || lv_fail "interrupted: xmig-verify exited $rc after SIGINT, expected 1"
+expect interrupted 'FAIL  there: interrupted \(Ctrl-C or SIGTERM\)'
+expect interrupted 'FAIL  interrupted: Ctrl-C or SIGTERM'
+expect interrupted 'PASS  clean-up: the throwaway domain xmig-verify-[0-9a-f]+ is on neither host'
+check_nothing_left interrupted
 lv_say "PASS"
