@@ -103,7 +103,9 @@ ChildResult run_child(const std::vector<std::string>& argv, Clock::time_point de
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::signal(SIGPIPE, SIG_DFL);
+    // Default dispositions: SIGINT must cancel it even when this process was
+    // started with SIGINT ignored (a background job of a shell).
+    for (int sig : {SIGPIPE, SIGINT, SIGTERM}) ::signal(sig, SIG_DFL);
     int null = ::open("/dev/null", O_RDONLY);
     ::dup2(null, STDIN_FILENO);
     ::dup2(write_end.get(), STDOUT_FILENO);

@@ -15,8 +15,8 @@
 #   4. with hv-b's tunnel serving a certificate that names hv-c (hv-b restarted as
 #      name = "hv-c" with hv-c's certificate from the cluster CA: another host's files);
 #   5. with hv-b's tunnel stopped, the report as --json;
-#   6. between the good hosts again, interrupted by SIGINT (Ctrl-C) once xmig-migrate
-#      has reserved its socket set.
+#   6. between the good hosts again, interrupted by SIGTERM (handled as Ctrl-C's
+#      SIGINT) once xmig-migrate has reserved its socket set.
 #   After each failing case hv-b gets its Quick start tunnel and certificate back.
 # Pass: 1 exits 0 with PASS lines for there, back, the RAM after the round trip (sha256
 #   as before it left), the capture, only TLS to the tunnels, no RAM pattern on the
@@ -27,9 +27,9 @@
 #   certificate has expired (on hv-b)"; 4 "does not name hv-b"; 5 "tunnel is
 #   unreachable" in a JSON report whose "status" is "fail"; 6 exits 1 saying the way
 #   there was interrupted, and its clean-up passes. After every case: no
-#   domain named xmig-verify-* on either host, and /run/xmig, /run/libvirt and
-#   /var/lib/libvirt on both hosts and this machine's /tmp hold exactly the files and
-#   sockets they held before the case.
+#   domain named xmig-verify-* on either host, /run/xmig, /run/libvirt and
+#   /var/lib/libvirt on both hosts hold exactly the files and sockets they held before
+#   the case, and no /tmp/xmig-verify-domain-* file is left.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/hosts.sh"
@@ -37,7 +37,8 @@ lv_begin --needs-migrate --own-network "$@"
 
 # Every file, folder and socket of the places a test migration could leave one, on
 # both hosts (domain logs in /var/log/libvirt/qemu are libvirt's own, as for any
-# domain), and the domains named xmig-verify-*.
+# domain), the domains named xmig-verify-*, and xmig-verify's domain XML files in /tmp
+# (only its own: other tests on this machine make /tmp/xmig-verify-* files too).
 leftovers() {
   local h d
   for h in "${LV_HOSTS[@]}"; do
@@ -46,7 +47,7 @@ leftovers() {
     done
     vsh "$h" list --all --name | grep '^xmig-verify-' | sed "s/^/$h: domain /" || true
   done
-  find /tmp -maxdepth 1 -name 'xmig-verify-*' -printf '/tmp/%P\n' | sort
+  find /tmp -maxdepth 1 -name 'xmig-verify-domain-*' -printf '/tmp/%P\n' | sort
 }
 before=$(leftovers)
 check_nothing_left() {
@@ -201,11 +202,14 @@ expect stopped '"fix":"start xmig-tunnel on hv-b'
 lv_host_tunnel hv-b
 check_nothing_left stopped
 
-# 6. Ctrl-C: SIGINT to xmig-verify once its migration has reserved its socket set on
-# hv-a (the way there is running; nsenter execs xmig-verify, so the pid is its own).
-lv_say "interrupted: xmig-verify --test-migration (on hv-a), SIGINT while the way there runs"
-on hv-a "$LV_VERIFY" --config /etc/xmig/tunnel.toml --peer hv-b --test-migration \
-  --xmig-migrate "$LV_MIGRATE" >"$LV_W/interrupted.out" 2>&1 &
+# 6. Interrupted: SIGTERM (what Ctrl-C's SIGINT does too; bash starts background jobs
+# with SIGINT ignored) to xmig-verify once its migration has reserved its socket set on
+# hv-a, while the way there runs. The subshell execs nsenter, which execs xmig-verify:
+# $! is xmig-verify's pid.
+lv_say "interrupted: xmig-verify --test-migration (on hv-a), SIGTERM while the way there runs"
+# shellcheck disable=SC2046  # lv_enter's words are nsenter options
+(exec nsenter $(lv_enter hv-a) -- "$LV_VERIFY" --config /etc/xmig/tunnel.toml --peer hv-b \
+  --test-migration --xmig-migrate "$LV_MIGRATE" >"$LV_W/interrupted.out" 2>&1) &
 verify_pid=$!
 for _ in $(seq 300); do
   compgen -G "$(lv_path hv-a /run/xmig/hv-b)/xmig-verify-*" >/dev/null && break
@@ -213,11 +217,11 @@ for _ in $(seq 300); do
 done
 compgen -G "$(lv_path hv-a /run/xmig/hv-b)/xmig-verify-*" >/dev/null ||
   lv_fail "interrupted: xmig-verify never reserved its socket set: $(cat "$LV_W/interrupted.out")"
-kill -INT "$verify_pid"
+kill -TERM "$verify_pid"
 rc=0
 wait "$verify_pid" || rc=$?
 sed 's/^/    /' "$LV_W/interrupted.out"
-[ "$rc" = 1 ] || lv_fail "interrupted: xmig-verify exited $rc after SIGINT, expected 1"
+[ "$rc" = 1 ] || lv_fail "interrupted: xmig-verify exited $rc after SIGTERM, expected 1"
 expect interrupted 'FAIL  there: interrupted \(Ctrl-C or SIGTERM\)'
 expect interrupted 'FAIL  interrupted: Ctrl-C or SIGTERM'
 expect interrupted 'PASS  clean-up: the throwaway domain xmig-verify-[0-9a-f]+ is on neither host'
