@@ -36,7 +36,7 @@ expect 'PASS  table inet xmig'
 expect 'PASS  migration port [0-9]+ from the network: dropped'
 expect 'PASS  clean-up'
 for h in "${LV_HOSTS[@]}"; do
-  left=$(vsh "$h" list --all --name | grep '^xmig-verify-' || true)
-  [ -z "$left" ] || lv_fail "$h still has $left"
+  domains=$(vsh "$h" list --all --name | grep '^xmig-verify-' || true)
+  [ -z "$domains" ] || lv_fail "$h still has $domains"
 done
 lv_say "PASS"
