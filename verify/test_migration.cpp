@@ -407,6 +407,16 @@ Cause explain_handshake(const LiveContext& c) {
                 c.config.name + "): " + why,
             "on " + c.config.name + ": xmig-certs rotate (or the CSR flow) for " +
                 c.config.tls.client_cert};
+  if (contains(why, "alert"))
+    return {"certificate: " + peer + " refused this host's certificate (" +
+                c.config.tls.client_cert + " on " + c.config.name + "): " + why,
+            peer + " must trust the CA that issued " + c.config.name +
+                "'s client certificate, and the certificate must be current and name " +
+                c.config.name + " (xmig-certs check --dir on " + c.config.name + "); " + peer +
+                "'s log says why (refused: lines)"};
+  if (why.empty())
+    return {peer + " refused this host after the handshake (see the mutual TLS finding)",
+            "list " + c.config.name + " as a [[peer]] in " + peer + "'s tunnel config"};
   return {"the handshake with " + peer + " failed: " + why,
           "see the handshake findings above, and " + peer + "'s tunnel log (refused: lines)"};
 }
