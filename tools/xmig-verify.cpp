@@ -2,9 +2,15 @@
 // verify/ (see verify/verify.hpp and verify/README.md).
 #include <CLI/CLI.hpp>
 
+#include <sys/signalfd.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
+
+#include "base/fd.hpp"
 
 #include "verify/verify.hpp"
 
@@ -49,6 +55,31 @@ Live check:  xmig-verify --config /etc/xmig/tunnel.toml --peer hv-b [--json]
                connections from a socket with the tunnel's mark (as from any host
                on the network) are dropped by the peer (firewall = true there)
 
+Test migration:  xmig-verify --config /etc/xmig/tunnel.toml --peer hv-b --test-migration [--json]
+  The smoke test for real, on libvirt hosts, as root: a throwaway transient
+  domain (xmig-verify-<random>: TCG, 32 MiB of RAM filled with a known pattern,
+  paused, no disk) is created on this host, migrated to the peer the way
+  operators do (xmig-migrate DOMAIN PEER, found next to xmig-verify or in PATH;
+  with [intercept] nova's virsh migrate --p2p DOMAIN qemu+tcp://PEER/system
+  --migrateuri tcp://PEER, through table inet xmig) and back (virsh migrate
+  started on the peer's libvirt, reached through the tunnel's driver channel,
+  to this host's fixed socket set <run_dir>/<this host>/), then removed on both
+  hosts, also after a failure, a timeout (--migration-timeout) or Ctrl-C.
+  First the handshake of the live check: a certificate problem (chain, name,
+  expiry, on which host) or an unreachable peer tunnel is named as such and
+  nothing is migrated. Then:
+  test migration  the domain went there and back; its RAM hashes alike after
+               the round trip; a failure names its cause and fix (the
+               destination's sockets not usable by QEMU: socket_group;
+               libvirt refusing: same host UUID; timeout; ...); this host's
+               tunnel's connections of it (from its status endpoint: peer,
+               channel, TLS version, cipher, mode, bytes, result); clean-up
+  wire         captured (libpcap) towards the peer while it ran: the RAM
+               crossed both ways, every flow with payload is TLS to a tunnel's
+               port (no plaintext QEMU, NBD or libvirt RPC), and no 16-byte
+               window of the RAM pattern is in any frame or stream
+  interception with [intercept]: the live check's interception group after it
+
 Fleet check:  xmig-verify --config /etc/xmig/tunnel.toml --all-peers [--json | --prometheus]
   The live check against every [[peer]] of the config, one after another, then
   one table: peer, handshake, enforcement (with interception), wire, mode, days
@@ -82,7 +113,9 @@ int main(int argc, char** argv) {
   CLI::App app{kDescription, "xmig-verify"};
   xmig::verify::LiveOptions live;
   std::string pcap;
-  bool json = false, all_peers = false, prometheus = false;
+  xmig::verify::TestMigrationOptions trial;
+  bool json = false, all_peers = false, prometheus = false, test_migration = false;
+  int migration_timeout = 300;
   int timeout_ms = 5000;
   auto* config = app.add_option("--config", live.config, "the local tunnel's TOML config file")
                      ->check(CLI::Validator(CLI::ExistingFile).description(""))
@@ -114,6 +147,19 @@ int main(int argc, char** argv) {
                  "with [intercept]: the migration port the interception check connects to "
                  "(default: the last of [intercept].ports)")
       ->type_name("PORT");
+  auto* trial_flag = app.add_flag(
+      "--test-migration", test_migration,
+      "with --peer: migrate a throwaway domain to the peer and back through the tunnels while "
+      "capturing the wire (test migration)");
+  app.add_option("--migration-timeout", migration_timeout,
+                 "with --test-migration: seconds the round trip may take before it is cancelled")
+      ->check(CLI::Range(10, 86400))
+      ->capture_default_str();
+  app.add_option("--xmig-migrate", trial.xmig_migrate,
+                 "with --test-migration: the xmig-migrate program (default: next to xmig-verify, "
+                 "else in PATH)")
+      ->type_name("PATH");
+  trial_flag->needs(peer);
   peer->needs(config);
   fleet->needs(config)->excludes(peer)->excludes(file);
   as_metrics->needs(fleet)->excludes(as_json);
@@ -130,6 +176,29 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   }
   live.timeout = std::chrono::milliseconds(timeout_ms);
+
+  if (test_migration) {
+    trial.live = live;
+    trial.migration_timeout = std::chrono::seconds(migration_timeout);
+    if (trial.xmig_migrate == "xmig-migrate") {
+      // The xmig-migrate installed with this xmig-verify (same folder) first.
+      std::error_code ec;
+      auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+      auto sibling = self.parent_path() / "xmig-migrate";
+      if (!ec && ::access(sibling.c_str(), X_OK) == 0) trial.xmig_migrate = sibling;
+    }
+    // Ctrl-C and SIGTERM cancel the migration; the domain is still removed.
+    sigset_t cancel;
+    sigemptyset(&cancel);
+    sigaddset(&cancel, SIGINT);
+    sigaddset(&cancel, SIGTERM);
+    ::sigprocmask(SIG_BLOCK, &cancel, nullptr);
+    xmig::Fd signals(::signalfd(-1, &cancel, SFD_CLOEXEC | SFD_NONBLOCK));
+    trial.cancel_fd = signals.get();
+    xmig::verify::Report report = xmig::verify::run_test_migration(trial);
+    std::cout << (json ? xmig::verify::render_json(report) : xmig::verify::render_text(report));
+    return xmig::verify::exit_code(report);
+  }
 
   if (all_peers) {
     xmig::verify::FleetReport fleet_report;

@@ -21,7 +21,10 @@ int64_t days_until(Clock::time_point t) {
       std::floor(std::chrono::duration<double>(t - Clock::now()).count() / 86400.0));
 }
 
-// Loads the config and this host's TLS material; false when the check cannot go on.
+}  // namespace
+
+namespace detail {
+
 bool check_config(LiveContext& c) {
   const auto& o = c.opts;
   try {
@@ -82,12 +85,13 @@ bool check_config(LiveContext& c) {
   return true;
 }
 
-// The positive control: this host's identity, channel verify, must be accepted.
 void check_handshake(LiveContext& c) {
   const auto& o = c.opts;
   TlsSession s =
       open_session(c.address, c.tls->new_client(o.peer, tunnel::kVerifyChannel), o.timeout);
   bool verify_failed = s.ssl && SSL_get_verify_result(s.ssl.get()) != X509_V_OK;
+  if (verify_failed) c.peer_verify_result = SSL_get_verify_result(s.ssl.get());
+  c.handshake_error = s.error;
   if (!s.connected) {
     c.report.add("handshake", "mutual TLS", Status::Fail, s.error,
                  "start xmig-tunnel on " + o.peer +
@@ -154,6 +158,10 @@ void check_handshake(LiveContext& c) {
                  days < o.warn_days ? "rotate it on " + o.peer + ": xmig-certs rotate" : "");
   }
 }
+
+}  // namespace detail
+
+namespace {
 
 // Which data path the local tunnel used for the canary, from its status endpoint.
 void check_data_path(LiveContext& c, const CanaryRun& run) {
@@ -226,9 +234,9 @@ void check_data_path(LiveContext& c, const CanaryRun& run) {
 Report run_live(const LiveOptions& opts) {
   Report report;
   report.title = "live check of peer " + opts.peer + " with " + opts.config;
-  LiveContext c{opts, report, {}, nullptr, nullptr, {}, false, false};
-  if (!check_config(c)) return report;
-  check_handshake(c);
+  LiveContext c{.opts = opts, .report = report};
+  if (!detail::check_config(c)) return report;
+  detail::check_handshake(c);
   detail::check_enforcement(c);
   CanaryRun run = detail::check_wire(c);
   check_data_path(c, run);

@@ -22,12 +22,17 @@ namespace xmig::verify::detail {
 struct LiveContext {
   const LiveOptions& opts;
   Report& report;
-  tunnel::Config config;
+  tunnel::Config config{};
   const tunnel::PeerConfig* peer = nullptr;
-  std::shared_ptr<const tls::Context> tls;
-  PeerAddress address;
+  std::shared_ptr<const tls::Context> tls{};
+  PeerAddress address{};
   bool reachable = false;   // a TCP connection to the peer's TLS port worked
   bool control_ok = false;  // a valid handshake with the local identity was accepted
+  // The positive control's failure, for the test migration's cause: why the
+  // session failed, and the verification error of the peer's certificate
+  // (X509_V_OK when it verified or was never seen).
+  std::string handshake_error{};
+  long peer_verify_result = 0;  // X509_V_OK
 };
 
 // What the wire check learnt, for the data-path check.
@@ -62,6 +67,15 @@ void read_capture(const LiveCapture& cap, FlowTable& table);
 // (kept) or the raw frames of `cap`, as a phrase; "" when nowhere.
 std::string find_canary(const CanaryMatcher& matcher, const FlowTable& table,
                         const LiveCapture& cap);
+
+// Loads the config and this host's TLS material (group config, and this
+// host's certificate expiry); false when the check cannot go on (live.cpp).
+bool check_config(LiveContext& c);
+
+// The positive control: this host's identity on channel verify must be
+// accepted; the peer's certificate must chain to the CA and name the peer
+// (live.cpp). Sets reachable, control_ok, handshake_error, peer_verify_result.
+void check_handshake(LiveContext& c);
 
 // Enforcement: each probe must be refused by the peer (enforcement.cpp).
 void check_enforcement(LiveContext& c);

@@ -133,6 +133,7 @@ TunnelStatus parse_status(const std::string& json) {
         .cipher = field(obj, "cipher"),
         .mode = field(obj, "mode"),
         .error = field(obj, "error"),
+        .result = field(obj, "result"),
         .client = field(obj, "client"),
         .migration = field(obj, "migration"),
         .id = number(field(obj, "id")),

@@ -21,6 +21,7 @@ namespace xmig::verify {
 // One entry of the status JSON's "recent" list (connections that ended).
 struct RecentConnection {
   std::string direction, peer, channel, tls, cipher, mode, error;
+  std::string result;     // "ok", "local-closed-early" or "error"
   std::string client;     // "out": who connected to the entry ("ip:port" or "pid N")
   std::string migration;  // the per-migration socket set's id; "" for the fixed set
   uint64_t id = 0;        // the number it had in "active" (0 from a tunnel without ids)

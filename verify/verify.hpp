@@ -119,6 +119,33 @@ std::string render_fleet_prometheus(const FleetReport& r, int64_t now_unix);
 int exit_code(const FleetReport& r);
 
 // ---------------------------------------------------------------------------
+// Test migration (verify/test_migration.cpp): the operator's smoke test for
+// real. A throwaway transient domain (TCG, 32 MiB of RAM filled with a known
+// pattern, paused, no disk) goes to the peer the way operators migrate
+// (xmig-migrate; nova's qemu+tcp:// with [intercept]) and comes back, started
+// on the peer's libvirt through the tunnel's driver channel, while the wire
+// towards the peer is captured and judged (only TLS to the tunnels' ports, no
+// plaintext migration protocol, the pattern nowhere); its RAM must hash alike
+// after the round trip; this host's tunnel's connections of it are listed;
+// the domain is removed on both hosts whatever happens. Needs root.
+
+struct TestMigrationOptions {
+  LiveOptions live;                             // config, peer, probe timeout, capture interface
+  std::chrono::seconds migration_timeout{300};  // for the whole round trip
+  std::string virsh = "virsh";
+  std::string xmig_migrate = "xmig-migrate";  // the operator's command, run for the way there
+  // A signalfd for SIGINT and SIGTERM (blocked by the caller), or -1: when it
+  // becomes readable the running migration is cancelled, the domain removed,
+  // and the report says so.
+  int cancel_fd = -1;
+};
+
+// The first failure is named with its cause and fix: a certificate (chain,
+// name, expiry: on which host), the peer's tunnel unreachable, the
+// destination's sockets not usable by QEMU, libvirt refusing, a timeout.
+Report run_test_migration(const TestMigrationOptions& opts);
+
+// ---------------------------------------------------------------------------
 // Offline check (verify/offline.cpp)
 
 // The file could not be read as a capture at all (not pcap/pcapng, truncated

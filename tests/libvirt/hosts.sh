@@ -35,6 +35,9 @@ declare -A LV_PORT=()
 # outside the migration range; the range and driver port are nova's and libvirt's
 # defaults, so that the hosts look like the README's.
 LV_NETNS=
+# --own-network: the hosts' own network namespaces and veth as with --netns, but the
+# Quick start's tunnels (UNIX sockets, no [intercept]); --netns sets both.
+LV_INTERCEPT=
 LV_SUBNET=10.231.8
 declare -A LV_ADDR=([hv-a]=$LV_SUBNET.1 [hv-b]=$LV_SUBNET.2)
 LV_LINK=lvmig0
@@ -86,14 +89,16 @@ vsh() {
 
 # Every test's start: [--needs-migrate] [--netns] then its arguments (lv_parse_args);
 # brings both hosts up. With --needs-migrate, the test uses xmig-migrate and fails
-# without it; with --netns, the hosts have their own network (see the top of this file).
+# without it; with --netns, the hosts have their own network (see the top of this file);
+# with --own-network, too, but their tunnels are the Quick start's (no [intercept]).
 lv_begin() {
   unset LIBVIRT_DEFAULT_URI # virsh here always names the host it talks to
   local needs_migrate=
   while true; do
     case "${1:-}" in
       --needs-migrate) needs_migrate=1 ;;
-      --netns) LV_NETNS=1 ;;
+      --netns) LV_NETNS=1 LV_INTERCEPT=1 ;;
+      --own-network) LV_NETNS=1 ;;
       *) break ;;
     esac
     shift
@@ -230,7 +235,7 @@ memory_backing_dir = "/var/lib/libvirt/qemu/ram"
 EOF
   # The nova guide: QEMU and the NBD server listen on the host's migration address, on
   # ports of the range the tunnel intercepts.
-  [ -z "$LV_NETNS" ] || cat >>"$root/etc/libvirt/qemu.conf" <<EOF
+  [ -z "$LV_INTERCEPT" ] || cat >>"$root/etc/libvirt/qemu.conf" <<EOF
 migration_address = "$(lv_address "$h")"
 migration_port_min = ${LV_MIGRATION_PORTS%-*}
 migration_port_max = ${LV_MIGRATION_PORTS#*-}
@@ -266,7 +271,7 @@ channel = "verify"
 EOF
   # QEMU (libvirt-qemu) opens the RAM, multifd and NBD connections, libvirtd (root) the
   # driver one.
-  [ -z "$LV_NETNS" ] || cat >>"$root/etc/xmig/tunnel.toml" <<EOF
+  [ -z "$LV_INTERCEPT" ] || cat >>"$root/etc/xmig/tunnel.toml" <<EOF
 
 [intercept]
 ports = "$LV_MIGRATION_PORTS"
@@ -408,7 +413,7 @@ lv_hosts_up() {
   lv_host_libvirt hv-b
   lv_host_libvirt_wait hv-b
   for h in "${LV_HOSTS[@]}"; do lv_host_tunnel "$h"; done
-  lv_say "hosts up in $((SECONDS - started)) s: hv-a tunnel $(lv_address hv-a):${LV_PORT[hv-a]}, hv-b tunnel $(lv_address hv-b):${LV_PORT[hv-b]}${LV_NETNS:+ (own network namespaces, transparent mode)}"
+  lv_say "hosts up in $((SECONDS - started)) s: hv-a tunnel $(lv_address hv-a):${LV_PORT[hv-a]}, hv-b tunnel $(lv_address hv-b):${LV_PORT[hv-b]}${LV_NETNS:+ (own network namespaces${LV_INTERCEPT:+, transparent mode})}"
 }
 
 # --- teardown ------------------------------------------------------------------------
