@@ -81,7 +81,7 @@ struct Options {
   std::vector<std::string> listen_uris, send_uris;
   fs::path tls_server_dir, tls_client_dir;
   std::vector<std::string> pids;
-  std::string label = "direct", suite = "qemu", group;
+  std::string label, suite = "qemu", group;  // label: "direct", or "xmig" with --xmig
   int round = 0;
   unsigned timeout = 600;
   fs::path work_dir;
@@ -179,7 +179,9 @@ int run(const Options& o) {
                               (o.multifd ? "multifd " + std::to_string(o.multifd) + " channels"
                                          : std::string("single stream"))
                         : o.group)
-      .set("config", o.label)
+      .set("config", !o.label.empty()        ? o.label
+                     : o.xmig_tunnel.empty() ? "direct"
+                                             : "xmig")
       .set("round", o.round)
       .set("unit", "s")
       .set("higher_is_better", false)
@@ -341,7 +343,7 @@ int run(const Options& o) {
     if (pair) {
       const std::string mode = xmig::bench::close_line_values(pair->a.log, "mode");
       pair->stop();
-      r.set("config", o.label + "-" + (mode.empty() ? "unknown" : mode));
+      r.set("config", r.text("config").value_or("xmig") + "-" + (mode.empty() ? "unknown" : mode));
     }
 
     // Both QEMUs exit before the files are compared, so every page is written
@@ -402,7 +404,8 @@ int main(int argc, char** argv) {
   app.add_option("--tls-server-dir", o.tls_server_dir, "Destination's tls-creds-x509 directory");
   app.add_option("--tls-client-dir", o.tls_client_dir, "Source's tls-creds-x509 directory");
   app.add_option("--pid", o.pids, "NAME=PID of a relay process to measure (repeatable)");
-  app.add_option("--label", o.label, "Config name in the output")->capture_default_str();
+  app.add_option("--label", o.label,
+                 "Config name in the output (default: direct, or xmig-<mode> with --xmig)");
   app.add_option("--group", o.group, "Group name in the output (default: RAM and channels)");
   app.add_option("--round", o.round, "Round number in the output");
   app.add_option("--timeout", o.timeout, "Seconds before the migration counts as failed")

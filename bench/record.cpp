@@ -281,6 +281,14 @@ constexpr OptionalColumn kOptionalColumns[] = {
     {"fairness_jain", "fairness (Jain)", 3},
     {"share_min_max", "share least/most", 2},
     {"thread_balance", "worker threads least/most CPU", 2},
+    // xmig-bench-memory (KiB per item; MiB of a whole process)
+    {"stream_idle_kib", "KiB per idle stream, both ends", 1},
+    {"pending_idle_kib", "KiB per silent pending handshake", 1},
+    {"pending_partial_kib", "KiB per pending handshake mid-ClientHello", 1},
+    {"a_peak_mib", "hv-a peak RSS MiB", 1},
+    {"b_peak_mib", "hv-b peak RSS MiB", 1},
+    {"closed_mib", "RSS MiB both ends after close", 1},
+    {"returned_pct", "% of the streams' RSS returned", 0},
 };
 
 }  // namespace
