@@ -34,6 +34,7 @@
 #include "bench/measure.hpp"
 #include "bench/record.hpp"
 #include "harness/files.hpp"
+#include "harness/netns.hpp"
 #include "harness/qemu_vm.hpp"
 #include "harness/tunnel_pair.hpp"
 
@@ -91,6 +92,25 @@ struct Options {
   unsigned workers = 0;
   // Threads per measured process whose CPU balance is reported (0: none).
   unsigned balance_threads = 0;
+  // "netns": sources (and hv-a) in one network namespace, destinations (and
+  // hv-b) in another, joined by a veth pair (harness/netns.hpp).
+  std::string topology = "loopback";
+};
+
+// Where migration traffic crosses between the two hosts.
+struct Topology {
+  std::optional<xmig::harness::NetnsLab> lab;
+  std::string source_ns() const { return lab ? lab->a : ""; }
+  std::string dest_ns() const { return lab ? lab->b : ""; }
+  // A destination listens on every address of its namespace; a direct
+  // source reaches it at hv-b's address on the veth pair.
+  std::string listen_uri(const std::string& uri) const {
+    return lab ? "tcp:0.0.0.0:" + port_of(uri) : uri;
+  }
+  std::string send_uri(const std::string& uri) const {
+    return lab ? "tcp:" + lab->b_ip + ":" + port_of(uri) : uri;
+  }
+  static std::string port_of(const std::string& uri) { return uri.substr(uri.rfind(':') + 1); }
 };
 
 // "tcp:HOST:PORT" -> "HOST:PORT" (what a tunnel's [targets] and [[route]] take).
@@ -104,7 +124,11 @@ std::string tcp_endpoint(const std::string& uri) {
 // [[route]] of its own (channel mig-<i>, so each migration keeps its own
 // accept order, as a per-migration socket set does) and hv-b delivers it to
 // that migration's destination.
-xmig::harness::TunnelPairOptions xmig_pair(const Options& o, const fs::path& dir,
+// In the netns topology hv-a and hv-b run in the sources' and destinations'
+// namespaces and meet over the veth pair; each side's routes and targets stay
+// on its own loopback.
+xmig::harness::TunnelPairOptions xmig_pair(const Options& o, const Topology& topology,
+                                           const fs::path& dir,
                                            std::vector<std::string>& send_uris) {
   xmig::harness::TunnelPairOptions po{
       .top_toml = "workers = " + std::to_string(o.workers) + "\n",
@@ -112,6 +136,12 @@ xmig::harness::TunnelPairOptions xmig_pair(const Options& o, const fs::path& dir
       .log_level = "info",  // one line per connection, nothing per byte
       .dir = dir,
       .tunnel = o.xmig_tunnel};
+  if (topology.lab) {
+    po.a_host = topology.lab->a_ip;
+    po.b_host = topology.lab->b_ip;
+    po.a_netns = topology.lab->a;
+    po.b_netns = topology.lab->b;
+  }
   send_uris.clear();
   for (size_t i = 0; i < o.listen_uris.size(); ++i) {
     const std::string channel = "mig-" + std::to_string(i + 1);
@@ -177,7 +207,8 @@ int run(const Options& o) {
       .set("group", o.group.empty()
                         ? std::to_string(o.ram_mib) + " MiB, " +
                               (o.multifd ? "multifd " + std::to_string(o.multifd) + " channels"
-                                         : std::string("single stream"))
+                                         : std::string("single stream")) +
+                              (o.topology == "netns" ? ", netns + veth" : "")
                         : o.group)
       .set("config", !o.label.empty()        ? o.label
                      : o.xmig_tunnel.empty() ? "direct"
@@ -186,16 +217,20 @@ int run(const Options& o) {
       .set("unit", "s")
       .set("higher_is_better", false)
       .set("ram_mib", o.ram_mib)
-      .set("multifd_channels", o.multifd);
+      .set("multifd_channels", o.multifd)
+      .set("topology", o.topology);
   if (count > 1) r.set("migrations", count);
 
   std::string error;
+  Topology topology;
   std::optional<TunnelPair> pair;
   std::vector<Migration> migrations(count);
   try {
-    std::vector<std::string> send_uris = o.send_uris;
+    if (o.topology == "netns") topology.lab.emplace();
+    std::vector<std::string> send_uris;
+    for (const auto& uri : o.send_uris) send_uris.push_back(topology.send_uri(uri));
     if (!o.xmig_tunnel.empty()) {
-      pair.emplace(xmig_pair(o, work / "xmig", send_uris));
+      pair.emplace(xmig_pair(o, topology, work / "xmig", send_uris));
       procs.push_back({"entry", pair->a.process->pid(), {}, {}});
       procs.push_back({"exit", pair->b.process->pid(), {}, {}});
     }
@@ -210,12 +245,14 @@ int run(const Options& o) {
                                                              .work_dir = work.path(),
                                                              .ram_file = m.source_ram,
                                                              .ram_mib = o.ram_mib,
-                                                             .incoming = false});
+                                                             .incoming = false,
+                                                             .netns = topology.source_ns()});
       m.dest = std::make_unique<QemuGuest>(QemuGuestConfig{.name = "destination" + n,
                                                            .work_dir = work.path(),
                                                            .ram_file = m.dest_ram,
                                                            .ram_mib = o.ram_mib,
-                                                           .incoming = true});
+                                                           .incoming = true,
+                                                           .netns = topology.dest_ns()});
       if (o.multifd > 0) {
         m.source->enable_multifd(o.multifd);
         m.dest->enable_multifd(o.multifd);
@@ -225,7 +262,7 @@ int run(const Options& o) {
         enable_qemu_tls(*m.dest, o.tls_server_dir, true);
         enable_qemu_tls(*m.source, o.tls_client_dir, false);
       }
-      m.dest->migrate_incoming(o.listen_uris[i]);
+      m.dest->migrate_incoming(topology.listen_uri(o.listen_uris[i]));
     }
 
     std::vector<std::map<pid_t, double>> threads_before;
@@ -400,6 +437,12 @@ int main(int argc, char** argv) {
   app.add_option("--balance-threads", o.balance_threads,
                  "Report how evenly the busiest N threads of each measured process shared its "
                  "CPU (thread_balance: least busy / busiest)");
+  app.add_option("--topology", o.topology,
+                 "loopback, or netns: sources and hv-a in one network namespace, destinations "
+                 "and hv-b in another, joined by a veth pair (root); URIs are given as for "
+                 "loopback")
+      ->check(CLI::IsMember({"loopback", "netns"}))
+      ->capture_default_str();
   app.add_option("--suite", o.suite, "Suite name in the output")->capture_default_str();
   app.add_option("--tls-server-dir", o.tls_server_dir, "Destination's tls-creds-x509 directory");
   app.add_option("--tls-client-dir", o.tls_client_dir, "Source's tls-creds-x509 directory");
