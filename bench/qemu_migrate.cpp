@@ -377,11 +377,6 @@ int run(const Options& o) {
       for (double b : balance) worst = std::min(worst, b);
       r.set("thread_balance", worst);
     }
-    if (pair) {
-      const std::string mode = xmig::bench::close_line_values(pair->a.log, "mode");
-      pair->stop();
-      r.set("config", r.text("config").value_or("xmig") + "-" + (mode.empty() ? "unknown" : mode));
-    }
 
     // Both QEMUs exit before the files are compared, so every page is written
     // back and unmapped.
@@ -389,6 +384,13 @@ int run(const Options& o) {
     for (Migration& m : migrations) {
       m.source->quit();
       m.dest->quit();
+    }
+    // The close lines (with the data path's mode) are all written once QEMU
+    // has closed its connections and the pair has drained.
+    if (pair) {
+      pair->stop();
+      const std::string mode = xmig::bench::close_line_values(pair->a.log, "mode");
+      r.set("config", r.text("config").value_or("xmig") + "-" + (mode.empty() ? "unknown" : mode));
     }
     for (size_t i = 0; i < count; ++i) {
       Migration& m = migrations[i];
