@@ -9,7 +9,9 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
+#include <vector>
 
 namespace xmig::bench {
 
@@ -21,6 +23,18 @@ struct ProcSample {
 };
 // Reads /proc/<pid>/stat and /proc/<pid>/status; throws when the process is gone.
 ProcSample sample(pid_t pid);
+
+// CPU seconds (utime + stime) of each thread of pid now, by thread id: how
+// evenly a process spreads its work over its threads. Threads that ended are
+// missing (their time is in sample()'s total).
+std::map<pid_t, double> thread_cpu_seconds(pid_t pid);
+
+// How evenly the busiest `count` threads between two thread_cpu_seconds()
+// samples shared the work: the least busy one's CPU over the busiest one's
+// (1 = even; 0 when fewer than `count` threads ran). The CPU of each thread,
+// busiest first, goes to `spent`.
+double thread_balance(const std::map<pid_t, double>& before, const std::map<pid_t, double>& after,
+                      size_t count, std::vector<double>* spent = nullptr);
 
 // A process under measurement, named for the report ("entry", "exit").
 struct Measured {

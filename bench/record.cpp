@@ -269,6 +269,28 @@ std::string json_list(const std::vector<double>& v) {
   return out + "]";
 }
 
+// Columns a group shows when any of its records carries the field (e.g. the
+// concurrent migrations' aggregate rate and fairness): field, header, digits.
+struct OptionalColumn {
+  const char* key;
+  const char* header;
+  int digits;
+};
+constexpr OptionalColumn kOptionalColumns[] = {
+    {"gbps_aggregate", "GB/s, all together", 3},
+    {"fairness_jain", "fairness (Jain)", 3},
+    {"share_min_max", "share least/most", 2},
+    {"thread_balance", "worker threads least/most CPU", 2},
+    // xmig-bench-memory (KiB per item; MiB of a whole process)
+    {"stream_idle_kib", "KiB per idle stream, both ends", 1},
+    {"pending_idle_kib", "KiB per silent pending handshake", 1},
+    {"pending_partial_kib", "KiB per pending handshake mid-ClientHello", 1},
+    {"a_peak_mib", "hv-a peak RSS MiB", 1},
+    {"b_peak_mib", "hv-b peak RSS MiB", 1},
+    {"closed_mib", "RSS MiB both ends after close", 1},
+    {"returned_pct", "% of the streams' RSS returned", 0},
+};
+
 }  // namespace
 
 void report(const std::vector<Record>& records, const std::vector<std::string>& references,
@@ -303,12 +325,17 @@ void report(const std::vector<Record>& records, const std::vector<std::string>& 
     // connection (handshakes), both ends together.
     std::string cost_key = "cpu_s_per_gb", cost_label = "CPU-s/GB, both ends";
     bool any_cpu = false, any_latency = false;
+    std::vector<OptionalColumn> extra;
     for (const auto& s : g.series) {
       if (!s.values("cpu_ms_per_conn").empty())
         cost_key = "cpu_ms_per_conn", cost_label = "CPU-ms/conn, both ends";
       any_latency = any_latency || !s.values("p50_ms").empty();
     }
     for (const auto& s : g.series) any_cpu = any_cpu || !s.values(cost_key).empty();
+    for (const auto& column : kOptionalColumns)
+      if (std::any_of(g.series.begin(), g.series.end(),
+                      [&](const Series& s) { return !s.values(column.key).empty(); }))
+        extra.push_back(column);
     std::vector<std::string> refs, cpu_refs;
     for (const auto& name : references)
       if (const Series* ref = g.find(name)) {
@@ -320,11 +347,13 @@ void report(const std::vector<Record>& records, const std::vector<std::string>& 
         << " median (min–max) |";
     if (any_cpu) out << " " << cost_label << " |";
     if (any_latency) out << " latency p50 / p99 ms |";
+    for (const auto& column : extra) out << " " << column.header << " |";
     for (const auto& ref : refs) out << " vs " << ref << " [per round] |";
     for (const auto& ref : cpu_refs) out << " CPU vs " << ref << " |";
     out << " failed |\n|---|---|";
     if (any_cpu) out << "---|";
     if (any_latency) out << "---|";
+    for (size_t i = 0; i < extra.size(); ++i) out << "---|";
     for (size_t i = 0; i < refs.size() + cpu_refs.size(); ++i) out << "---|";
     out << "---|\n";
 
@@ -336,6 +365,8 @@ void report(const std::vector<Record>& records, const std::vector<std::string>& 
       if (any_latency)
         out << " " << range_text(stats(s.values("p50_ms")), 2) << " / "
             << range_text(stats(s.values("p99_ms")), 2) << " |";
+      for (const auto& column : extra)
+        out << " " << range_text(stats(s.values(column.key)), column.digits) << " |";
       std::string json_ratios, json_cpu_ratios;
       for (const auto& ref : refs) {
         const auto v = ratios(s, *g.find(ref), "value");

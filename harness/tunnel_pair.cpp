@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <sstream>
 #include <stdexcept>
 
@@ -224,6 +225,13 @@ std::string status_request(const TunnelSide& side, const std::string& path) {
   } catch (const std::exception& e) {
     return e.what();
   }
+}
+
+long status_number(const TunnelSide& side, const std::string& field) {
+  std::smatch m;
+  const std::string body = status_request(side, "/status");
+  if (!std::regex_search(body, m, std::regex("\"" + field + "\":([0-9]+)"))) return -1;
+  return std::stol(m[1]);
 }
 
 std::string http_get(uint16_t port, const std::string& target) {

@@ -101,6 +101,9 @@ void make_node_pki(const fs::path& dir, const certs::Pem& ca, const std::string&
 // GET `path` (/status or /metrics) from side's status socket
 // (<run_dir>/status.sock): the body, or what went wrong (for messages).
 std::string status_request(const TunnelSide& side, const std::string& path);
+// A whole-number field of side's /status JSON ("pending_handshakes",
+// "active", "total"...); -1 if absent.
+long status_number(const TunnelSide& side, const std::string& field);
 // GET `target` from an HTTP server on 127.0.0.1:port (a status endpoint on
 // TCP, Prometheus): the body, or what went wrong.
 std::string http_get(uint16_t port, const std::string& target);

@@ -16,7 +16,6 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
-#include <regex>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -37,14 +36,6 @@ constexpr uint64_t kMiB = 1024 * 1024;
 
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-// A whole-number field of hv's /status JSON ("pending_handshakes", "total"...); -1 if absent.
-long status_number(const TunnelSide& side, const std::string& field) {
-  std::smatch m;
-  std::string body = status_request(side, "/status");
-  if (!std::regex_search(body, m, std::regex("\"" + field + "\":([0-9]+)"))) return -1;
-  return std::stol(m[1]);
 }
 
 // A TLS 1.3 ClientHello's record header announcing 512 bytes that come one
