@@ -155,7 +155,10 @@ std::string virsh_error(const std::string& output) {
   std::istringstream in(output);
   std::string line, errors, last;
   while (std::getline(in, line)) {
-    if (line.rfind("error: ", 0) == 0) errors += (errors.empty() ? "" : " ") + line.substr(7);
+    if (line.rfind("error: ", 0) == 0) {
+      if (!errors.empty()) errors += ' ';
+      errors.append(line, 7);
+    }
     if (!line.empty()) last = line;
   }
   return errors.empty() ? last : errors;
