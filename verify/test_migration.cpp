@@ -199,8 +199,12 @@ struct Test {
   std::string pattern{};  // one tile of the RAM pattern
   std::string ram_sha256{};
   std::string disk_sha256{};
-  // --storage: the hosts where the test's storage pool was defined.
-  bool local_pool = false, peer_pool = false;
+  // --storage: how far the test's storage pool got on each host.
+  struct Pool {
+    bool defined = false;  // to undefine
+    bool built = false;    // its folder made: to delete
+  };
+  Pool local_pool{}, peer_pool{};
 
   std::string peer() const { return o.live.peer; }
   // --storage: a pool named like the domain, in a folder of its own (the same
@@ -361,30 +365,34 @@ std::vector<std::string> create_volume(const Test& t) {
 // the empty raw volume in it: libvirt's storage API is how a file is made on
 // the peer, through the tunnel's driver channel (the peer's libvirt needs it
 // before an incoming storage migration). "" on success, else what failed.
-std::string make_pool(Test& t, const std::string& uri) {
+std::string make_pool(Test& t, const std::string& uri, Test::Pool& pool) {
   const std::vector<std::vector<std::string>> steps = {
       {"pool-define-as", t.domain, "dir", "--target", t.pool_dir()},
       {"pool-build", t.domain},
       {"pool-start", t.domain},
       create_volume(t)};
+  pool.defined = true;
   for (const auto& step : steps) {
     ChildResult r = t.virsh(uri, step);
     if (!r.ok()) return "virsh " + step.front() + ": " + one_line(virsh_error(r.output));
+    if (step.front() == "pool-build") pool.built = true;
   }
   return "";
 }
 
 // Removes the volume, the pool's folder (pool-delete) and the pool; "" when
 // all are gone, else what is left.
-std::string remove_pool(Test& t, const std::string& uri) {
+std::string remove_pool(Test& t, const std::string& uri, const Test::Pool& pool) {
   const auto until = Clock::now() + kCleanupTimeout;
   t.virsh(uri, {"vol-delete", "--pool", t.domain, kDiskVolume}, until);
   t.virsh(uri, {"pool-destroy", t.domain}, until);
-  ChildResult deleted = t.virsh(uri, {"pool-delete", t.domain}, until);
+  ChildResult deleted;
+  if (pool.built) deleted = t.virsh(uri, {"pool-delete", t.domain}, until);
   t.virsh(uri, {"pool-undefine", t.domain}, until);
   if (t.virsh(uri, {"pool-info", t.domain}, until).status == 0)
     return "storage pool " + t.domain + " (" + t.pool_dir() + ")";
-  if (!deleted.ok()) return t.pool_dir() + " (" + one_line(virsh_error(deleted.output)) + ")";
+  if (pool.built && !deleted.ok())
+    return t.pool_dir() + " (" + one_line(virsh_error(deleted.output)) + ")";
   return "";
 }
 
@@ -400,8 +408,7 @@ std::string hash_disk(const Test& t, std::string* why) {
 
 // The disk on this host, in its own pool, filled with the pattern and hashed.
 bool make_disk(Test& t) {
-  t.local_pool = true;
-  std::string why = make_pool(t, t.local_uri());
+  std::string why = make_pool(t, t.local_uri(), t.local_pool);
   if (why.empty()) {
     Fd fd(::open(t.disk_path().c_str(), O_WRONLY | O_CLOEXEC));
     for (uint64_t at = 0; fd && at < kDiskBytes; at += t.pattern.size())
@@ -703,12 +710,16 @@ void clean_up(Test& t, bool peer_touched) {
     if (s != "absent")
       left += (left.empty() ? "" : "; ") + h.name + ": " + s + " (" + one_line(r.output) + ")";
   }
-  std::vector<Host> pools;
-  if (t.local_pool) pools.push_back({t.self(), t.local_uri()});
-  if (t.peer_pool) pools.push_back({t.peer(), t.peer_uri()});
-  for (const auto& h : pools) {
-    std::string l = remove_pool(t, h.uri);
-    if (!l.empty()) left += (left.empty() ? "" : "; ") + h.name + ": " + l;
+  struct PoolHost {
+    Host host;
+    const Test::Pool& pool;
+  };
+  std::vector<PoolHost> pools;
+  if (t.local_pool.defined) pools.push_back({{t.self(), t.local_uri()}, t.local_pool});
+  if (t.peer_pool.defined) pools.push_back({{t.peer(), t.peer_uri()}, t.peer_pool});
+  for (const auto& p : pools) {
+    std::string l = remove_pool(t, p.host.uri, p.pool);
+    if (!l.empty()) left += (left.empty() ? "" : "; ") + p.host.name + ": " + l;
   }
   if (left.empty())
     t.c.report.add(
@@ -808,10 +819,7 @@ Report run_test_migration(const TestMigrationOptions& o) {
   // --storage: the peer's libvirt makes the destination's disk first (the same
   // path and size), in a pool of the test's own.
   std::string peer_disk_error;
-  if (o.storage) {
-    t.peer_pool = true;
-    peer_disk_error = make_pool(t, t.peer_uri());
-  }
+  if (o.storage) peer_disk_error = make_pool(t, t.peer_uri(), t.peer_pool);
   ChildResult there;
   if (peer_disk_error.empty()) there = migrate_there(t);
   std::string where_now;
@@ -915,8 +923,9 @@ Report run_test_migration(const TestMigrationOptions& o) {
     report.add(kGroup, "interrupted", Status::Fail,
                "Ctrl-C or SIGTERM: the test stopped early and removed its domain", "");
   // The peer is asked too when the way there was tried: a failed or cancelled
-  // incoming migration may have left the domain there.
-  clean_up(t, arrived || !there.ok());
+  // incoming migration may have left the domain there (its storage pool is
+  // removed whenever it was defined).
+  clean_up(t, arrived || (!there.ok() && peer_disk_error.empty()));
 
   if (capture.capture) {
     capture.capture->stop();

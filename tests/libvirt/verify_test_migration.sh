@@ -10,6 +10,8 @@
 #   1. between the two good hosts;
 #   1s. the same with --storage (a 4 MiB raw disk in a storage pool of the test's own on
 #      each host, copied with --copy-storage-all through the tunnels' nbd channels);
+#   1d. with --storage, where hv-b cannot make the destination's disk (its
+#      /var/lib/libvirt/images read-only: a read-only bind mount in hv-b's namespace);
 #   1t. with hv-a's side of the link slowed to 1 Mbit/s (tc tbf: the 32 MiB of RAM would
 #      take minutes) and --migration-timeout 15;
 #   2. with hv-b's tunnel restarted from a config without socket_group;
@@ -29,7 +31,9 @@
 #   version, cipher, mode and bytes). 1s exits 0 with the same PASS lines, the disk
 #   after the round trip (sha256 as before it left, emptied while away) and an nbd
 #   channel out under the migration id and one in from hv-b with bytes; the clean-up
-#   names its storage pool. 1t exits 1 with "timeout: the migration to hv-b did not
+#   names its storage pool. 1d exits 1 with "there: not attempted: libvirt on hv-b
+#   (through the tunnel's driver channel) did not make the destination's disk" and the
+#   read-only error, and its clean-up passes. 1t exits 1 with "timeout: the migration to hv-b did not
 #   finish within 15 s" and --migration-timeout as the fix. 2-5 exit 1 with the cause and fix named: 2 "the
 #   destination's sockets are not usable by QEMU on hv-b" and socket_group; 3 "hv-b's
 #   certificate has expired (on hv-b)"; 4 "does not name hv-b"; 5 "tunnel is
@@ -64,7 +68,7 @@ check_nothing_left() {
   now=$(leftovers)
   [ "$now" = "$before" ] ||
     lv_fail "$1: left behind (diff before -> after): $(diff <(echo "$before") <(echo "$now") | grep '^[<>]')"
-  lv_say "$1: nothing left behind (no xmig-verify domain; /run/xmig, /run/libvirt, /var/lib/libvirt on both hosts and /tmp as before)"
+  lv_say "$1: nothing left behind (no xmig-verify domain or storage pool; /run/xmig, /run/libvirt, /var/lib/libvirt on both hosts and /tmp as before)"
 }
 
 # Runs the test migration on hv-a: LABEL EXPECTED_EXIT [extra options]; its output in
@@ -136,6 +140,16 @@ for line in 'PASS  test domain: xmig-verify-[0-9a-f]+: .* a 4 MiB raw disk at /v
   expect storage "$line"
 done
 check_nothing_left storage
+
+# 1d. The destination's disk cannot be made: hv-b's images folder read-only.
+IMAGES=/var/lib/libvirt/images
+on hv-b mount --bind "$IMAGES" "$IMAGES"
+on hv-b mount -o remount,ro,bind "$IMAGES"
+test_migration no-disk 1 --storage
+on hv-b umount "$IMAGES"
+expect no-disk "FAIL  there: not attempted: libvirt on hv-b \(through the tunnel's driver channel\) did not make the destination's disk $IMAGES/xmig-verify-[0-9a-f]+/disk.raw in a storage pool xmig-verify-[0-9a-f]+: virsh pool-build: .*[Rr]ead-only file system"
+expect no-disk 'PASS  clean-up: the throwaway domain xmig-verify-[0-9a-f]+ is on neither host \(it never reached hv-b\), nor its storage pool and disk'
+check_nothing_left no-disk
 
 # 1t. Timeout: hv-a's side of the link at 1 Mbit/s (a token bucket: tc tbf), so the way
 # there cannot finish within --migration-timeout 15.
