@@ -158,15 +158,17 @@ int main(int argc, char** argv) {
                  "with --test-migration: seconds the round trip may take before it is cancelled")
       ->check(CLI::Range(10, 86400))
       ->capture_default_str();
-  app.add_flag("--storage", trial.storage,
-               "with --test-migration: give the throwaway domain a small disk (a libvirt storage "
-               "pool of its own on each host) and migrate it with its storage "
-               "(--copy-storage-all)");
+  auto* storage = app.add_flag(
+      "--storage", trial.storage,
+      "with --test-migration: give the throwaway domain a small disk (a libvirt storage "
+      "pool of its own on each host) and migrate it with its storage "
+      "(--copy-storage-all)");
   app.add_option("--xmig-migrate", trial.xmig_migrate,
                  "with --test-migration: the xmig-migrate program (default: next to xmig-verify, "
                  "else in PATH)")
       ->type_name("PATH");
   trial_flag->needs(peer);
+  storage->needs(trial_flag);
   peer->needs(config);
   fleet->needs(config)->excludes(peer)->excludes(file);
   as_metrics->needs(fleet)->excludes(as_json);
