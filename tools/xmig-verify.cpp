@@ -58,7 +58,10 @@ Live check:  xmig-verify --config /etc/xmig/tunnel.toml --peer hv-b [--json]
 Test migration:  xmig-verify --config /etc/xmig/tunnel.toml --peer hv-b --test-migration [--json]
   The smoke test for real, on libvirt hosts, as root: a throwaway transient
   domain (xmig-verify-<random>: TCG, 32 MiB of RAM filled with a known pattern,
-  paused, no disk) is created on this host, migrated to the peer the way
+  paused, no disk; with --storage also a 4 MiB raw disk filled with the pattern,
+  in a storage pool of its own on each host, migrated with --copy-storage-all
+  through the tunnel's nbd channel and hashed after the round trip) is created
+  on this host, migrated to the peer the way
   operators do (xmig-migrate DOMAIN PEER, found next to xmig-verify or in PATH;
   with [intercept] nova's virsh migrate --p2p DOMAIN qemu+tcp://PEER/system
   --migrateuri tcp://PEER, through table inet xmig) and back (virsh migrate
@@ -155,11 +158,17 @@ int main(int argc, char** argv) {
                  "with --test-migration: seconds the round trip may take before it is cancelled")
       ->check(CLI::Range(10, 86400))
       ->capture_default_str();
+  auto* storage = app.add_flag(
+      "--storage", trial.storage,
+      "with --test-migration: give the throwaway domain a small disk (a libvirt storage "
+      "pool of its own on each host) and migrate it with its storage "
+      "(--copy-storage-all)");
   app.add_option("--xmig-migrate", trial.xmig_migrate,
                  "with --test-migration: the xmig-migrate program (default: next to xmig-verify, "
                  "else in PATH)")
       ->type_name("PATH");
   trial_flag->needs(peer);
+  storage->needs(trial_flag);
   peer->needs(config);
   fleet->needs(config)->excludes(peer)->excludes(file);
   as_metrics->needs(fleet)->excludes(as_json);

@@ -45,6 +45,12 @@ const char* kGroup = "test migration";
 // seconds, large enough that its pattern fills many TLS records.
 constexpr uint64_t kRamMiB = 32;
 constexpr uint64_t kRamBytes = kRamMiB << 20;
+// --storage: the disk, raw, small next to the RAM (NBD copies all of it).
+constexpr uint64_t kDiskMiB = 4;
+constexpr uint64_t kDiskBytes = kDiskMiB << 20;
+const char* kDiskVolume = "disk.raw";
+// Where each host's storage pool of the test lives: libvirt's images folder.
+const char* kPoolParent = "/var/lib/libvirt/images/";
 // The pattern is the canary text (verify/canary.hpp), one tile repeated over
 // the whole RAM: searching for a window of one tile finds any of them.
 constexpr size_t kPatternTile = 1u << 20;
@@ -195,8 +201,19 @@ struct Test {
   bool cancelled = false;
   std::string pattern{};  // one tile of the RAM pattern
   std::string ram_sha256{};
+  std::string disk_sha256{};
+  // --storage: how far the test's storage pool got on each host.
+  struct Pool {
+    bool defined = false;  // to undefine
+    bool built = false;    // its folder made: to delete
+  };
+  Pool local_pool{}, peer_pool{};
 
   std::string peer() const { return o.live.peer; }
+  // --storage: a pool named like the domain, in a folder of its own (the same
+  // path on both hosts, as libvirt's storage migration requires).
+  std::string pool_dir() const { return kPoolParent + domain; }
+  std::string disk_path() const { return pool_dir() + "/" + kDiskVolume; }
   std::string self() const { return c.config.name; }
 
   // libvirt on this host, and on the peer through the tunnel's driver channel.
@@ -232,7 +249,7 @@ std::string random_hex(size_t bytes) {
   return s;
 }
 
-std::string domain_xml(const std::string& name) {
+std::string domain_xml(const std::string& name, const std::string& disk_path) {
   // memfd RAM, shared: its pages can be written and read through
   // /proc/<pid>/map_files, and no file of it is left anywhere.
   return "<domain type='qemu'>\n"
@@ -249,7 +266,12 @@ std::string domain_xml(const std::string& name) {
          "  <os><type arch='x86_64' machine='pc'>hvm</type></os>\n"
          "  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot>"
          "<on_crash>destroy</on_crash>\n"
-         "  <devices><memballoon model='none'/></devices>\n"
+         "  <devices>" +
+         (disk_path.empty() ? std::string()
+                            : "<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
+                              "<source file='" +
+                                  disk_path + "'/><target dev='vda' bus='virtio'/></disk>") +
+         "<memballoon model='none'/></devices>\n"
          "</domain>\n";
 }
 
@@ -282,15 +304,17 @@ Fd open_guest_ram(const std::string& domain, std::string* why) {
   return Fd();
 }
 
-// sha256 of the guest's whole RAM, hex; "" with *why when it cannot be read.
-std::string hash_ram(int fd, std::string* why) {
+// sha256 of the first `bytes` of fd (the guest's RAM, its disk), hex; ""
+// with *why when it cannot be read.
+std::string hash_fd(int fd, uint64_t bytes, std::string* why) {
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
   std::vector<char> buf(kPatternTile);
-  for (uint64_t at = 0; at < kRamBytes;) {
-    ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(at));
+  for (uint64_t at = 0; at < bytes;) {
+    ssize_t n =
+        ::pread(fd, buf.data(), std::min<uint64_t>(buf.size(), bytes - at), static_cast<off_t>(at));
     if (n <= 0) {
-      *why = std::string("reading the guest's RAM: ") + (n == 0 ? "short" : strerror(errno));
+      *why = std::string("reading: ") + (n == 0 ? "short" : strerror(errno));
       EVP_MD_CTX_free(ctx);
       return "";
     }
@@ -322,7 +346,7 @@ bool fill_ram(Test& t) {
         fd.reset();
         break;
       }
-  if (fd) t.ram_sha256 = hash_ram(fd.get(), &why);
+  if (fd) t.ram_sha256 = hash_fd(fd.get(), kRamBytes, &why);
   if (t.ram_sha256.empty()) {
     t.c.report.add(kGroup, "test domain", Status::Fail,
                    "cannot fill the throwaway domain " + t.domain + "'s RAM: " + why,
@@ -331,6 +355,91 @@ bool fill_ram(Test& t) {
     return false;
   }
   return true;
+}
+
+// ---- --storage: the disk, in a storage pool of the test's own on each host --------
+
+std::vector<std::string> create_volume(const Test& t) {
+  return {"vol-create-as", t.domain, kDiskVolume, std::to_string(kDiskMiB) + "M",
+          "--format",      "raw"};
+}
+
+// Defines, builds and starts the test's dir pool through `uri` and creates
+// the empty raw volume in it: libvirt's storage API is how a file is made on
+// the peer, through the tunnel's driver channel (the peer's libvirt needs it
+// before an incoming storage migration). "" on success, else what failed.
+std::string make_pool(Test& t, const std::string& uri, Test::Pool& pool) {
+  const std::vector<std::vector<std::string>> steps = {
+      {"pool-define-as", t.domain, "dir", "--target", t.pool_dir()},
+      {"pool-build", t.domain},
+      {"pool-start", t.domain},
+      create_volume(t)};
+  pool.defined = true;
+  for (const auto& step : steps) {
+    ChildResult r = t.virsh(uri, step);
+    if (!r.ok()) return "virsh " + step.front() + ": " + one_line(virsh_error(r.output));
+    if (step.front() == "pool-build") pool.built = true;
+  }
+  return "";
+}
+
+// Removes the volume, the pool's folder (pool-delete) and the pool; "" when
+// all are gone, else what is left.
+std::string remove_pool(Test& t, const std::string& uri, const Test::Pool& pool) {
+  const auto until = Clock::now() + kCleanupTimeout;
+  t.virsh(uri, {"vol-delete", "--pool", t.domain, kDiskVolume}, until);
+  t.virsh(uri, {"pool-destroy", t.domain}, until);
+  ChildResult deleted;
+  if (pool.built) deleted = t.virsh(uri, {"pool-delete", t.domain}, until);
+  t.virsh(uri, {"pool-undefine", t.domain}, until);
+  if (t.virsh(uri, {"pool-info", t.domain}, until).status == 0)
+    return "storage pool " + t.domain + " (" + t.pool_dir() + ")";
+  if (pool.built && !deleted.ok())
+    return t.pool_dir() + " (" + one_line(virsh_error(deleted.output)) + ")";
+  return "";
+}
+
+// sha256 of the disk on this host; "" with *why.
+std::string hash_disk(const Test& t, std::string* why) {
+  Fd fd(::open(t.disk_path().c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) {
+    *why = "cannot open " + t.disk_path() + ": " + strerror(errno);
+    return "";
+  }
+  return hash_fd(fd.get(), kDiskBytes, why);
+}
+
+// The disk on this host, in its own pool, filled with the pattern and hashed.
+bool make_disk(Test& t) {
+  std::string why = make_pool(t, t.local_uri(), t.local_pool);
+  if (why.empty()) {
+    Fd fd(::open(t.disk_path().c_str(), O_WRONLY | O_CLOEXEC));
+    for (uint64_t at = 0; fd && at < kDiskBytes; at += t.pattern.size())
+      if (::pwrite(fd.get(), t.pattern.data(), t.pattern.size(), static_cast<off_t>(at)) !=
+          static_cast<ssize_t>(t.pattern.size()))
+        fd.reset();
+    if (!fd || ::fsync(fd.get()) != 0)
+      why = "writing " + t.disk_path() + ": " + strerror(errno);
+    else
+      t.disk_sha256 = hash_disk(t, &why);
+  }
+  if (t.disk_sha256.empty()) {
+    t.c.report.add(kGroup, "test disk", Status::Fail,
+                   "libvirt on " + t.self() + " did not make the test's disk in a storage pool " +
+                       t.domain + " at " + t.pool_dir() + ": " + why,
+                   "run xmig-verify as root on a libvirt host whose libvirt offers the storage "
+                   "API (libvirtd, or virtstoraged next to virtqemud)");
+    return false;
+  }
+  return true;
+}
+
+// Between the two ways: the disk on this host made anew, empty, so that what
+// is in it after the way back came through the tunnel.
+std::string empty_local_disk(Test& t) {
+  ChildResult r = t.virsh(t.local_uri(), {"vol-delete", "--pool", t.domain, kDiskVolume});
+  if (r.ok()) r = t.virsh(t.local_uri(), create_volume(t));
+  return r.ok() ? "" : one_line(virsh_error(r.output));
 }
 
 // ---- why a migration failed ------------------------------------------------------
@@ -526,12 +635,14 @@ void judge_wire(Test& t, const LiveCapture& cap, const std::string& iface) {
   std::string leak = detail::find_canary(CanaryMatcher(t.pattern), table, cap);
   if (leak.empty())
     c.report.add("wire", "no RAM pattern on the wire", Status::Pass,
-                 "no 16-byte window of the domain's RAM pattern in " +
+                 "no 16-byte window of the domain's RAM pattern" +
+                     std::string(t.o.storage ? " (its disk's too)" : "") + " in " +
                      std::to_string(cap.frames().size()) +
                      " captured frames or the reassembled streams");
   else
     c.report.add("wire", "no RAM pattern on the wire", Status::Fail,
-                 "the domain's RAM crossed in plaintext: " + leak,
+                 "the domain's RAM" + std::string(t.o.storage ? " or disk" : "") +
+                     " crossed in plaintext: " + leak,
                  "the migration is not encrypted: carry it through xmig (xmig-migrate)");
 }
 
@@ -547,6 +658,7 @@ ChildResult migrate_there(Test& t) {
   }
   std::vector<std::string> argv = {t.o.xmig_migrate, "--config", t.c.config.path, "--virsh",
                                    t.o.virsh,        t.domain,   t.peer()};
+  if (t.o.storage) argv.push_back("--copy-storage-all");
   ChildResult r = run_child(argv, t.deadline, t.o.cancel_fd);
   t.cancelled = t.cancelled || r.cancelled;
   return r;
@@ -563,9 +675,14 @@ ChildResult migrate_back(Test& t) {
   // reservation is made on the source host only); run_dir is the same path on
   // both hosts, as libvirt requires.
   const std::string set = cfg.run_dir + "/" + t.self();
-  return t.virsh(t.peer_uri(), {"migrate", "--live", "--p2p", t.domain, "--desturi",
-                                "qemu+unix:///system?socket=" + set + "/driver.sock",
-                                "--migrateuri", "unix://" + set + "/qemu.sock"});
+  std::vector<std::string> args = {
+      "migrate",      "--live",
+      "--p2p",        t.domain,
+      "--desturi",    "qemu+unix:///system?socket=" + set + "/driver.sock",
+      "--migrateuri", "unix://" + set + "/qemu.sock"};
+  if (t.o.storage)
+    args.insert(args.end(), {"--copy-storage-all", "--disks-uri", "unix://" + set + "/nbd.sock"});
+  return t.virsh(t.peer_uri(), args);
 }
 
 // Where the domain is now: "absent" when libvirt does not know it.
@@ -580,7 +697,7 @@ std::string state_on(Test& t, const std::string& uri) {
 }
 
 // Removes the domain from both hosts (it is transient: destroy removes it),
-// and says what is left, if anything.
+// then the storage pools (--storage), and says what is left, if anything.
 void clean_up(Test& t, bool peer_touched) {
   std::string left;
   struct Host {
@@ -596,14 +713,31 @@ void clean_up(Test& t, bool peer_touched) {
     if (s != "absent")
       left += (left.empty() ? "" : "; ") + h.name + ": " + s + " (" + one_line(r.output) + ")";
   }
+  struct PoolHost {
+    Host host;
+    const Test::Pool& pool;
+  };
+  std::vector<PoolHost> pools;
+  if (t.local_pool.defined) pools.push_back({{t.self(), t.local_uri()}, t.local_pool});
+  if (t.peer_pool.defined) pools.push_back({{t.peer(), t.peer_uri()}, t.peer_pool});
+  for (const auto& p : pools) {
+    std::string l = remove_pool(t, p.host.uri, p.pool);
+    if (!l.empty()) left += (left.empty() ? "" : "; ") + p.host.name + ": " + l;
+  }
   if (left.empty())
-    t.c.report.add(kGroup, "clean-up", Status::Pass,
-                   "the throwaway domain " + t.domain + " is on neither host" +
-                       (peer_touched ? "" : " (it never reached " + t.peer() + ")"));
+    t.c.report.add(
+        kGroup, "clean-up", Status::Pass,
+        "the throwaway domain " + t.domain + " is on neither host" +
+            (peer_touched ? "" : " (it never reached " + t.peer() + ")") +
+            (pools.empty() ? "" : ", nor its storage pool and disk (" + t.pool_dir() + ")"));
   else
-    t.c.report.add(kGroup, "clean-up", Status::Fail,
-                   "the throwaway domain " + t.domain + " is still there: " + left,
-                   "remove it by hand: virsh destroy " + t.domain + " (on each host named)");
+    t.c.report.add(
+        kGroup, "clean-up", Status::Fail,
+        "the throwaway domain " + t.domain + " is still there: " + left,
+        "remove it by hand on each host named: virsh destroy " + t.domain +
+            (t.o.storage ? "; virsh vol-delete --pool " + t.domain + " " + kDiskVolume +
+                               "; virsh pool-destroy, pool-delete, pool-undefine " + t.domain
+                         : ""));
 }
 
 }  // namespace
@@ -636,7 +770,11 @@ Report run_test_migration(const TestMigrationOptions& o) {
   // (destroy removes it).
   char xml_path[] = "/tmp/xmig-verify-domain-XXXXXX";
   Fd xml_fd(::mkstemp(xml_path));
-  const std::string xml = domain_xml(t.domain);
+  if (o.storage && !make_disk(t)) {
+    clean_up(t, false);
+    return report;
+  }
+  const std::string xml = domain_xml(t.domain, o.storage ? t.disk_path() : "");
   bool written =
       xml_fd && ::write(xml_fd.get(), xml.data(), xml.size()) == static_cast<ssize_t>(xml.size());
   ChildResult created;
@@ -654,10 +792,14 @@ Report run_test_migration(const TestMigrationOptions& o) {
     clean_up(t, false);
     return report;
   }
-  report.add(kGroup, "test domain", Status::Pass,
-             t.domain + ": transient, TCG, " + std::to_string(kRamMiB) +
-                 " MiB of RAM filled with a known pattern (sha256 " + t.ram_sha256.substr(0, 16) +
-                 "...), paused, no disk");
+  report.add(
+      kGroup, "test domain", Status::Pass,
+      t.domain + ": transient, TCG, " + std::to_string(kRamMiB) +
+          " MiB of RAM filled with a known pattern (sha256 " + t.ram_sha256.substr(0, 16) +
+          "...), paused, " +
+          (o.storage ? "a " + std::to_string(kDiskMiB) + " MiB raw disk at " + t.disk_path() +
+                           " filled with it (sha256 " + t.disk_sha256.substr(0, 16) + "...)"
+                     : std::string("no disk")));
 
   // The wire towards the peer, from before the first connection.
   std::vector<PeerAddress> towards = {c.address};
@@ -677,7 +819,12 @@ Report run_test_migration(const TestMigrationOptions& o) {
                             .count();
 
   bool arrived = false, back = false;
-  ChildResult there = migrate_there(t);
+  // --storage: the peer's libvirt makes the destination's disk first (the same
+  // path and size), in a pool of the test's own.
+  std::string peer_disk_error;
+  if (o.storage) peer_disk_error = make_pool(t, t.peer_uri(), t.peer_pool);
+  ChildResult there;
+  if (peer_disk_error.empty()) there = migrate_there(t);
   std::string where_now;
   std::string status_error;
   auto tunnel_errors = [&] {
@@ -693,7 +840,12 @@ Report run_test_migration(const TestMigrationOptions& o) {
                    (t.transparent ? " (qemu+tcp://, tcp://: through table inet xmig)"
                                   : " (xmig-migrate, socket set " + c.config.run_dir + "/" +
                                         t.peer() + "/" + t.domain + "/)"));
-    ChildResult r = migrate_back(t);
+    const std::string emptied = o.storage ? empty_local_disk(t) : "";
+    ChildResult r;
+    if (emptied.empty())
+      r = migrate_back(t);
+    else
+      r.output = "error: emptying this host's disk " + t.disk_path() + ": " + emptied;
     if (r.ok()) {
       back = true;
       report.add(kGroup, "back", Status::Pass,
@@ -704,6 +856,14 @@ Report run_test_migration(const TestMigrationOptions& o) {
       Cause why = explain(t, r, c.config.name, tunnel_errors());
       report.add(kGroup, "back", Status::Fail, why.reason, why.fix);
     }
+  } else if (!peer_disk_error.empty()) {
+    report.add(kGroup, "there", Status::Fail,
+               "not attempted: libvirt on " + t.peer() +
+                   " (through the tunnel's driver channel) did not make the destination's disk " +
+                   t.disk_path() + " in a storage pool " + t.domain + ": " + peer_disk_error,
+               "the peer's libvirt must offer the storage API on the socket the tunnel's driver "
+               "channel reaches (libvirtd, or virtstoraged next to virtqemud) and may write " +
+                   std::string(kPoolParent));
   } else {
     Cause why = explain(t, there, t.peer(), tunnel_errors());
     report.add(kGroup, "there", Status::Fail, why.reason, why.fix);
@@ -713,7 +873,7 @@ Report run_test_migration(const TestMigrationOptions& o) {
   if (back) {
     std::string why, now;
     Fd fd = open_guest_ram(t.domain, &why);
-    if (fd) now = hash_ram(fd.get(), &why);
+    if (fd) now = hash_fd(fd.get(), kRamBytes, &why);
     if (now == t.ram_sha256)
       report.add(kGroup, "RAM after the round trip", Status::Pass,
                  "sha256 " + now.substr(0, 16) + "... as before it left");
@@ -723,6 +883,23 @@ Report run_test_migration(const TestMigrationOptions& o) {
                              : "sha256 " + now.substr(0, 16) + "... differs from " +
                                    t.ram_sha256.substr(0, 16) + "... before it left",
                  "the migration stream was damaged: see both tunnels' logs");
+  }
+
+  // The disk, back on this host (emptied while the domain was away), byte for
+  // byte.
+  if (back && o.storage) {
+    std::string why;
+    const std::string now = hash_disk(t, &why);
+    if (now == t.disk_sha256)
+      report.add(kGroup, "disk after the round trip", Status::Pass,
+                 "sha256 " + now.substr(0, 16) + "... of " + t.disk_path() +
+                     " as before it left (emptied while the domain was on " + t.peer() + ")");
+    else
+      report.add(kGroup, "disk after the round trip", Status::Fail,
+                 now.empty() ? why
+                             : "sha256 " + now.substr(0, 16) + "... differs from " +
+                                   t.disk_sha256.substr(0, 16) + "... before it left",
+                 "the storage migration (NBD) was damaged: see both tunnels' logs (nbd channel)");
   }
 
   // The tunnel's close lines of its connections (both directions: this host
@@ -749,8 +926,9 @@ Report run_test_migration(const TestMigrationOptions& o) {
     report.add(kGroup, "interrupted", Status::Fail,
                "Ctrl-C or SIGTERM: the test stopped early and removed its domain", "");
   // The peer is asked too when the way there was tried: a failed or cancelled
-  // incoming migration may have left the domain there.
-  clean_up(t, arrived || !there.ok());
+  // incoming migration may have left the domain there (its storage pool is
+  // removed whenever it was defined).
+  clean_up(t, arrived || (!there.ok() && peer_disk_error.empty()));
 
   if (capture.capture) {
     capture.capture->stop();

@@ -134,6 +134,9 @@ struct TestMigrationOptions {
   std::chrono::seconds migration_timeout{300};  // for the whole round trip
   std::string virsh = "virsh";
   std::string xmig_migrate = "xmig-migrate";  // the operator's command, run for the way there
+  // The domain gets a small raw disk filled with the pattern, migrated with
+  // it (--copy-storage-all: NBD through the tunnel's nbd channel) both ways.
+  bool storage = false;
   // A signalfd for SIGINT and SIGTERM (blocked by the caller), or -1: when it
   // becomes readable the running migration is cancelled, the domain removed,
   // and the report says so.

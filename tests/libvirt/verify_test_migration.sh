@@ -8,6 +8,12 @@
 # Action, each on hv-a:
 #   xmig-verify --config /etc/xmig/tunnel.toml --peer hv-b --test-migration
 #   1. between the two good hosts;
+#   1s. the same with --storage (a 4 MiB raw disk in a storage pool of the test's own on
+#      each host, copied with --copy-storage-all through the tunnels' nbd channels);
+#   1d. with --storage, where hv-b cannot make the destination's disk (its
+#      /var/lib/libvirt/images read-only: a read-only bind mount in hv-b's namespace);
+#   1t. with hv-a's side of the link slowed to 1 Mbit/s (tc tbf: the 32 MiB of RAM would
+#      take minutes) and --migration-timeout 15;
 #   2. with hv-b's tunnel restarted from a config without socket_group;
 #   3. with hv-b's tunnel serving a certificate that has expired (issued with openssl ca
 #      from the cluster CA, valid for 20 s, renamed into place: hv-b reloads it while
@@ -22,12 +28,18 @@
 #   as before it left), the capture, only TLS to the tunnels, no RAM pattern on the
 #   wire, clean-up, and this host's tunnel's connections of the migration (a qemu
 #   channel out under the migration id, a qemu channel in from hv-b, each with TLS
-#   version, cipher, mode and bytes). 2-5 exit 1 with the cause and fix named: 2 "the
+#   version, cipher, mode and bytes). 1s exits 0 with the same PASS lines, the disk
+#   after the round trip (sha256 as before it left, emptied while away) and an nbd
+#   channel out under the migration id and one in from hv-b with bytes; the clean-up
+#   names its storage pool. 1d exits 1 with "there: not attempted: libvirt on hv-b
+#   (through the tunnel's driver channel) did not make the destination's disk" and the
+#   read-only error, and its clean-up passes. 1t exits 1 with "timeout: the migration to hv-b did not
+#   finish within 15 s" and --migration-timeout as the fix. 2-5 exit 1 with the cause and fix named: 2 "the
 #   destination's sockets are not usable by QEMU on hv-b" and socket_group; 3 "hv-b's
 #   certificate has expired (on hv-b)"; 4 "does not name hv-b"; 5 "tunnel is
 #   unreachable" in a JSON report whose "status" is "fail"; 6 exits 1 saying the way
 #   there was interrupted, and its clean-up passes. After every case: no
-#   domain named xmig-verify-* on either host, /run/xmig, /run/libvirt and
+#   domain or storage pool named xmig-verify-* on either host, /run/xmig, /run/libvirt and
 #   /var/lib/libvirt on both hosts hold exactly the files and sockets they held before
 #   the case, and no /tmp/xmig-verify-domain-* file is left.
 set -euo pipefail
@@ -46,6 +58,7 @@ leftovers() {
       (cd "$(lv_in "$h" "$d")" && find . -printf "$h:$d/%P %y\n" | grep -v -E '\.(pid|lock)$' | sort)
     done
     vsh "$h" list --all --name | grep '^xmig-verify-' | sed "s/^/$h: domain /" || true
+    vsh "$h" pool-list --all --name | grep '^xmig-verify-' | sed "s/^/$h: pool /" || true
   done
   find /tmp -maxdepth 1 -name 'xmig-verify-domain-*' -printf '/tmp/%P\n' | sort
 }
@@ -55,7 +68,7 @@ check_nothing_left() {
   now=$(leftovers)
   [ "$now" = "$before" ] ||
     lv_fail "$1: left behind (diff before -> after): $(diff <(echo "$before") <(echo "$now") | grep '^[<>]')"
-  lv_say "$1: nothing left behind (no xmig-verify domain; /run/xmig, /run/libvirt, /var/lib/libvirt on both hosts and /tmp as before)"
+  lv_say "$1: nothing left behind (no xmig-verify domain or storage pool; /run/xmig, /run/libvirt, /var/lib/libvirt on both hosts and /tmp as before)"
 }
 
 # Runs the test migration on hv-a: LABEL EXPECTED_EXIT [extra options]; its output in
@@ -113,6 +126,40 @@ for line in 'PASS  test domain: xmig-verify-[0-9a-f]+: transient' 'PASS  there: 
   expect good "$line"
 done
 check_nothing_left good
+
+# 1s. The same with a disk, migrated with its storage.
+test_migration storage 0 --storage
+for line in 'PASS  test domain: xmig-verify-[0-9a-f]+: .* a 4 MiB raw disk at /var/lib/libvirt/images/xmig-verify-[0-9a-f]+/disk.raw' \
+  'PASS  there: hv-a -> hv-b' 'PASS  back: hv-b -> hv-a' 'PASS  RAM after the round trip: sha256' \
+  'PASS  disk after the round trip: sha256 [0-9a-f]+\.\.\. of /var/lib/libvirt/images/xmig-verify-[0-9a-f]+/disk.raw as before it left' \
+  'PASS  only TLS to the tunnels' 'PASS  no RAM pattern on the wire: .*its disk' \
+  'PASS  clean-up: the throwaway domain xmig-verify-[0-9a-f]+ is on neither host, nor its storage pool and disk' \
+  'PASS  tunnel connection: dir=out peer=hv-b channel=nbd migration=xmig-verify-[0-9a-f]+ tls=TLSv1.3 .* to_peer=[1-9]' \
+  'PASS  tunnel connection: dir=in peer=hv-b channel=nbd tls=TLSv1.3 .* from_peer=[1-9]' \
+  '^result: PASS'; do
+  expect storage "$line"
+done
+check_nothing_left storage
+
+# 1d. The destination's disk cannot be made: hv-b's images folder read-only.
+IMAGES=/var/lib/libvirt/images
+on hv-b mount --bind "$IMAGES" "$IMAGES"
+on hv-b mount -o remount,ro,bind "$IMAGES"
+test_migration no-disk 1 --storage
+on hv-b umount "$IMAGES"
+expect no-disk "FAIL  there: not attempted: libvirt on hv-b \(through the tunnel's driver channel\) did not make the destination's disk $IMAGES/xmig-verify-[0-9a-f]+/disk.raw in a storage pool xmig-verify-[0-9a-f]+: virsh pool-build: .*[Rr]ead-only file system"
+expect no-disk 'PASS  clean-up: the throwaway domain xmig-verify-[0-9a-f]+ is on neither host \(it never reached hv-b\), nor its storage pool and disk'
+check_nothing_left no-disk
+
+# 1t. Timeout: hv-a's side of the link at 1 Mbit/s (a token bucket: tc tbf), so the way
+# there cannot finish within --migration-timeout 15.
+on hv-a tc qdisc add dev "$LV_LINK" root tbf rate 1mbit burst 32kbit latency 400ms
+test_migration timeout 1 --migration-timeout 15
+on hv-a tc qdisc del dev "$LV_LINK" root
+expect timeout 'FAIL  there: timeout: the migration to hv-b did not finish within 15 s \(cancelled\)'
+expect timeout 'fix: .*--migration-timeout SECONDS'
+expect timeout 'PASS  clean-up: the throwaway domain xmig-verify-[0-9a-f]+ is on neither host'
+check_nothing_left timeout
 
 # 2. The destination's tunnel without socket_group: QEMU cannot create its socket there.
 sed -i '/^socket_group/d' "$B_CONF"
