@@ -127,7 +127,7 @@ class Tunnel : public ::testing::Test {
 
 // Setup: pair; probe with the CA and ALPN xmig/bench but no client certificate.
 // Action: handshake, read the verdict.
-// Must hold: TLS 1.3 lets the client finish its handshake, then the server's
+// Pass: TLS 1.3 lets the client finish its handshake, then the server's
 // "certificate required" alert arrives instead of a verdict; hv-b logs
 // "peer did not return a certificate"; nothing reaches bench.
 TEST_F(Tunnel, RefusesClientWithoutCertificate) {
@@ -143,7 +143,7 @@ TEST_F(Tunnel, RefusesClientWithoutCertificate) {
 // Setup: pair; a certificate for "hv-a" (the configured peer's very name)
 // issued by a different CA.
 // Action: handshake with it, read the verdict.
-// Must hold: refused with an "unknown ca" alert; hv-b logs "certificate verify
+// Pass: refused with an "unknown ca" alert; hv-b logs "certificate verify
 // failed: unable to get local issuer certificate"; nothing reaches bench.
 TEST_F(Tunnel, RefusesCertificateFromAnotherCa) {
   start_pair();
@@ -160,7 +160,7 @@ TEST_F(Tunnel, RefusesCertificateFromAnotherCa) {
 // Setup: pair; a valid certificate from the cluster CA for "hv-c", a host hv-b
 // has no [[peer]] for.
 // Action: handshake, read the verdict.
-// Must hold: the handshake completes (the certificate is genuine), then hv-b
+// Pass: the handshake completes (the certificate is genuine), then hv-b
 // closes without a verdict and logs that the certificate names no configured
 // peer; nothing reaches bench.
 TEST_F(Tunnel, RefusesCertificateNamingNoConfiguredPeer) {
@@ -175,7 +175,7 @@ TEST_F(Tunnel, RefusesCertificateNamingNoConfiguredPeer) {
 // Setup: pair; a certificate for "hv-a" from the cluster CA whose validity
 // ended a day ago.
 // Action: handshake, read the verdict.
-// Must hold: refused with a "certificate expired" alert; hv-b logs
+// Pass: refused with a "certificate expired" alert; hv-b logs
 // "certificate verify failed: certificate has expired"; nothing reaches bench.
 TEST_F(Tunnel, RefusesExpiredCertificate) {
   start_pair();
@@ -190,7 +190,7 @@ TEST_F(Tunnel, RefusesExpiredCertificate) {
 // Action: send plaintext to hv-b's TLS port: the first bytes of a QEMU
 // migration stream (QEVM magic, version 3), binary garbage, and an HTTP
 // request; collect what comes back.
-// Must hold: each connection is closed promptly with nothing but TLS alert
+// Pass: each connection is closed promptly with nothing but TLS alert
 // records sent back (no echo, no banner); hv-b logs each with OpenSSL's
 // reason ("wrong version number" / "http request"); nothing reaches bench.
 TEST_F(Tunnel, RefusesPlaintextOnTlsPort) {
@@ -217,7 +217,7 @@ TEST_F(Tunnel, RefusesPlaintextOnTlsPort) {
 
 // Setup: pair; a probe with hv-a's valid certificate that speaks TLS 1.2 only.
 // Action: handshake.
-// Must hold: the handshake fails with a "protocol version" alert (hv-b is
+// Pass: the handshake fails with a "protocol version" alert (hv-b is
 // TLS 1.3 only by default); hv-b logs "unsupported protocol"; nothing
 // reaches bench.
 TEST_F(Tunnel, RefusesTls12OnlyClient) {
@@ -235,7 +235,7 @@ TEST_F(Tunnel, RefusesTls12OnlyClient) {
 // Setup: pair; a probe with hv-a's valid certificate asking for channel
 // "nosuch", which hv-b has no target for.
 // Action: handshake, read the verdict.
-// Must hold: verdict 'C' (unknown channel); hv-b logs the peer, the channel
+// Pass: verdict 'C' (unknown channel); hv-b logs the peer, the channel
 // and "unknown channel"; nothing reaches bench.
 TEST_F(Tunnel, RefusesUnknownChannel) {
   start_pair();
@@ -252,7 +252,7 @@ TEST_F(Tunnel, RefusesUnknownChannel) {
 // Setup: pair; probes with hv-a's valid certificate that name no xmig channel:
 // one offers only ALPN "h2", one offers no ALPN at all.
 // Action: handshake, read the verdict.
-// Must hold: "h2" fails the handshake with a "no application protocol"
+// Pass: "h2" fails the handshake with a "no application protocol"
 // alert, logged as such; without ALPN the channel is empty and refused with
 // verdict 'C' as unknown channel ""; nothing reaches bench.
 TEST_F(Tunnel, RefusesClientNamingNoXmigChannel) {
@@ -281,7 +281,7 @@ TEST_F(Tunnel, RefusesClientNamingNoXmigChannel) {
 // Positive control, so that the refusals above can fail. Setup: pair; a probe
 // with hv-a's own certificate and key files, verifying hv-b, ALPN xmig/bench.
 // Action: handshake, read the verdict, write bytes, close.
-// Must hold: TLS 1.3, verdict 'A'; the bench listener gets exactly one
+// Pass: TLS 1.3, verdict 'A'; the bench listener gets exactly one
 // connection carrying exactly the bytes written; hv-b logs no refusal.
 TEST_F(Tunnel, AcceptsValidPeerAndDeliversToTarget) {
   start_pair();
@@ -318,7 +318,7 @@ TEST_F(Tunnel, AcceptsValidPeerAndDeliversToTarget) {
 // CA, its qemu target = the test's listener.
 // Action: a local client connects to hv-a's entry <run_dir>/hv-b/qemu.sock and
 // writes the start of a migration stream.
-// Must hold: the client sees EOF or a reset well before any timeout; hv-a logs
+// Pass: the client sees EOF or a reset well before any timeout; hv-a logs
 // `refused: entry ... -> peer hv-b channel qemu:` with a hostname mismatch
 // that names what the server presented (hv-c) and what was expected (hv-b);
 // hv-c opens nothing and its target never gets a connection.

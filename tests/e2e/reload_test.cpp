@@ -331,7 +331,7 @@ class Reload : public ::testing::Test {
 // 3) `xmig-certs ca rollover`, ca-bundle.pem copied to both nodes' ca-cert.pem;
 // 4) rotate hv-b, then hv-a, now from the new CA; 5) `xmig-certs ca retire`,
 // ca-bundle.pem (new CA only) copied to both nodes again.
-// What must hold after every step, on the node just changed: the status
+// Pass, after every step, on the node just changed: the status
 // endpoint shows the serial of the certificate now in its files and
 // reloads.ok grew (reloads.failed stays 0); a new TLS connection is presented
 // that serial and is accepted with the peer's current files; a new connection
@@ -541,7 +541,7 @@ void write_in_place(const fs::path& path, const std::string& content) {
 // in half in place; a key file cut in half in place; a world-readable key; a
 // CA bundle whose second certificate is cut in half. After each case the good
 // files are written back.
-// What must hold for each case: reloads.failed grows by one and hv-b logs
+// Pass, for each case: reloads.failed grows by one and hv-b logs
 // `reload (files changed) refused, still serving certificate serial S: ...`
 // with the specific reason; the status endpoint still shows S; a new TLS
 // connection is presented S and echoed; a new connection through the pair
@@ -651,7 +651,7 @@ TEST_F(Reload, RefusesBrokenMaterialAndKeepsServing) {
 // Action on hv-a, one at a time: its client key replaced by the key of another
 // certificate; the good key back but readable by all users; the good key
 // with mode 0600; then a new client certificate C2 and its key.
-// What must hold: each broken client key is a refused reload (reloads.failed
+// Pass: each broken client key is a refused reload (reloads.failed
 // grows, hv-a logs `reload (files changed) refused, still serving certificate
 // serial S: <pki>/client-key.pem: ...` with the reason) and a new connection
 // through the pair (hv-a dials hv-b with its client identity) still carries
@@ -743,7 +743,7 @@ TEST_F(Reload, BrokenClientKeyIsRefusedAndTheClientCertificateStaysInService) {
 // Action: a new certificate and key for hv-b replace the link targets; after
 // 1.5 s (well past the 300 ms settle) hv-b gets SIGHUP. Then a key that does
 // not match replaces the target key, and SIGHUP again.
-// What must hold: before the first SIGHUP hv-b still serves the old serial
+// Pass: before the first SIGHUP hv-b still serves the old serial
 // with no reload counted (so what follows is SIGHUP's doing); after it the
 // status shows the new serial, reloads.ok is 1, the log says `reload (SIGHUP):
 // certificate serial NEW`, a new connection is presented NEW and a new
@@ -815,7 +815,7 @@ TEST_F(Reload, SighupReloads) {
 // (0644), which hv-b refuses (`... accessible to all users ...; fix: chmod 600
 // ...`).
 // Action: `chmod 600` on the key, as the refusal says, and nothing else.
-// What must hold: hv-b reloads by itself (reloads.ok grows, no further
+// Pass: hv-b reloads by itself (reloads.ok grows, no further
 // failure): a mode change is a change of the file, like a write.
 TEST_F(Reload, ChmodOfRefusedKeyIsPickedUp) {
   pair_ = std::make_unique<TunnelPair>();
@@ -874,7 +874,7 @@ std::string make_crl(const certs::Pem& ca, const std::vector<std::string>& revok
 // Action: hv-b's CRL file is replaced by one that revokes hv-a's certificate.
 // Then it is replaced by a file holding that CRL followed by half of another
 // CA's CRL (a half-written file), then by an expired CRL.
-// What must hold: hv-b reloads the CRL (reloads.ok grows, `(same certificate;
+// Pass: hv-b reloads the CRL (reloads.ok grows, `(same certificate;
 // CA bundle and CRL reloaded)`); from then on a new connection from hv-a is
 // refused by hv-b (`refused: ... revoked`) and never reaches the target; the
 // long connection opened before the revocation keeps going and ends with
@@ -987,7 +987,7 @@ TEST_F(Reload, CrlChangeRefusesNewConnectionsOnly) {
 // lets the connection run) with a reload still due; while it drains, its CA
 // file is renamed into place once more (the watcher wakes up and ends); a
 // second later the connection ends.
-// What must hold: the connection ends intact (equal hashes both ways) and
+// Pass: the connection ends intact (equal hashes both ways) and
 // hv-b exits 0 once it has. The reload watcher stops while a reload is
 // pending: built with -DXMIG_SANITIZE=ON, a use of its freed state shows up
 // here as a non-zero exit (or a crash).

@@ -216,39 +216,39 @@ class QemuMigration : public ::testing::Test {
   std::unique_ptr<QemuGuest> destination_;
 };
 
+// Setup: paused source QEMU with random RAM, destination QEMU with zeroed
+// RAM waiting on unix:<dir>/qemu.sock; no tunnel.
+// Action: the source migrates to the same socket (one stream, no multifd).
+// Pass: both sides report completed and the destination's RAM file is
+// byte-identical to the source's (it differed before the migration).
 TEST_F(QemuMigration, DirectUnixSocketCopiesRamExactly) {
-  // Setup: paused source QEMU with random RAM, destination QEMU with zeroed
-  // RAM waiting on unix:<dir>/qemu.sock; no tunnel.
-  // Action: the source migrates to the same socket (one stream, no multifd).
-  // Must hold: both sides report completed and the destination's RAM file is
-  // byte-identical to the source's (it differed before the migration).
   start_guests(0);
   const std::string uri = "unix:" + (work_->path() / "qemu.sock").string();
   migrate_and_verify(uri, uri);
 }
 
+// Setup: as above, with multifd enabled and 4 channels on both QEMUs.
+// Action: the source migrates over the main connection plus 4 multifd
+// connections to the same UNIX socket.
+// Pass: both sides report completed and the RAM files are identical.
 TEST_F(QemuMigration, DirectMultifdFourChannelsCopiesRamExactly) {
-  // Setup: as above, with multifd enabled and 4 channels on both QEMUs.
-  // Action: the source migrates over the main connection plus 4 multifd
-  // connections to the same UNIX socket.
-  // Must hold: both sides report completed and the RAM files are identical.
   start_guests(4);
   const std::string uri = "unix:" + (work_->path() / "qemu.sock").string();
   migrate_and_verify(uri, uri);
 }
 
+// Setup: two real xmig-tunnel processes, hv-a and hv-b, on loopback with
+// fresh certificates; source and destination QEMUs as in the direct test.
+// The destination listens on unix:<run_b>/hv-b/qemu.sock, where hv-b
+// delivers the qemu channel.
+// Action: the source migrates to hv-a's entry socket
+// unix:<run_a>/hv-b/qemu.sock, so the stream goes source -> hv-a ==TLS==>
+// hv-b -> destination (one stream, no multifd).
+// Pass: both QEMUs report completed, the destination's RAM file is
+// byte-identical to the source's, and after the QEMUs quit hv-a logged
+// exactly one `close: dir=out ... channel=qemu ... result=ok` and hv-b the
+// matching `dir=in` line, with no refusals.
 TEST_F(QemuMigration, ThroughTunnelCopiesRamExactly) {
-  // Setup: two real xmig-tunnel processes, hv-a and hv-b, on loopback with
-  // fresh certificates; source and destination QEMUs as in the direct test.
-  // The destination listens on unix:<run_b>/hv-b/qemu.sock, where hv-b
-  // delivers the qemu channel.
-  // Action: the source migrates to hv-a's entry socket
-  // unix:<run_a>/hv-b/qemu.sock, so the stream goes source -> hv-a ==TLS==>
-  // hv-b -> destination (one stream, no multifd).
-  // Must hold: both QEMUs report completed, the destination's RAM file is
-  // byte-identical to the source's, and after the QEMUs quit hv-a logged
-  // exactly one `close: dir=out ... channel=qemu ... result=ok` and hv-b the
-  // matching `dir=in` line, with no refusals.
   start_tunnel();
   ASSERT_NO_FATAL_FAILURE(start_guests(0));
   ASSERT_NO_FATAL_FAILURE(migrate_and_verify("unix:" + pair_->delivery("qemu").string(),
@@ -256,18 +256,18 @@ TEST_F(QemuMigration, ThroughTunnelCopiesRamExactly) {
   expect_tunnel_carried(1);
 }
 
+// Setup: as ThroughTunnelCopiesRamExactly, with multifd enabled and 4
+// channels on both QEMUs.
+// Action: the source opens the main connection plus 4 multifd connections
+// to hv-a's entry socket; each crosses the tunnel in its own TLS connection
+// and hv-b connects each to the destination's socket in accept order.
+// Pass: both QEMUs report completed, multifd carried more than half
+// the RAM, the RAM files are identical, and each tunnel logged 5 clean
+// qemu closes (out on hv-a, in on hv-b) and no refusals; hv-a dialled the
+// channels at once (tunnel/order.hpp): hv-b's open lines name the place of
+// each of the 5 in the entry's order, and at least one was dialled while a
+// predecessor still was, so the order was kept by hv-b, not by waiting.
 TEST_F(QemuMigration, ThroughTunnelMultifdFourChannelsCopiesRamExactly) {
-  // Setup: as ThroughTunnelCopiesRamExactly, with multifd enabled and 4
-  // channels on both QEMUs.
-  // Action: the source opens the main connection plus 4 multifd connections
-  // to hv-a's entry socket; each crosses the tunnel in its own TLS connection
-  // and hv-b connects each to the destination's socket in accept order.
-  // Must hold: both QEMUs report completed, multifd carried more than half
-  // the RAM, the RAM files are identical, and each tunnel logged 5 clean
-  // qemu closes (out on hv-a, in on hv-b) and no refusals; hv-a dialled the
-  // channels at once (tunnel/order.hpp): hv-b's open lines name the place of
-  // each of the 5 in the entry's order, and at least one was dialled while a
-  // predecessor still was, so the order was kept by hv-b, not by waiting.
   start_tunnel();
   ASSERT_NO_FATAL_FAILURE(start_guests(4));
   ASSERT_NO_FATAL_FAILURE(migrate_and_verify("unix:" + pair_->delivery("qemu").string(),
@@ -280,18 +280,18 @@ TEST_F(QemuMigration, ThroughTunnelMultifdFourChannelsCopiesRamExactly) {
   EXPECT_GT(ordered - alone, 0) << "every multifd channel was dialled alone\n" << logs();
 }
 
+// Setup: hv-a and hv-b with libvirt's layout made by certtool from
+// libvirt's templates (issue #19): server-cert.pem allows serverAuth only,
+// client-cert.pem clientAuth only (plus dns_name = host); cert/key and
+// client_cert/client_key mapped as the Quick start says. QEMUs as in the
+// multifd test.
+// Action: the source migrates over the main connection plus 4 multifd
+// connections to hv-a's entry socket: five TLS connections, each dialled
+// with hv-a's client certificate.
+// Pass: both QEMUs report completed, the RAM files are identical, and
+// each tunnel logged 5 clean qemu closes and no refusals (a dial with the
+// server certificate would be refused: "its extendedKeyUsage lacks clientAuth").
 TEST_F(QemuMigration, ThroughTunnelWithCerttoolLibvirtCertificatesCopiesRamExactly) {
-  // Setup: hv-a and hv-b with libvirt's layout made by certtool from
-  // libvirt's templates (issue #19): server-cert.pem allows serverAuth only,
-  // client-cert.pem clientAuth only (plus dns_name = host); cert/key and
-  // client_cert/client_key mapped as the Quick start says. QEMUs as in the
-  // multifd test.
-  // Action: the source migrates over the main connection plus 4 multifd
-  // connections to hv-a's entry socket: five TLS connections, each dialled
-  // with hv-a's client certificate.
-  // Must hold: both QEMUs report completed, the RAM files are identical, and
-  // each tunnel logged 5 clean qemu closes and no refusals (a dial with the
-  // server certificate would be refused: "its extendedKeyUsage lacks clientAuth").
   ASSERT_NO_FATAL_FAILURE(start_tunnel_with_certtool_pki());
   ASSERT_NO_FATAL_FAILURE(start_guests(4));
   ASSERT_NO_FATAL_FAILURE(migrate_and_verify("unix:" + pair_->delivery("qemu").string(),

@@ -66,24 +66,24 @@ std::string serial_of_file(const fs::path& cert) {
   return certs::describe(read_file(cert), cert.string()).serial_hex;
 }
 
+// Setup: a CA directory made by `xmig-certs ca init`; hv-a and hv-b issued
+// from it by `xmig-certs issue` and started. A paused source QEMU with
+// random RAM and a destination QEMU with zeroed RAM, multifd with 4
+// channels on both; the source is throttled to RAM/20 per second (about 20
+// s for the whole RAM). The source migrates to hv-a's entry socket; hv-b
+// delivers to the destination. Once hv-b has opened all 5 connections
+// (main + 4 multifd):
+// Action: `xmig-certs rotate` on hv-b and hv-a, twice; `xmig-certs ca
+// rollover`, ca-bundle.pem copied to both nodes; rotate both again (now from
+// the new CA); `xmig-certs ca retire`, ca-bundle.pem (new CA only) copied to
+// both. Each change is waited for on the status endpoint (the node's serial
+// is the one in its files, reloads.ok grew). Then the throttle is lifted.
+// Pass: the migration was still active after the last change had been
+// loaded (so every change happened under a running migration); both QEMUs
+// complete; multifd carried more than half of the RAM; the destination's
+// RAM file equals the source's; each tunnel logged exactly 5 qemu closes,
+// all result=ok; no reload refused, no refusal, reloads.failed = 0 on both.
 TEST(QemuMigration, ThroughTunnelSurvivesCertificateRotation) {
-  // Setup: a CA directory made by `xmig-certs ca init`; hv-a and hv-b issued
-  // from it by `xmig-certs issue` and started. A paused source QEMU with
-  // random RAM and a destination QEMU with zeroed RAM, multifd with 4
-  // channels on both; the source is throttled to RAM/20 per second (about 20
-  // s for the whole RAM). The source migrates to hv-a's entry socket; hv-b
-  // delivers to the destination. Once hv-b has opened all 5 connections
-  // (main + 4 multifd):
-  // Action: `xmig-certs rotate` on hv-b and hv-a, twice; `xmig-certs ca
-  // rollover`, ca-bundle.pem copied to both nodes; rotate both again (now from
-  // the new CA); `xmig-certs ca retire`, ca-bundle.pem (new CA only) copied to
-  // both. Each change is waited for on the status endpoint (the node's serial
-  // is the one in its files, reloads.ok grew). Then the throttle is lifted.
-  // Must hold: the migration was still active after the last change had been
-  // loaded (so every change happened under a running migration); both QEMUs
-  // complete; multifd carried more than half of the RAM; the destination's
-  // RAM file equals the source's; each tunnel logged exactly 5 qemu closes,
-  // all result=ok; no reload refused, no refusal, reloads.failed = 0 on both.
   const std::string qemu = find_qemu();
   if (qemu.empty()) GTEST_SKIP() << "qemu-system-x86_64 not found";
   const uint64_t ram_mib = ram_mib_from_env();

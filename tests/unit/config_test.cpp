@@ -111,6 +111,7 @@ TEST(Config, MissingNameIsReported) {
   EXPECT_NE(p.find("tunnel.toml: name: missing; fix: set name"), std::string::npos) << p;
 }
 
+// Pass: a config without [tls] is told to add it, and the misspelt table is named.
 TEST(Config, MissingTlsSectionIsReported) {
   std::string s = kGood;
   s.replace(s.find("[tls]"), 5, "[tlx]");
@@ -204,6 +205,7 @@ TEST(Config, BadAndReservedChannelNamesAreRefused) {
   EXPECT_NE(p.find("reserved"), std::string::npos) << p;
 }
 
+// Pass: min_version other than "1.3" or "1.2" is refused, naming both allowed values.
 TEST(Config, UnsupportedTlsVersionIsRefused) {
   std::string p =
       problems_of(with("key = \"/etc/pki/qemu/server-key.pem\"",

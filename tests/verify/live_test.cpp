@@ -77,13 +77,13 @@ class VerifyLive : public ::testing::Test {
   std::unique_ptr<TunnelPair> pair_;
 };
 
+// Setup: hv-a and hv-b (real tunnels, fresh CA); hv-a has a [[route]]
+// unix:<run>/verify.sock -> hv-b channel verify.
+// Action: xmig-verify --config hv-a.toml --peer hv-b --json.
+// Pass: exit 0 and every finding PASS, in particular the canary came
+// back through the route, the capture on lo saw it cross as TLS with high
+// entropy and no canary bytes, and the data path names the mode hv-a used.
 TEST_F(VerifyLive, LiveCheckPassesAgainstTunnelPair) {
-  // Setup: hv-a and hv-b (real tunnels, fresh CA); hv-a has a [[route]]
-  // unix:<run>/verify.sock -> hv-b channel verify.
-  // Action: xmig-verify --config hv-a.toml --peer hv-b --json.
-  // Must hold: exit 0 and every finding PASS, in particular the canary came
-  // back through the route, the capture on lo saw it cross as TLS with high
-  // entropy and no canary bytes, and the data path names the mode hv-a used.
   ASSERT_EQ(geteuid(), 0u) << "the wire check captures on lo: run as root";
   TunnelPairOptions opts;
   TempDir run("xmig-verify-route");
@@ -119,12 +119,12 @@ TEST_F(VerifyLive, LiveCheckPassesAgainstTunnelPair) {
   EXPECT_GE(count_in_log(pair_->b.log, "refused:"), 5) << pair_->logs();
 }
 
+// Setup: a tunnel pair without a verify route on hv-a.
+// Action: xmig-verify against hv-b.
+// Pass: the canary still crosses (directly, with hv-a's certificate)
+// and the output says so: the round trip and the data path are WARN, not
+// PASS, and nothing FAILs (exit 0).
 TEST_F(VerifyLive, WithoutRouteSaysItConnectedDirectly) {
-  // Setup: a tunnel pair without a verify route on hv-a.
-  // Action: xmig-verify against hv-b.
-  // Must hold: the canary still crosses (directly, with hv-a's certificate)
-  // and the output says so: the round trip and the data path are WARN, not
-  // PASS, and nothing FAILs (exit 0).
   pair_ = std::make_unique<TunnelPair>();
   VerifyRun r = verify(pair_->a.config);
   EXPECT_EQ(r.exit_code, 0) << r.output;
@@ -134,11 +134,11 @@ TEST_F(VerifyLive, WithoutRouteSaysItConnectedDirectly) {
   EXPECT_EQ(status_of(r, "no canary bytes on the wire"), "pass") << r.output;
 }
 
+// Setup: hv-a's config points at a plaintext echo relay instead of hv-b.
+// Action: xmig-verify.
+// Pass: exit 1; "mutual TLS" FAILs; "plaintext bytes" FAILs saying the
+// peer echoed the probe; the canary does not come back (FAIL).
 TEST_F(VerifyLive, PlaintextRelayFailsHandshakePlaintextAndWire) {
-  // Setup: hv-a's config points at a plaintext echo relay instead of hv-b.
-  // Action: xmig-verify.
-  // Must hold: exit 1; "mutual TLS" FAILs; "plaintext bytes" FAILs saying the
-  // peer echoed the probe; the canary does not come back (FAIL).
   pair_ = std::make_unique<TunnelPair>(unstarted());
   EchoRelay relay;
   VerifyRun r = verify(config_pointing_at(relay.port()));
@@ -149,14 +149,14 @@ TEST_F(VerifyLive, PlaintextRelayFailsHandshakePlaintextAndWire) {
   EXPECT_EQ(status_of(r, "canary round trip"), "fail") << r.output;
 }
 
+// Setup: a TLS server with hv-b's genuine certificate that verifies no
+// client and answers 'A' to every channel.
+// Action: xmig-verify.
+// Pass: exit 1; the handshake checks PASS (it is hv-b's certificate);
+// "no client certificate", "self-signed certificate", "certificate of
+// another CA" and "unknown channel" FAIL, each saying what was accepted;
+// "plaintext bytes" and "TLS 1.2" still PASS (it is TLS 1.3 only).
 TEST_F(VerifyLive, LenientTlsPeerFailsEveryClientIdentityCheck) {
-  // Setup: a TLS server with hv-b's genuine certificate that verifies no
-  // client and answers 'A' to every channel.
-  // Action: xmig-verify.
-  // Must hold: exit 1; the handshake checks PASS (it is hv-b's certificate);
-  // "no client certificate", "self-signed certificate", "certificate of
-  // another CA" and "unknown channel" FAIL, each saying what was accepted;
-  // "plaintext bytes" and "TLS 1.2" still PASS (it is TLS 1.3 only).
   pair_ = std::make_unique<TunnelPair>(unstarted());
   FakePeerOptions o = fake_with_b_identity();
   o.verify_clients = false;
@@ -180,14 +180,14 @@ TEST_F(VerifyLive, LenientTlsPeerFailsEveryClientIdentityCheck) {
   EXPECT_EQ(status_of(r, "TLS 1.2"), "pass") << r.output;
 }
 
+// Setup: a TLS server with hv-b's certificate that verifies no client and,
+// like a plain TLS terminator forwarding to QEMU, never sends a verdict:
+// it reads what the client sends and echoes it.
+// Action: xmig-verify (probe timeout 1.5 s).
+// Pass: exit 1; "mutual TLS" FAILs as "sent no verdict"; the client
+// identity probes FAIL as "kept the connection open", not WARN or PASS as
+// if they had been refused.
 TEST_F(VerifyLive, SilentTlsTerminatorFailsInsteadOfLookingLikeRefusals) {
-  // Setup: a TLS server with hv-b's certificate that verifies no client and,
-  // like a plain TLS terminator forwarding to QEMU, never sends a verdict:
-  // it reads what the client sends and echoes it.
-  // Action: xmig-verify (probe timeout 1.5 s).
-  // Must hold: exit 1; "mutual TLS" FAILs as "sent no verdict"; the client
-  // identity probes FAIL as "kept the connection open", not WARN or PASS as
-  // if they had been refused.
   pair_ = std::make_unique<TunnelPair>(unstarted());
   FakePeerOptions o = fake_with_b_identity();
   o.verify_clients = false;
@@ -207,12 +207,12 @@ TEST_F(VerifyLive, SilentTlsTerminatorFailsInsteadOfLookingLikeRefusals) {
   }
 }
 
+// Setup: a TLS server with hv-b's certificate that checks clients against
+// the cluster CA like the tunnel does, but allows TLS 1.2.
+// Action: xmig-verify (hv-a's config requires TLS 1.3).
+// Pass: exit 1; "TLS 1.2" FAILs with "accepted TLS 1.2"; the other
+// enforcement checks PASS.
 TEST_F(VerifyLive, PeerAllowingTls12FailsOnlyTheTls12Check) {
-  // Setup: a TLS server with hv-b's certificate that checks clients against
-  // the cluster CA like the tunnel does, but allows TLS 1.2.
-  // Action: xmig-verify (hv-a's config requires TLS 1.3).
-  // Must hold: exit 1; "TLS 1.2" FAILs with "accepted TLS 1.2"; the other
-  // enforcement checks PASS.
   pair_ = std::make_unique<TunnelPair>(unstarted());
   FakePeerOptions o = fake_with_b_identity();
   o.allow_tls12 = true;
@@ -226,12 +226,12 @@ TEST_F(VerifyLive, PeerAllowingTls12FailsOnlyTheTls12Check) {
     EXPECT_EQ(status_of(r, check), "pass") << check << "\n" << r.output;
 }
 
+// Setup: a TLS server presenting hv-a's certificate (genuine, same CA, but
+// naming hv-a) where hv-b should be.
+// Action: xmig-verify --peer hv-b.
+// Pass: exit 1; "mutual TLS" and "peer certificate" FAIL, the latter
+// with OpenSSL's "hostname mismatch".
 TEST_F(VerifyLive, PeerPresentingAnotherHostsCertificateFailsPeerCertificate) {
-  // Setup: a TLS server presenting hv-a's certificate (genuine, same CA, but
-  // naming hv-a) where hv-b should be.
-  // Action: xmig-verify --peer hv-b.
-  // Must hold: exit 1; "mutual TLS" and "peer certificate" FAIL, the latter
-  // with OpenSSL's "hostname mismatch".
   pair_ = std::make_unique<TunnelPair>(unstarted());
   FakePeerOptions o = fake_with_b_identity();
   o.cert_file = (pair_->a.pki / "server-cert.pem").string();
@@ -244,13 +244,13 @@ TEST_F(VerifyLive, PeerPresentingAnotherHostsCertificateFailsPeerCertificate) {
   EXPECT_TRUE(contains(reason_of(r, "peer certificate"), "hostname mismatch"));
 }
 
+// Setup: the pair's certificates are valid for 30 days; a strict fake peer
+// with hv-b's certificate (nothing else wrong).
+// Action: xmig-verify with the default --warn-days (30), then with 7.
+// Pass: with 30, "local certificate expiry" and "peer certificate
+// expiry" WARN ("expires in 29 days") and the exit is still 0 unless
+// something failed; with 7 both PASS.
 TEST_F(VerifyLive, WarnsWhenCertificatesExpireWithinWarnDays) {
-  // Setup: the pair's certificates are valid for 30 days; a strict fake peer
-  // with hv-b's certificate (nothing else wrong).
-  // Action: xmig-verify with the default --warn-days (30), then with 7.
-  // Must hold: with 30, "local certificate expiry" and "peer certificate
-  // expiry" WARN ("expires in 29 days") and the exit is still 0 unless
-  // something failed; with 7 both PASS.
   pair_ = std::make_unique<TunnelPair>(unstarted());
   FakeTlsPeer fake(fake_with_b_identity());
   fs::path config = config_pointing_at(fake.port());
@@ -265,16 +265,16 @@ TEST_F(VerifyLive, WarnsWhenCertificatesExpireWithinWarnDays) {
   EXPECT_EQ(status_of(relaxed, "peer certificate expiry"), "pass") << relaxed.output;
 }
 
+// Setup: hv-a's config has a verify [[route]] on a UNIX socket, but what
+// listens there is a plaintext forwarder (a hand-made "tunnel") to an echo
+// relay at the peer's address; a second run wraps the plaintext in TLS
+// record headers, so the bytes look like TLS framing.
+// Action: xmig-verify, once per forwarder.
+// Pass: the canary comes back intact both times (the round trip alone
+// proves nothing), yet "no canary bytes on the wire" FAILs with the place
+// it was found; without framing "TLS records" FAILs; with framing
+// "entropy" FAILs as low entropy.
 TEST_F(VerifyLive, WireCheckCatchesPlaintextForwarderPosingAsTunnel) {
-  // Setup: hv-a's config has a verify [[route]] on a UNIX socket, but what
-  // listens there is a plaintext forwarder (a hand-made "tunnel") to an echo
-  // relay at the peer's address; a second run wraps the plaintext in TLS
-  // record headers, so the bytes look like TLS framing.
-  // Action: xmig-verify, once per forwarder.
-  // Must hold: the canary comes back intact both times (the round trip alone
-  // proves nothing), yet "no canary bytes on the wire" FAILs with the place
-  // it was found; without framing "TLS records" FAILs; with framing
-  // "entropy" FAILs as low entropy.
   pair_ = std::make_unique<TunnelPair>(unstarted());
   EchoRelay relay;
   fs::path sock = pair_->temp.path() / "verify.sock";
@@ -301,12 +301,12 @@ TEST_F(VerifyLive, WireCheckCatchesPlaintextForwarderPosingAsTunnel) {
   }
 }
 
+// Setup: a tunnel pair with the verify route; xmig-verify runs without
+// CAP_NET_RAW and CAP_NET_ADMIN (setpriv drops them from every set).
+// Action: xmig-verify.
+// Pass: exit 1 and the "capture" finding FAILs naming the missing
+// permission: an impossible capture is never skipped silently.
 TEST_F(VerifyLive, WireCheckFailsWhenCaptureIsNotPermitted) {
-  // Setup: a tunnel pair with the verify route; xmig-verify runs without
-  // CAP_NET_RAW and CAP_NET_ADMIN (setpriv drops them from every set).
-  // Action: xmig-verify.
-  // Must hold: exit 1 and the "capture" finding FAILs naming the missing
-  // permission: an impossible capture is never skipped silently.
   TunnelPairOptions opts;
   TempDir run("xmig-verify-route");
   opts.a_routes["unix:" + (run.path() / "verify.sock").string()] = "verify";
@@ -327,16 +327,16 @@ TEST_F(VerifyLive, WireCheckFailsWhenCaptureIsNotPermitted) {
 
 }  // namespace
 
+// Setup: hv-a and hv-b as in LiveCheckPassesAgainstTunnelPair; hv-a's
+// config has a second peer, hv-c, whose address nothing listens on.
+// Action: xmig-verify --config hv-a.toml --all-peers, as text, --json and
+// --prometheus.
+// Pass: exit 1 each time; the table has a row per peer, hv-b PASS in
+// every column with its mode and certificate days, hv-c FAIL with "-" for
+// what was not measured, hv-c's failing findings below with their fix, and
+// "result: FAIL (2 peers, 1 failed)"; the JSON and the metrics say the same,
+// and promtool accepts the metrics.
 TEST_F(VerifyLive, AllPeersTablesEveryPeerAndFailsForTheOneThatIsDown) {
-  // Setup: hv-a and hv-b as in LiveCheckPassesAgainstTunnelPair; hv-a's
-  // config has a second peer, hv-c, whose address nothing listens on.
-  // Action: xmig-verify --config hv-a.toml --all-peers, as text, --json and
-  // --prometheus.
-  // Must hold: exit 1 each time; the table has a row per peer, hv-b PASS in
-  // every column with its mode and certificate days, hv-c FAIL with "-" for
-  // what was not measured, hv-c's failing findings below with their fix, and
-  // "result: FAIL (2 peers, 1 failed)"; the JSON and the metrics say the same,
-  // and promtool accepts the metrics.
   ASSERT_EQ(geteuid(), 0u) << "the wire check captures on lo: run as root";
   TunnelPairOptions opts;
   TempDir run("xmig-verify-route");

@@ -64,11 +64,11 @@ class VerifyPcap : public ::testing::Test {
   TempDir dir_{"xmig-verify-pcap"};
 };
 
+// Setup: a capture of one TLS 1.3 flow (ClientHello with ALPN xmig/qemu,
+// ServerHello choosing TLS_AES_256_GCM_SHA384, 320 KB of random records).
+// Pass: exit 0; the flow PASSes and names version, suite, ALPN and an
+// entropy above 7.5.
 TEST_F(VerifyPcap, PcapPassesTls13Flow) {
-  // Setup: a capture of one TLS 1.3 flow (ClientHello with ALPN xmig/qemu,
-  // ServerHello choosing TLS_AES_256_GCM_SHA384, 320 KB of random records).
-  // Must hold: exit 0; the flow PASSes and names version, suite, ALPN and an
-  // entropy above 7.5.
   {
     PcapWriter w(file("tls.pcap"));
     write_tls_conversation(w, 40000, 7443, 320000);
@@ -82,12 +82,12 @@ TEST_F(VerifyPcap, PcapPassesTls13Flow) {
   EXPECT_TRUE(contains(f->reason, "entropy 7.9"));
 }
 
+// Setup: one capture with four plaintext flows: a QEMU migration stream
+// (QEVM, version 3), a multifd channel, an NBD handshake and a libvirt RPC
+// call, plus one TLS flow.
+// Pass: exit 1; each plaintext flow FAILs naming its protocol, its
+// addresses and ports; the TLS flow still PASSes.
 TEST_F(VerifyPcap, PcapFlagsPlaintextProtocolsBySignature) {
-  // Setup: one capture with four plaintext flows: a QEMU migration stream
-  // (QEVM, version 3), a multifd channel, an NBD handshake and a libvirt RPC
-  // call, plus one TLS flow.
-  // Must hold: exit 1; each plaintext flow FAILs naming its protocol, its
-  // addresses and ports; the TLS flow still PASSes.
   {
     PcapWriter w(file("plain.pcap"));
     TcpConversation qemu(w, 40001, 4444);
@@ -132,12 +132,12 @@ TEST_F(VerifyPcap, PcapFlagsPlaintextProtocolsBySignature) {
   EXPECT_EQ(tls->status, "pass") << r.output;
 }
 
+// Setup: a QEMU stream whose magic is split over two segments that arrive
+// in reverse order, with a duplicate and an overlapping retransmit; and a
+// TLS flow whose record segments are shuffled and partly repeated.
+// Pass: the QEMU flow FAILs as "QEMU migration stream in plaintext" at
+// stream byte 0; the TLS flow PASSes (framing intact: no desync).
 TEST_F(VerifyPcap, ReassemblesOutOfOrderAndRetransmittedSegments) {
-  // Setup: a QEMU stream whose magic is split over two segments that arrive
-  // in reverse order, with a duplicate and an overlapping retransmit; and a
-  // TLS flow whose record segments are shuffled and partly repeated.
-  // Must hold: the QEMU flow FAILs as "QEMU migration stream in plaintext" at
-  // stream byte 0; the TLS flow PASSes (framing intact: no desync).
   {
     PcapWriter w(file("reorder.pcap"));
     TcpConversation q(w, 41000, 4444);
@@ -184,12 +184,12 @@ TEST_F(VerifyPcap, ReassemblesOutOfOrderAndRetransmittedSegments) {
   EXPECT_TRUE(contains(t->reason, "records 9/0"));
 }
 
+// Setup: no SYNs: a capture that starts in the middle of a QEMU stream
+// (the magic appears later, as in a second migration on one connection)
+// and in the middle of a TLS record.
+// Pass: the QEMU flow FAILs by signature; the TLS flow is recognised
+// as TLS after resynchronising (PASS, "hello not captured").
 TEST_F(VerifyPcap, JoinsStreamsMidwayAndStillJudgesThem) {
-  // Setup: no SYNs: a capture that starts in the middle of a QEMU stream
-  // (the magic appears later, as in a second migration on one connection)
-  // and in the middle of a TLS record.
-  // Must hold: the QEMU flow FAILs by signature; the TLS flow is recognised
-  // as TLS after resynchronising (PASS, "hello not captured").
   {
     PcapWriter w(file("midway.pcap"));
     w.segment(0x0a000001, 42000, 0x0a000002, 4444, 777, 0x18,
@@ -212,13 +212,13 @@ TEST_F(VerifyPcap, JoinsStreamsMidwayAndStillJudgesThem) {
   EXPECT_TRUE(contains(t->reason, "hello not captured"));
 }
 
+// Setup: four TLS-looking flows: TLS 1.2 with an AEAD suite, TLS 1.2 with a
+// CBC suite, TLS 1.3 whose "ciphertext" is all 'a', and TLS 1.3 followed by
+// plaintext bytes that are not TLS records.
+// Pass: 1.2+AEAD WARNs ("TLS 1.2 negotiated"); the CBC suite FAILs
+// ("not an AEAD suite"); the low-entropy flow WARNs ("entropy below 7.5");
+// the broken framing FAILs ("TLS framing broke").
 TEST_F(VerifyPcap, JudgesTlsVersionsSuitesFramingAndEntropy) {
-  // Setup: four TLS-looking flows: TLS 1.2 with an AEAD suite, TLS 1.2 with a
-  // CBC suite, TLS 1.3 whose "ciphertext" is all 'a', and TLS 1.3 followed by
-  // plaintext bytes that are not TLS records.
-  // Must hold: 1.2+AEAD WARNs ("TLS 1.2 negotiated"); the CBC suite FAILs
-  // ("not an AEAD suite"); the low-entropy flow WARNs ("entropy below 7.5");
-  // the broken framing FAILs ("TLS framing broke").
   {
     PcapWriter w(file("tls-kinds.pcap"));
     write_tls_conversation(w, 43000, 7443, 20000, 0x0303, 0xC02B);
@@ -242,12 +242,12 @@ TEST_F(VerifyPcap, JudgesTlsVersionsSuitesFramingAndEntropy) {
   expect(43003, "fail", "TLS framing broke at stream byte");
 }
 
+// Setup: IPv6 flows in VLAN-tagged Ethernet frames, some segments behind a
+// hop-by-hop options header: a plaintext QEMU stream fd00::1 -> fd00::2
+// port 4444 and a TLS 1.3 flow to port 7443.
+// Pass: the QEMU flow FAILs named "[fd00::1]:46000 -> [fd00::2]:4444";
+// the TLS flow PASSes with its suite.
 TEST_F(VerifyPcap, JudgesIpv6FlowsBehindVlanTagsAndExtensionHeaders) {
-  // Setup: IPv6 flows in VLAN-tagged Ethernet frames, some segments behind a
-  // hop-by-hop options header: a plaintext QEMU stream fd00::1 -> fd00::2
-  // port 4444 and a TLS 1.3 flow to port 7443.
-  // Must hold: the QEMU flow FAILs named "[fd00::1]:46000 -> [fd00::2]:4444";
-  // the TLS flow PASSes with its suite.
   std::string a(16, '\0'), b(16, '\0');
   a[0] = b[0] = '\xfd';
   a[15] = 1;
@@ -280,12 +280,12 @@ TEST_F(VerifyPcap, JudgesIpv6FlowsBehindVlanTagsAndExtensionHeaders) {
   EXPECT_TRUE(contains(t->reason, "TLS 1.3 TLS_AES_128_GCM_SHA256, ALPN xmig/nbd"));
 }
 
+// Setup: a valid capture (a plaintext QEMU flow) cut in the middle of its
+// last frame, and one cut inside the 24-byte file header.
+// Pass: the first gives exit 1, a FAIL "capture ends in the middle of
+// a frame" and still the QEMU finding for what was read; the second gives
+// exit 2 and "not a readable capture file".
 TEST_F(VerifyPcap, TruncatedCaptureIsReportedNotCrashed) {
-  // Setup: a valid capture (a plaintext QEMU flow) cut in the middle of its
-  // last frame, and one cut inside the 24-byte file header.
-  // Must hold: the first gives exit 1, a FAIL "capture ends in the middle of
-  // a frame" and still the QEMU finding for what was read; the second gives
-  // exit 2 and "not a readable capture file".
   {
     PcapWriter w(file("full.pcap"));
     TcpConversation q(w, 44000, 4444);
@@ -309,9 +309,9 @@ TEST_F(VerifyPcap, TruncatedCaptureIsReportedNotCrashed) {
   EXPECT_TRUE(contains(header.output, "not a readable capture file"));
 }
 
+// Setup: 64 KiB of random bytes, and an empty file.
+// Pass: exit 2 with "not a readable capture file" naming the file.
 TEST_F(VerifyPcap, RandomFileGivesClearError) {
-  // Setup: 64 KiB of random bytes, and an empty file.
-  // Must hold: exit 2 with "not a readable capture file" naming the file.
   write_file(file("random.pcap"), random_bytes(65536, 11));
   write_file(file("empty.pcap"), "");
   for (const char* name : {"random.pcap", "empty.pcap"}) {
@@ -321,13 +321,13 @@ TEST_F(VerifyPcap, RandomFileGivesClearError) {
   }
 }
 
+// Setup: a valid capture with TLS, QEMU, NBD and libvirt flows; 3000
+// variants with random byte flips, random 32-bit values written over
+// length fields, truncation, and frames of random bytes appended.
+// Action: analyze_pcap on each, in process.
+// Pass: every call returns a report or throws CaptureError: no crash,
+// no other exception (run it under -DXMIG_SANITIZE=ON to catch overreads).
 TEST_F(VerifyPcap, SurvivesThousandsOfMutatedCaptures) {
-  // Setup: a valid capture with TLS, QEMU, NBD and libvirt flows; 3000
-  // variants with random byte flips, random 32-bit values written over
-  // length fields, truncation, and frames of random bytes appended.
-  // Action: analyze_pcap on each, in process.
-  // Must hold: every call returns a report or throws CaptureError: no crash,
-  // no other exception (run it under -DXMIG_SANITIZE=ON to catch overreads).
   {
     PcapWriter w(file("seed.pcap"));
     write_tls_conversation(w, 45000, 7443, 40000);
@@ -373,12 +373,12 @@ TEST_F(VerifyPcap, SurvivesThousandsOfMutatedCaptures) {
   RecordProperty("errors", errors);
 }
 
+// Setup: frames for every link type the decoder knows (Ethernet with VLAN
+// tags, BSD null, loop, raw IP, Linux cooked v1/v2) around IPv4 and IPv6
+// TCP segments (with extension headers), then mutated: random bytes over
+// headers and payload, random truncation. 200000 frames, in process.
+// Pass: no crash; valid frames are decoded (some segments are seen).
 TEST(VerifyParts, FlowTableSurvivesRandomFramesOnEveryLinkType) {
-  // Setup: frames for every link type the decoder knows (Ethernet with VLAN
-  // tags, BSD null, loop, raw IP, Linux cooked v1/v2) around IPv4 and IPv6
-  // TCP segments (with extension headers), then mutated: random bytes over
-  // headers and payload, random truncation. 200000 frames, in process.
-  // Must hold: no crash; valid frames are decoded (some segments are seen).
   std::mt19937_64 rng(4242);
   const int links[] = {0, 1, 12, 101, 108, 113, 228, 229, 276, 147 /* unsupported */};
   verify::FlowTable table;
@@ -437,10 +437,10 @@ TEST(VerifyParts, FlowTableSurvivesRandomFramesOnEveryLinkType) {
   for (const auto& f : table.flows()) (void)f->dir[0].tls.summary().total_records();
 }
 
+// Pass: random bytes, random record-like bytes and gaps fed in chunks
+// of 1..5000 bytes never crash the parser, and real TLS records split at
+// every possible point still count exactly.
 TEST(VerifyParts, TlsParserSurvivesRandomStreamsFedInRandomChunks) {
-  // Must hold: random bytes, random record-like bytes and gaps fed in chunks
-  // of 1..5000 bytes never crash the parser, and real TLS records split at
-  // every possible point still count exactly.
   std::mt19937_64 rng(99);
   for (int i = 0; i < 2000; ++i) {
     verify::TlsRecordParser p;
@@ -468,11 +468,11 @@ TEST(VerifyParts, TlsParserSurvivesRandomStreamsFedInRandomChunks) {
   }
 }
 
+// Pass: 127.0.0.1 and ::1 are captured on the loopback interface, and
+// so is an address of this host's own (traffic to it never leaves lo); an
+// address reached through a route is captured on a real interface (checked
+// when this host has a default route).
 TEST(VerifyParts, CaptureInterfaceFollowsThePeerAddress) {
-  // Must hold: 127.0.0.1 and ::1 are captured on the loopback interface, and
-  // so is an address of this host's own (traffic to it never leaves lo); an
-  // address reached through a route is captured on a real interface (checked
-  // when this host has a default route).
   std::string why;
   EXPECT_EQ(verify::interface_for(verify::resolve("127.0.0.1", 7443), &why), "lo") << why;
   EXPECT_EQ(verify::interface_for(verify::resolve("::1", 7443), &why), "lo") << why;
@@ -496,11 +496,11 @@ TEST(VerifyParts, CaptureInterfaceFollowsThePeerAddress) {
   EXPECT_EQ(if_nametoindex(out.c_str()) != 0, true) << out;
 }
 
+// Pass: the "recent" entries of a /status body (as tunnel/status.cpp
+// writes it, with braces and quotes inside strings) are read field by
+// field; /proc/net/tls_stat lines become name -> value; a missing file
+// gives no counters.
 TEST(VerifyParts, ReadsTunnelStatusAndKtlsCounters) {
-  // Must hold: the "recent" entries of a /status body (as tunnel/status.cpp
-  // writes it, with braces and quotes inside strings) are read field by
-  // field; /proc/net/tls_stat lines become name -> value; a missing file
-  // gives no counters.
   std::string json =
       R"({"name":"hv-a","certificate":{"serial":"AB","not_after_unix":1,"seconds_left":2},)"
       R"("connections":{"active":0},"modes":{"userspace":2},"recent":[)"
@@ -532,10 +532,10 @@ TEST(VerifyParts, ReadsTunnelStatusAndKtlsCounters) {
   EXPECT_TRUE(verify::read_ktls_counters((dir / "absent").string()).empty());
 }
 
+// Pass: a 16-byte window cut from anywhere in the canary is found in
+// random bytes around it; 15 bytes are not enough; random bytes alone give
+// no match; the canary's entropy is far below the ciphertext threshold.
 TEST(VerifyParts, CanaryWindowIsFoundAcrossAnyOffsetAndCanaryIsLowEntropy) {
-  // Must hold: a 16-byte window cut from anywhere in the canary is found in
-  // random bytes around it; 15 bytes are not enough; random bytes alone give
-  // no match; the canary's entropy is far below the ciphertext threshold.
   std::string canary = verify::make_canary(200000);
   ASSERT_EQ(canary.size(), 200000u);
   verify::CanaryMatcher m(canary);
@@ -555,10 +555,10 @@ TEST(VerifyParts, CanaryWindowIsFoundAcrossAnyOffsetAndCanaryIsLowEntropy) {
   EXPECT_LT(e.bits_per_byte(), 6.0);
 }
 
+// Pass: a QEMU magic fed one byte at a time after 100 random bytes is
+// found once, at offset 100; the same bytes with a gap in the middle of
+// the magic are not matched.
 TEST(VerifyParts, SignatureScannerFindsMagicSplitOverOneByteFeeds) {
-  // Must hold: a QEMU magic fed one byte at a time after 100 random bytes is
-  // found once, at offset 100; the same bytes with a gap in the middle of
-  // the magic are not matched.
   std::string s = random_bytes(100, 8) + "QEVM\0\0\0\3"s + random_bytes(100, 9);
   verify::SignatureScanner one;
   for (char c : s) one.feed(reinterpret_cast<const uint8_t*>(&c), 1);

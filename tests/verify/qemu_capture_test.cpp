@@ -73,12 +73,12 @@ class VerifyQemuCapture : public ::testing::Test {
   std::unique_ptr<QemuGuest> source_, destination_;
 };
 
+// Setup: source and destination QEMU (64 MiB), no tunnel; tcpdump captures
+// lo for the migration port.
+// Action: migrate over tcp:127.0.0.1:PORT; stop tcpdump; xmig-verify --pcap.
+// Pass: the migration completed; xmig-verify exits 1 and the flow to
+// 127.0.0.1:PORT FAILs with "QEMU migration stream in plaintext".
 TEST_F(VerifyQemuCapture, PcapFlagsPlaintextQemuMigration) {
-  // Setup: source and destination QEMU (64 MiB), no tunnel; tcpdump captures
-  // lo for the migration port.
-  // Action: migrate over tcp:127.0.0.1:PORT; stop tcpdump; xmig-verify --pcap.
-  // Must hold: the migration completed; xmig-verify exits 1 and the flow to
-  // 127.0.0.1:PORT FAILs with "QEMU migration stream in plaintext".
   uint16_t port = free_port();
   fs::path pcap = work_->path() / "plain.pcap";
   Tcpdump dump("", "lo", "tcp port " + std::to_string(port), pcap.string(),
@@ -96,13 +96,13 @@ TEST_F(VerifyQemuCapture, PcapFlagsPlaintextQemuMigration) {
   std::cout << r.output;
 }
 
+// Setup: two real tunnels (hv-a, hv-b) on loopback; the destination QEMU
+// listens where hv-b delivers channel qemu; tcpdump captures hv-b's TLS port.
+// Action: migrate to hv-a's entry socket; stop tcpdump; xmig-verify --pcap.
+// Pass: the migration completed; xmig-verify exits 0; the capture holds
+// a TLS 1.3 flow with ALPN xmig/qemu carrying at least the guest's RAM, and
+// nothing is flagged as plaintext.
 TEST_F(VerifyQemuCapture, PcapPassesQemuMigrationThroughTunnel) {
-  // Setup: two real tunnels (hv-a, hv-b) on loopback; the destination QEMU
-  // listens where hv-b delivers channel qemu; tcpdump captures hv-b's TLS port.
-  // Action: migrate to hv-a's entry socket; stop tcpdump; xmig-verify --pcap.
-  // Must hold: the migration completed; xmig-verify exits 0; the capture holds
-  // a TLS 1.3 flow with ALPN xmig/qemu carrying at least the guest's RAM, and
-  // nothing is flagged as plaintext.
   TunnelPair pair;
   fs::path pcap = work_->path() / "tunnel.pcap";
   Tcpdump dump("", "lo", "tcp port " + std::to_string(pair.b.port), pcap.string(),
