@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -119,7 +120,10 @@ ScopedNetns::ScopedNetns(const std::string& ns) {
 
 ScopedNetns::~ScopedNetns() {
   // Back where the thread was; failing here would leave it on the wrong host.
-  if (previous_ && ::setns(previous_.get(), CLONE_NEWNET) != 0) std::abort();
+  if (previous_ && ::setns(previous_.get(), CLONE_NEWNET) != 0) {
+    std::fprintf(stderr, "cannot return to the thread's network namespace: %s\n", strerror(errno));
+    std::abort();
+  }
 }
 
 std::string intercept_toml(const std::string& own, bool firewall) {
