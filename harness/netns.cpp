@@ -1,8 +1,14 @@
 #include "harness/netns.hpp"
 
+#include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
 #include <stdexcept>
 
 #include "harness/files.hpp"
@@ -73,6 +79,51 @@ NetnsLab::NetnsLab() {
 
 NetnsLab::~NetnsLab() {
   for (const auto& ns : {a, b, outsider}) run({kIp, "netns", "del", ns});
+}
+
+void write_lab_info(const NetnsLab& lab, const fs::path& file) {
+  const fs::path partial = file.string() + ".tmp";
+  {
+    std::ofstream out(partial);
+    out << "A_NS=" << lab.a << "\nB_NS=" << lab.b << "\nA_IP=" << lab.a_ip << "\nB_IP=" << lab.b_ip
+        << "\n";
+    if (!out) throw std::runtime_error("cannot write " + partial.string());
+  }
+  fs::rename(partial, file);  // a reader never sees half of it
+}
+
+NetnsNames read_lab_info(const fs::path& file) {
+  std::ifstream in(file);
+  if (!in) throw std::runtime_error("cannot read " + file.string() + " (from xmig-bench netns)");
+  std::map<std::string, std::string> values;
+  for (std::string line; std::getline(in, line);)
+    if (const size_t eq = line.find('='); eq != std::string::npos)
+      values[line.substr(0, eq)] = line.substr(eq + 1);
+  auto need = [&](const std::string& key) {
+    auto it = values.find(key);
+    if (it == values.end() || it->second.empty())
+      throw std::runtime_error(file.string() + ": no " + key + "= (written by xmig-bench netns?)");
+    return it->second;
+  };
+  return {.a = need("A_NS"), .b = need("B_NS"), .a_ip = need("A_IP"), .b_ip = need("B_IP")};
+}
+
+ScopedNetns::ScopedNetns(const std::string& ns) {
+  if (ns.empty()) return;
+  Fd previous(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  Fd target(::open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!previous || !target || ::setns(target.get(), CLONE_NEWNET) != 0)
+    throw std::runtime_error("cannot enter network namespace " + ns + ": " + strerror(errno) +
+                             " (root, and a namespace made by `ip netns add` or xmig-bench netns)");
+  previous_ = std::move(previous);
+}
+
+ScopedNetns::~ScopedNetns() {
+  // Back where the thread was; failing here would leave it on the wrong host.
+  if (previous_ && ::setns(previous_.get(), CLONE_NEWNET) != 0) {
+    std::fprintf(stderr, "cannot return to the thread's network namespace: %s\n", strerror(errno));
+    std::abort();
+  }
 }
 
 std::string intercept_toml(const std::string& own, bool firewall) {

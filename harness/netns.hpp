@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fd.hpp"
 #include "harness/process.hpp"
 #include "harness/qemu_vm.hpp"
 #include "harness/tunnel_pair.hpp"
@@ -43,6 +44,33 @@ class NetnsLab {
   std::string a_ip, b_ip, outsider_ip;           // their addresses
   std::string a_ip6, b_ip6;                      // hv-a's and hv-b's IPv6 addresses, same veth
   std::string a_link = "mig0", b_link = "mig0";  // the veth pair's ends in hv-a and hv-b
+};
+
+// A lab made by another process (`xmig-bench netns`), as that process wrote
+// it down: hv-a's and hv-b's namespaces and their addresses on the veth pair.
+struct NetnsNames {
+  std::string a, b, a_ip, b_ip;
+};
+// Written as shell variables (A_NS=, B_NS=, A_IP=, B_IP=) for scripts;
+// read_lab_info throws std::runtime_error naming the file and the missing key.
+void write_lab_info(const NetnsLab& lab, const fs::path& file);
+NetnsNames read_lab_info(const fs::path& file);
+
+// The calling thread runs in network namespace `ns` (a name `ip netns` knows)
+// until this object goes, then in the one it ran in before. Sockets made
+// meanwhile stay in `ns` for their life, and threads started meanwhile start
+// in it: this is how one benchmark process puts its source on one host and
+// its sink on the other. "" changes nothing. Throws std::runtime_error when
+// the namespace cannot be entered (not root, no such name).
+class ScopedNetns {
+ public:
+  explicit ScopedNetns(const std::string& ns);
+  ~ScopedNetns();
+  ScopedNetns(const ScopedNetns&) = delete;
+  ScopedNetns& operator=(const ScopedNetns&) = delete;
+
+ private:
+  Fd previous_;
 };
 
 // Transparent mode in the lab (tests/intercept): libvirt's default port

@@ -24,6 +24,7 @@
 #include "bench/record.hpp"
 #include "bench/relay.hpp"
 #include "harness/files.hpp"
+#include "harness/netns.hpp"
 #include "harness/tunnel_pair.hpp"
 
 namespace {
@@ -165,6 +166,9 @@ struct RunOptions {
   std::string extra_toml, tls_toml;
   bool keep = false;
   unsigned timeout = 600;
+  // Two hosts in one process: the source (and the path's entry) in one network
+  // namespace, the sink (and the exit) in the other (`xmig-bench netns`).
+  fs::path netns_info;
 };
 
 std::vector<Measured> parse_pids(const std::vector<std::string>& specs) {
@@ -230,10 +234,20 @@ int run(const RunOptions& o) {
   if (o.role == Role::SourceOnly && o.connect.empty())
     throw CLI::ValidationError("--remote-sink", "needs --connect: the entry of the path");
 
-  // The sink listens first, so the path's exit can connect to it.
+  std::optional<xmig::harness::NetnsNames> lab;
+  if (!o.netns_info.empty()) {
+    if (o.role != Role::Both)
+      throw CLI::ValidationError("--netns",
+                                 "puts both ends in one process; not with sink/--remote-sink");
+    lab = xmig::harness::read_lab_info(o.netns_info);
+  }
+  // The sink listens first, so the path's exit can connect to it; its socket
+  // stays in the exit's namespace.
   std::optional<Listener> sink;
-  if (o.role != Role::SourceOnly)
+  if (o.role != Role::SourceOnly) {
+    xmig::harness::ScopedNetns on_exit_host(lab ? lab->b : "");
     sink.emplace(parse_endpoint(o.sink_listen.empty() ? "127.0.0.1:0" : o.sink_listen));
+  }
   std::optional<TempDir> dir;  // declared first: removed after the pair has stopped
   std::optional<TunnelPair> pair;
   std::string pair_route;
@@ -241,8 +255,15 @@ int run(const RunOptions& o) {
     dir.emplace("xmig-bench");
     if (o.keep) dir->keep();
     if (o.entry == "tcp") pair_route = "127.0.0.1:" + std::to_string(xmig::harness::free_port());
-    pair.emplace(pair_options(dir->path(), o.tunnel, sink->endpoint().str(), pair_route, o.workers,
-                              o.extra_toml, o.tls_toml));
+    TunnelPairOptions po = pair_options(dir->path(), o.tunnel, sink->endpoint().str(), pair_route,
+                                        o.workers, o.extra_toml, o.tls_toml);
+    if (lab) {  // hv-a with the source, hv-b with the sink, TLS over the veth pair
+      po.a_netns = lab->a;
+      po.b_netns = lab->b;
+      po.a_host = lab->a_ip;
+      po.b_host = lab->b_ip;
+    }
+    pair.emplace(po);
     const pid_t entry_pid = pair->a.process->pid(), exit_pid = pair->b.process->pid();
     g_children[0] = entry_pid;
     g_children[1] = exit_pid;
@@ -252,6 +273,9 @@ int run(const RunOptions& o) {
                              ? Endpoint{}
                              : parse_endpoint(self_start ? entry_of(*pair, pair_route) : o.connect);
   const Pattern pattern;
+  // From here on this thread, and the source's threads it starts, connect
+  // from the entry's namespace.
+  xmig::harness::ScopedNetns on_entry_host(lab ? lab->a : "");
 
   // Throughput: CPU and RSS are read right before and after the transfer.
   for (auto& p : procs) p.before = sample(p.pid);
@@ -295,11 +319,13 @@ int run(const RunOptions& o) {
   }
   if (label.empty()) label = "external";
 
+  // Across the namespaces is a group of its own (beside the same on loopback).
+  const std::string topology = lab ? ", netns + veth" : "";
   Record r;
   r.set("suite", "stream")
-      .set("group", o.group.empty()
-                        ? std::to_string(o.streams) + (o.streams == 1 ? " stream" : " streams")
-                        : o.group)
+      .set("group", o.group.empty() ? std::to_string(o.streams) +
+                                          (o.streams == 1 ? " stream" : " streams") + topology
+                                    : o.group)
       .set("config", label)
       .set("round", o.round)
       .set("ok", sr.error.empty())
@@ -322,7 +348,7 @@ int run(const RunOptions& o) {
     h.emplace();
     h->set("suite", "handshake")
         .set("group", "connections through the entry, 16 bytes each, " +
-                          std::to_string(o.handshake_concurrency) + " at a time")
+                          std::to_string(o.handshake_concurrency) + " at a time" + topology)
         .set("config", label)
         .set("round", o.round)
         .set("ok", hr->error.empty() && hr->completed == o.handshakes)
@@ -572,6 +598,11 @@ int main(int argc, char** argv) {
                   "TOML lines added to both [tls] tables, e.g. 'ktls = \"off\"' to force the "
                   "userspace data path");
   own->add_flag("--keep", o.keep, "Keep the tunnels' directory (configs, certificates, logs)");
+  app.add_option("--netns", o.netns_info,
+                 "Two hosts joined by a veth pair, in this process: the source (and an xmig "
+                 "pair's hv-a) in one network namespace, the sink (and hv-b) in the other, as "
+                 "written by `xmig-bench netns --info FILE` (root); --connect and --sink-listen "
+                 "are then addresses in those namespaces");
 
   // sink
   auto* sink_cmd = app.add_subcommand(
@@ -639,6 +670,17 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   report_cmd->add_option("--json", report_json, "Write the summary and all records here");
 
+  // netns
+  auto* netns_cmd = app.add_subcommand(
+      "netns",
+      "Make two network namespaces joined by a veth pair (harness/netns: hv-a 10.231.0.1, hv-b "
+      "10.231.0.2, each with its own loopback), write their names and addresses to --info as "
+      "shell variables (A_NS, B_NS, A_IP, B_IP), keep them until SIGTERM/SIGINT, then delete "
+      "them. For `xmig-bench --netns FILE` and relays started with `ip netns exec` (root)");
+  fs::path netns_info;
+  netns_cmd->add_option("--info", netns_info, "File to write the names and addresses to")
+      ->required();
+
   // ports
   auto* ports_cmd = app.add_subcommand("ports", "Print N TCP ports on 127.0.0.1 free just now");
   unsigned port_count = 1;
@@ -695,6 +737,14 @@ int main(int argc, char** argv) {
       fs::rename(pair_info.string() + ".tmp", pair_info);  // readers never see half a file
       while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(50));
       pair.stop();
+      return 0;
+    }
+    if (*netns_cmd) {
+      install_signals(false);
+      xmig::harness::NetnsLab lab;
+      xmig::harness::write_lab_info(lab, netns_info);
+      while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      fs::remove(netns_info);
       return 0;
     }
     if (*channels_cmd) {
