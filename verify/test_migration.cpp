@@ -563,6 +563,30 @@ std::string close_line(const RecentConnection& rc) {
          (rc.error.empty() ? "" : " error=\"" + rc.error + "\"");
 }
 
+// What came back to this host after the round trip (the RAM, the disk), judged
+// byte for byte: its sha256 now against the one taken before it left.
+struct RoundTrip {
+  std::string check;   // the finding's name, e.g. "RAM after the round trip"
+  std::string before;  // sha256 before it left
+  std::string now;     // sha256 now; "" when it could not be read (then `why`)
+  std::string why;
+  std::string fix;     // what to look at when it differs
+  std::string of{};    // where it was read, for the pass text ("" or " of PATH")
+  std::string note{};  // said after "as before it left" when it passed
+};
+
+void judge_round_trip(Report& report, const RoundTrip& r) {
+  if (r.now == r.before)
+    report.add(kGroup, r.check, Status::Pass,
+               "sha256 " + r.now.substr(0, 16) + "..." + r.of + " as before it left" + r.note);
+  else
+    report.add(kGroup, r.check, Status::Fail,
+               r.now.empty() ? r.why
+                             : "sha256 " + r.now.substr(0, 16) + "... differs from " +
+                                   r.before.substr(0, 16) + "... before it left",
+               r.fix);
+}
+
 // ---- the wire ------------------------------------------------------------------------
 
 // Judges the capture of the traffic to and from the peer: the migration's
@@ -874,15 +898,11 @@ Report run_test_migration(const TestMigrationOptions& o) {
     std::string why, now;
     Fd fd = open_guest_ram(t.domain, &why);
     if (fd) now = hash_fd(fd.get(), kRamBytes, &why);
-    if (now == t.ram_sha256)
-      report.add(kGroup, "RAM after the round trip", Status::Pass,
-                 "sha256 " + now.substr(0, 16) + "... as before it left");
-    else
-      report.add(kGroup, "RAM after the round trip", Status::Fail,
-                 now.empty() ? why
-                             : "sha256 " + now.substr(0, 16) + "... differs from " +
-                                   t.ram_sha256.substr(0, 16) + "... before it left",
-                 "the migration stream was damaged: see both tunnels' logs");
+    judge_round_trip(report, {.check = "RAM after the round trip",
+                              .before = t.ram_sha256,
+                              .now = now,
+                              .why = why,
+                              .fix = "the migration stream was damaged: see both tunnels' logs"});
   }
 
   // The disk, back on this host (emptied while the domain was away), byte for
@@ -890,16 +910,15 @@ Report run_test_migration(const TestMigrationOptions& o) {
   if (back && o.storage) {
     std::string why;
     const std::string now = hash_disk(t, &why);
-    if (now == t.disk_sha256)
-      report.add(kGroup, "disk after the round trip", Status::Pass,
-                 "sha256 " + now.substr(0, 16) + "... of " + t.disk_path() +
-                     " as before it left (emptied while the domain was on " + t.peer() + ")");
-    else
-      report.add(kGroup, "disk after the round trip", Status::Fail,
-                 now.empty() ? why
-                             : "sha256 " + now.substr(0, 16) + "... differs from " +
-                                   t.disk_sha256.substr(0, 16) + "... before it left",
-                 "the storage migration (NBD) was damaged: see both tunnels' logs (nbd channel)");
+    judge_round_trip(
+        report,
+        {.check = "disk after the round trip",
+         .before = t.disk_sha256,
+         .now = now,
+         .why = why,
+         .fix = "the storage migration (NBD) was damaged: see both tunnels' logs (nbd channel)",
+         .of = " of " + t.disk_path(),
+         .note = " (emptied while the domain was on " + t.peer() + ")"});
   }
 
   // The tunnel's close lines of its connections (both directions: this host

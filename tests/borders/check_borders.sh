@@ -3,8 +3,17 @@
 # the libraries and tools, and the CMakeLists outside tests/. Pass: no library
 # includes from a folder it does not build on (below), and from another folder
 # only that folder's public headers; no header private to its folder is
-# included from outside it, tests included; and nothing outside tests/ compiles
-# a source that lives under tests/. Each violation is printed as FILE:LINE: rule.
+# included from outside it, tests included; only tests/ and fuzz/ put the
+# source root on an include path; and nothing outside tests/ compiles a source
+# that lives under tests/. Each violation is printed as FILE:LINE: rule.
+#
+# Public headers: the compiler holds that border (each library exports only the
+# headers of its xmig_public_headers call, cmake/XmigLibrary.cmake; test
+# Borders.NonPublicHeadersDoNotCompile). This check reads the same calls from the
+# CMakeLists (one list) and checks it here too, kept because it runs in a second
+# without a build, names the rule broken, and covers a header that no compiled
+# file includes; what a folder builds on (below) and the private headers in
+# tests/ are this check's alone.
 set -u
 root=${1:?usage: check_borders.sh SOURCE_DIR}
 cd "$root" || exit 2
@@ -30,20 +39,18 @@ declare -A may=(
 declare -A only=(
   [verify:tunnel]="tunnel/config.hpp tunnel/endpoint.hpp tunnel/protocol.hpp tunnel/nftables.hpp"
 )
-# Each library's public headers: the only ones another folder of the product may
-# include (every CMake target exports the source root, so this list, not the
-# include path, is what says what is public). Tests and fuzz targets may
-# include more, to drive a part on its own, but never a header in $private.
-declare -A public=(
-  [base]="asio.hpp fd.hpp json.hpp openssl.hpp openssl_errors.hpp prometheus.hpp socket.hpp"
-  [certs]="certs.hpp host_name.hpp"
-  [tls]="channel.hpp context.hpp handshake.hpp ktls.hpp"
-  [io]="pump.hpp"
-  [tunnel]="config.hpp endpoint.hpp log_format.hpp nftables.hpp protocol.hpp tunnel.hpp"
-  [verify]="verify.hpp status_client.hpp probe.hpp tls_records.hpp"
-  [harness]="certtool.hpp files.hpp netns.hpp process.hpp qemu_vm.hpp streams.hpp tls_probe.hpp tunnel_pair.hpp"
-  [bench]="channels.hpp load.hpp measure.hpp record.hpp relay.hpp"
-)
+# Each folder's public headers, the only ones another folder of the product may
+# include: those its libraries export, read from their xmig_public_headers calls
+# (comments dropped, lines joined). Tests and fuzz targets may include more, to
+# drive a part on its own, but never a header in $private.
+declare -A public=()
+for folder in "${!may[@]}"; do
+  [[ -f $folder/CMakeLists.txt ]] || continue
+  while read -r _target headers; do
+    public[$folder]+=" $headers"
+  done < <(sed 's/#.*//' "$folder/CMakeLists.txt" | tr '\n' ' ' |
+    grep -oE 'xmig_public_headers\([^)]*\)' | sed -E 's/^xmig_public_headers\( *//; s/ *\)$//')
+done
 # Headers private to their folder, tests included: internals whose users are
 # the folder's own sources only.
 private="io/worker.hpp io/ring.hpp certs/detail.hpp verify/live_detail.hpp"
@@ -85,6 +92,8 @@ done
 
 for header in $private; do
   owner=${header%%/*}
+  [[ " ${public[$owner]:-} " == *" ${header#*/} "* ]] &&
+    fail "$owner/CMakeLists.txt: $header is private to $owner/ and must not be in its xmig_public_headers"
   while IFS=: read -r file line _; do
     [[ $file == "$owner"/* ]] || fail "$file:$line: $header is private to $owner/"
   done < <(grep -rnF "#include \"$header\"" "${!may[@]}" tests --include='*.cpp' --include='*.hpp')
@@ -94,6 +103,11 @@ while IFS=: read -r file line text; do
   fail "$file:$line: a target outside tests/ compiles a source from tests/ ($text)"
 done < <(grep -rnE '(SOURCE_DIR\}|\.\.)/tests/[^ )]*\.cpp' --include=CMakeLists.txt --include='*.cmake' \
   base certs tls io tunnel verify harness bench tools fuzz CMakeLists.txt)
+
+while IFS=: read -r file line text; do
+  fail "$file:$line: only tests/ and fuzz/ see the source root; a library exports its public headers with xmig_public_headers ($text)"
+done < <(grep -rnE 'include_directories\(.*SOURCE_DIR|^[[:space:]]*xmig_test_includes\(' \
+  --include=CMakeLists.txt --include='*.cmake' base certs tls io tunnel verify harness bench tools CMakeLists.txt)
 
 if ((failures > 0)); then
   echo "$failures border violation(s)"
