@@ -223,6 +223,7 @@ int Tunnel::run() {
   else if (::geteuid() != 0)
     settle_capabilities(kept);
   s.workers = std::make_unique<io::Workers>(s.config.workers);
+  s.handshakes = std::make_unique<asio::thread_pool>(s.workers->size());
   asio::co_spawn(s.io, handle_signals(s), asio::detached);
   watch_tls_files(s);
   spdlog::info(
