@@ -78,6 +78,7 @@ struct Tunnel::State {
   // before its pump stays on io's one thread. After io: stopped and joined
   // before io's coroutines, whose sessions its steps use, are destroyed.
   std::unique_ptr<asio::thread_pool> handshakes;
+  static constexpr char kHandshakeThreadName[] = "xmig-handshake";  // 15 characters at most
   // Established streams (and entries' connections while they dial): in all,
   // from peers, and from this host's own entries.
   std::atomic<size_t> connections{0}, inbound{0}, outbound{0};
