@@ -1,6 +1,8 @@
 #include "bench/relay.hpp"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -110,6 +112,13 @@ bool delay_loop(int from, int to, std::chrono::microseconds delay) {
 // One connection: both directions until both have ended; an error in either
 // resets both sockets so neither end waits for bytes that will not come.
 void serve(int client, const RelayOptions& opts) {
+  // Each chunk is passed on as it comes: with Nagle's algorithm a small write
+  // waits for the ACK of the one before, which the far end delays (~40 ms), and
+  // the relay would add that to every exchange of small records (a TLS
+  // handshake's flights, a request and its verdict). connect_to sets it on the
+  // upstream socket.
+  const int one = 1;
+  ::setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   int upstream = -1;
   try {
     upstream = connect_to(opts.connect);

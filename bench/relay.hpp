@@ -7,6 +7,8 @@
 // per direction, each a loop of read() into a 256 KiB buffer and write() of
 // all of it (the same copies the userspace tunnel makes, minus the crypto), or
 // splice() through a pipe when asked. EOF is passed on with shutdown(SHUT_WR).
+// Both TCP sockets carry TCP_NODELAY, as the tunnel's do: what a read returned
+// is sent at once, never held back for an ACK.
 // With a delay it stands in for a link's one-way latency: each byte is passed
 // on `delay` after it was read (TCP's own SYN round trip is not delayed).
 //

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <string>
 
 #include "base/openssl_errors.hpp"
 #include "tls/context.hpp"
@@ -48,35 +49,79 @@ std::string failure(SSL* ssl, int err, int saved_errno) {
   return why;
 }
 
-// One step of an SSL call: true when done, false after waiting for the
-// readiness the call asked for.
+// What one SSL call did: its return, SSL_get_error's verdict when it did not
+// succeed, and why in words when it failed. Made on the thread that made the
+// call: OpenSSL's error queue and errno are per thread.
+struct Step {
+  int ret = 0;
+  int err = SSL_ERROR_NONE;
+  std::string why;
+};
+
 template <class Call>
-asio::awaitable<int> drive(Socket& sock, SSL* ssl, Call call) {
+Step step(SSL* ssl, Call& call) {
+  ERR_clear_error();
+  errno = 0;
+  Step s;
+  s.ret = call();
+  if (s.ret > 0) return s;
+  const int saved = errno;
+  s.err = SSL_get_error(ssl, s.ret);
+  if (s.err != SSL_ERROR_WANT_READ && s.err != SSL_ERROR_WANT_WRITE &&
+      s.err != SSL_ERROR_ZERO_RETURN)
+    s.why = failure(ssl, s.err, saved);
+  return s;
+}
+
+// step() on one of `crypto`'s threads; resumes on the caller's executor. The
+// caller's frame (ssl, call) stays alive while it waits. Plain handlers, no
+// coroutine frames on the pool's threads.
+template <class Call>
+asio::awaitable<Step> step_on(asio::thread_pool& crypto, SSL* ssl, Call& call) {
+  auto caller = co_await asio::this_coro::executor;
+  co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(Step)>(
+      [&crypto, caller, ssl, &call](auto resume) {
+        asio::post(crypto, [resume = std::move(resume), caller, ssl, &call]() mutable {
+          asio::post(caller, [resume = std::move(resume), done = step(ssl, call)]() mutable {
+            resume(std::move(done));
+          });
+        });
+      },
+      asio::use_awaitable);
+}
+
+// Drives an SSL call to completion: its return (> 0), or 0 after the peer's
+// close_notify, waiting for the readiness it asks for in between. With
+// `crypto`, the call itself runs there (see handshake()).
+template <class Call>
+asio::awaitable<int> drive(Socket& sock, SSL* ssl, Call call, asio::thread_pool* crypto = nullptr) {
   while (true) {
-    ERR_clear_error();
-    errno = 0;
-    int ret = call();
-    if (ret > 0) co_return ret;
-    int saved = errno;
-    int err = SSL_get_error(ssl, ret);
-    if (err == SSL_ERROR_WANT_READ)
+    // Not a ?: with co_await in it: GCC 12 destroys the result twice.
+    Step s;
+    if (crypto)
+      s = co_await step_on(*crypto, ssl, call);
+    else
+      s = step(ssl, call);
+    if (s.ret > 0) co_return s.ret;
+    if (s.err == SSL_ERROR_WANT_READ)
       co_await sock.async_wait(Socket::wait_read, asio::use_awaitable);
-    else if (err == SSL_ERROR_WANT_WRITE)
+    else if (s.err == SSL_ERROR_WANT_WRITE)
       co_await sock.async_wait(Socket::wait_write, asio::use_awaitable);
-    else if (err == SSL_ERROR_ZERO_RETURN)
+    else if (s.err == SSL_ERROR_ZERO_RETURN)
       co_return 0;
     else
-      throw Error(failure(ssl, err, saved));
+      throw Error(s.why);
   }
 }
 
 }  // namespace
 
-asio::awaitable<void> handshake(Socket& sock, SSL* ssl) {
+asio::awaitable<void> handshake(Socket& sock, SSL* ssl, asio::thread_pool* crypto) {
   sock.native_non_blocking(true);
   if (SSL_set_fd(ssl, sock.native_handle()) != 1)
     throw Error("SSL_set_fd: " + xmig::openssl_errors());
-  int r = co_await drive(sock, ssl, [ssl] { return SSL_do_handshake(ssl); });
+  int r = co_await drive(
+      sock, ssl, [ssl] { return SSL_do_handshake(ssl); }, crypto);
   if (r == 0) throw Error("peer closed the connection during the handshake");
 }
 

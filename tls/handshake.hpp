@@ -20,7 +20,16 @@ using Socket = asio::ip::tcp::socket;
 // Runs the handshake to completion. Throws tls::Error with a reason an
 // operator can act on (e.g. "certificate verify failed: certificate has
 // expired"); a cancelled wait surfaces as boost::system::system_error.
-asio::awaitable<void> handshake(Socket& sock, SSL* ssl);
+//
+// With `crypto`, each step of the handshake (SSL_do_handshake: the key
+// exchange, signing, checking the peer's chain, about a millisecond of CPU
+// each) runs on one of its threads, while the waits for the socket stay on the
+// caller's executor: a burst of connections is not handshaken one after the
+// other on the caller's single thread, and the caller's own state is still
+// touched by its thread only. A step on `crypto` does not see a cancel() of
+// the socket; a caller that bounds the handshake in time shuts the socket
+// down as well, so that the next step fails at once.
+asio::awaitable<void> handshake(Socket& sock, SSL* ssl, asio::thread_pool* crypto = nullptr);
 
 // Reads up to n bytes of application data; returns 0 when the peer sent
 // close_notify. Throws tls::Error on failure.

@@ -61,7 +61,7 @@ asio::awaitable<Request> handshake_and_request(Tunnel::State& s, asio::ip::tcp::
   auto context = s.tls;
   ssl = context->new_server();
   tls::prepare_session(ssl.get(), s.config.tls.ktls);
-  co_await tls::handshake(sock, ssl.get());
+  co_await tls::handshake(sock, ssl.get(), s.handshakes.get());
   info.tls_version = tls::protocol_version(ssl.get());
   info.cipher = tls::cipher_name(ssl.get());
   auto peer = tls::identify_peer(ssl.get(), s.peer_names);

@@ -24,9 +24,9 @@ struct Dialled {
 
 // The handshake and the request (run within the handshake timeout). The
 // request names the predecessors still being dialled as it goes out.
-asio::awaitable<void> handshake_and_request(Dialled& d, const Request& request,
+asio::awaitable<void> handshake_and_request(Tunnel::State& s, Dialled& d, const Request& request,
                                             const DialOrder::Place& place) {
-  co_await tls::handshake(d.sock, d.ssl.get());
+  co_await tls::handshake(d.sock, d.ssl.get(), s.handshakes.get());
   Request ordered = request;
   ordered.order = place.arrival();
   std::string record = encode(ordered);  // one write: one record, as the peer expects
@@ -74,7 +74,7 @@ asio::awaitable<void> start_dial(Tunnel::State& s, const PeerConfig& peer,
   d.ssl = context->new_client(peer.name, channel);
   tls::prepare_session(d.ssl.get(), s.config.tls.ktls);
   co_await within_handshake_timeout(s, d.sock,
-                                    [&] { return handshake_and_request(d, request, place); });
+                                    [&] { return handshake_and_request(s, d, request, place); });
   co_await read_verdict(s, d);
 }
 

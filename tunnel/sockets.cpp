@@ -136,8 +136,17 @@ asio::ip::tcp::acceptor open_tcp_listener(asio::io_context& io, const Endpoint& 
 
 asio::awaitable<void> connect_tcp(asio::ip::tcp::socket& sock, const Endpoint& ep, uint32_t mark) {
   asio::ip::tcp::resolver resolver(co_await asio::this_coro::executor);
-  auto results =
-      co_await resolver.async_resolve(ep.host, std::to_string(ep.port), asio::use_awaitable);
+  // An address needs no lookup: asio's resolver hands every lookup to a
+  // thread of its own and back, a wait in front of each channel's dial.
+  boost::system::error_code not_an_address;
+  const auto address = asio::ip::make_address(ep.host, not_an_address);
+  asio::ip::tcp::resolver::results_type results;
+  if (not_an_address)  // not with ?: around a co_await: GCC 12 miscompiles it
+    results =
+        co_await resolver.async_resolve(ep.host, std::to_string(ep.port), asio::use_awaitable);
+  else
+    results = asio::ip::tcp::resolver::results_type::create(
+        asio::ip::tcp::endpoint(address, ep.port), ep.host, std::to_string(ep.port));
   // Each address in turn, on a fresh socket that carries the mark before it
   // sends its first packet (asio::async_connect opens sockets itself).
   boost::system::error_code last = asio::error::host_not_found;

@@ -73,6 +73,12 @@ struct Tunnel::State {
   // Started by Tunnel::run() once privileges are dropped (every thread runs
   // with the dropped credentials).
   std::unique_ptr<io::Workers> workers;
+  // Where the TLS handshakes' CPU goes (tls::handshake's `crypto`): as many
+  // threads as workers, started beside them. Everything else of a connection
+  // before its pump stays on io's one thread. After io: stopped and joined
+  // before io's coroutines, whose sessions its steps use, are destroyed.
+  std::unique_ptr<asio::thread_pool> handshakes;
+  static constexpr char kHandshakeThreadName[] = "xmig-handshake";  // 15 characters at most
   // Established streams (and entries' connections while they dial): in all,
   // from peers, and from this host's own entries.
   std::atomic<size_t> connections{0}, inbound{0}, outbound{0};
@@ -98,14 +104,21 @@ struct Tunnel::State {
 template <class Steps>
 auto within_handshake_timeout(Tunnel::State& s, asio::ip::tcp::socket& sock, Steps steps)
     -> decltype(steps()) {
-  Deadline deadline(s.io, s.config.limits.handshake_timeout, [&] { sock.cancel(); });
+  // A handshake step on s.handshakes does not see the cancel: the shutdown
+  // makes the step after it fail at once (tls::handshake).
+  Deadline deadline(s.io, s.config.limits.handshake_timeout, [&] {
+    sock.cancel();
+    boost::system::error_code ignored;
+    sock.shutdown(asio::socket_base::shutdown_both, ignored);
+  });
   try {
     co_return co_await steps();
   } catch (const boost::system::system_error& e) {
     throw std::runtime_error(deadline.expired() ? "TLS handshake timed out"
                                                 : "TLS handshake: " + e.code().message());
   } catch (const tls::Error& e) {
-    throw std::runtime_error(std::string("TLS handshake: ") + e.what());
+    throw std::runtime_error(deadline.expired() ? std::string("TLS handshake timed out")
+                                                : std::string("TLS handshake: ") + e.what());
   }
 }
 

@@ -3,6 +3,7 @@
 #include "tunnel/tunnel.hpp"
 
 #include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -15,6 +16,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <latch>
 
 #include "tunnel/intercept.hpp"
 #include "tunnel/nftables.hpp"
@@ -104,6 +106,22 @@ void open_listeners(Tunnel::State& s) {
                      asio::detached);
     }
   }
+}
+
+// The threads of State::handshakes, named "xmig-handshake" (top, /proc/PID/task)
+// so that an operator sees where handshakes' CPU goes: each takes one naming
+// job and holds it until all have theirs, so every thread gets one.
+std::unique_ptr<asio::thread_pool> start_handshake_threads(unsigned count) {
+  auto pool = std::make_unique<asio::thread_pool>(count);
+  // Shared: a thread may still look at it after this function's wait returned.
+  auto named = std::make_shared<std::latch>(count);
+  for (unsigned i = 0; i < count; ++i)
+    asio::post(*pool, [named] {
+      ::pthread_setname_np(::pthread_self(), Tunnel::State::kHandshakeThreadName);
+      named->arrive_and_wait();
+    });
+  named->wait();
+  return pool;
 }
 
 void close_listeners(Tunnel::State& s) {
@@ -223,6 +241,7 @@ int Tunnel::run() {
   else if (::geteuid() != 0)
     settle_capabilities(kept);
   s.workers = std::make_unique<io::Workers>(s.config.workers);
+  s.handshakes = start_handshake_threads(s.workers->size());
   asio::co_spawn(s.io, handle_signals(s), asio::detached);
   watch_tls_files(s);
   spdlog::info(

@@ -13,9 +13,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include "harness/streams.hpp"
@@ -214,6 +217,70 @@ TEST(Ordering, PredecessorThatArrivesTooLateIsRefusedAndDoesNotStopItsSuccessors
       10s))
       << pair.logs();
   for (auto& s : sent) s.get();
+}
+
+// CPU ticks (utime + stime, /proc/PID/task/TID/stat) of a process's threads
+// named `name`, and how many there are.
+struct ThreadsCpu {
+  int threads = 0;
+  long ticks = 0;
+};
+ThreadsCpu threads_cpu(pid_t pid, const std::string& name) {
+  ThreadsCpu out;
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string thread_name;
+    std::getline(comm, thread_name);
+    if (thread_name != name) continue;
+    std::ifstream stat(task.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    // After "pid (comm) ": state is field 3, utime 14, stime 15.
+    std::istringstream fields(line.substr(line.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 15 && fields >> field; ++i)
+      if (i >= 14) out.ticks += std::stol(field);
+    ++out.threads;
+  }
+  return out;
+}
+
+// Pass: each end runs one handshake thread per worker (workers = 2: two
+// threads named "xmig-handshake", what top and /proc show), and the TLS
+// handshakes of 64 connections through one entry, opened 16 at a time, run on
+// them: at each end their CPU time grows by at least 2 ticks (20 ms; 64
+// handshakes cost about 1 ms of CPU each per end); every connection reaches
+// the target in the order it was opened, its 64 KiB intact (SHA-256).
+TEST(Ordering, HandshakesOfEachEndRunOnItsHandshakeThreads) {
+  constexpr int kChannels = 16, kRounds = 4;
+  constexpr long kLeastTicks = 2;
+  const std::string kThreadName = "xmig-handshake";
+  TunnelPair pair(TunnelPairOptions{.top_toml = "workers = 2"});
+  auto sink = Listener::unix_socket(pair.delivery("qemu").string());
+  const ThreadsCpu a_before = threads_cpu(pair.a.process->pid(), kThreadName),
+                   b_before = threads_cpu(pair.b.process->pid(), kThreadName);
+  EXPECT_EQ(a_before.threads, 2);
+  EXPECT_EQ(b_before.threads, 2);
+  for (int round = 0; round < kRounds; ++round) {
+    std::vector<Fd> clients;
+    auto sent = open_tagged(pair, kChannels, 64 * 1024, 100 * round, &clients);
+    for (int i = 0; i < kChannels; ++i) {
+      Fd server = sink.accept(20s);
+      ASSERT_TRUE(server) << "round " << round << ": connection " << i << " never arrived\n"
+                          << pair.logs();
+      char tag = -1;
+      ASSERT_EQ(::recv(server.get(), &tag, 1, MSG_WAITALL), 1);
+      EXPECT_EQ(tag, i) << "round " << round;
+      Hashed got = recv_stream(server.get());
+      EXPECT_EQ(got.bytes, 64u * 1024);
+      EXPECT_EQ(got.sha256, expected_sha256(64 * 1024, 100 * round + tag));
+    }
+    for (auto& s : sent) EXPECT_EQ(s.get().error, "");
+  }
+  const ThreadsCpu a_after = threads_cpu(pair.a.process->pid(), kThreadName),
+                   b_after = threads_cpu(pair.b.process->pid(), kThreadName);
+  EXPECT_GE(a_after.ticks - a_before.ticks, kLeastTicks) << pair.logs();
+  EXPECT_GE(b_after.ticks - b_before.ticks, kLeastTicks) << pair.logs();
 }
 
 }  // namespace
