@@ -333,13 +333,14 @@ int run_busy(const Options& o) {
     const auto t0 = std::chrono::steady_clock::now();
     source->migrate(send_uris[0]);
     const auto deadline = t0 + std::chrono::seconds(o.timeout);
-    MigrationStatus sent, received;
-    double dirty_pages_rate = 0;  // QEMU's last measure while the migration ran
+    MigrationStatus sent, received, progress;  // progress: the last reply while active
+    double dirty_pages_rate = 0;               // QEMU's last measure while the migration ran
     while (true) {
       sent = source->query_migration();
       if (auto rate = json_number(sent.reply, "dirty-pages-rate"); rate && *rate > 0)
         dirty_pages_rate = *rate;
       if (sent.finished()) break;
+      if (sent.status == "active") progress = sent;
       received = dest->query_migration();
       if (received.status == "failed") break;
       if (std::chrono::steady_clock::now() > deadline) {
@@ -356,15 +357,20 @@ int run_busy(const Options& o) {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (auto& p : procs) p.after = xmig::bench::sample(p.pid);
 
-    const double page_size = json_number(sent.reply, "page-size").value_or(4096);
-    const double transferred = json_number(sent.reply, "transferred").value_or(0);
+    // A cancelled migration reports no RAM figures: those of its last poll.
+    const std::string& figures = sent.completed() ? sent.reply : progress.reply;
+    const double page_size = json_number(figures, "page-size").value_or(4096);
+    const double transferred = json_number(figures, "transferred").value_or(0);
     r.set("converged", sent.completed())
         .set("seconds", seconds)
         .set("transferred_mib", transferred / (1 << 20))
-        .set("dirty_syncs", json_number(sent.reply, "dirty-sync-count").value_or(0))
-        .set("dirty_pages_rate", dirty_pages_rate)
-        .set("dirty_mibps", dirty_pages_rate * page_size / (1 << 20))
+        .set("dirty_syncs", json_number(figures, "dirty-sync-count").value_or(0))
         .set("source_status", sent.status);
+    // QEMU measures the rate over its sync periods (about a second): a shorter
+    // migration has none.
+    if (dirty_pages_rate > 0)
+      r.set("dirty_pages_rate", dirty_pages_rate)
+          .set("dirty_mibps", dirty_pages_rate * page_size / (1 << 20));
     if (auto mbps = json_number(sent.reply, "mbps")) r.set("qemu_mbps", *mbps);
     double cpu = 0;
     for (const Measured& p : procs) {
