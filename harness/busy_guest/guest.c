@@ -4,7 +4,7 @@
 // carry on at the destination.
 //
 // Kernel command line (QEMU -append): "mib=W rate=D"
-//   W  MiB of RAM dirtied over and over, from 16 MiB up (the guest needs W + 17 MiB of RAM)
+//   W  MiB of RAM dirtied over and over, from 16 MiB up (RAM: busy_guest_ram_mib())
 //   D  MiB/s dirtied: D * 256 pages a second, each gets one 32-bit word written
 //      (so it is sent whole; QEMU skips only all-zero pages). 0: no dirtying.
 //
