@@ -41,7 +41,7 @@ declare -A public=(
   [io]="pump.hpp"
   [tunnel]="config.hpp endpoint.hpp log_format.hpp nftables.hpp protocol.hpp tunnel.hpp"
   [verify]="verify.hpp status_client.hpp probe.hpp tls_records.hpp"
-  [harness]="certtool.hpp files.hpp netns.hpp process.hpp qemu_vm.hpp streams.hpp tls_probe.hpp tunnel_pair.hpp"
+  [harness]="busy_guest.hpp certtool.hpp files.hpp netns.hpp process.hpp qemu_vm.hpp streams.hpp tls_probe.hpp tunnel_pair.hpp"
   [bench]="channels.hpp load.hpp measure.hpp record.hpp relay.hpp"
 )
 # Headers private to their folder, tests included: internals whose users are
