@@ -380,6 +380,15 @@ int run_busy(const Options& o) {
     }
     if (!procs.empty() && transferred > 0) r.set("cpu_s_per_gb", cpu / (transferred / 1e9));
 
+    // The source's counters when the migration ended (completed: the source
+    // is paused; cancelled: before the guest goes on), and what the guest
+    // managed while it was migrated (it may fall short of the rate asked when
+    // the host is busy).
+    const BusyCounters before = busy_counters(read_file(source_serial));
+    if (before.last && warm.last && *before.last > *warm.last)
+      r.set("guest_dirty_mibps",
+            static_cast<double>(before.last_pages.value_or(0) - warm.last_pages.value_or(0)) /
+                static_cast<double>(*before.last - *warm.last) / kPagesPerMib);
     if (sent.completed()) {
       received = dest->wait_for_migration(std::chrono::seconds(60));
       r.set("value", seconds);
@@ -401,25 +410,18 @@ int run_busy(const Options& o) {
       if (error.empty()) dest->resume();
       // The guest arrived alive: its counter carries on at the destination,
       // and once it has gone over its whole buffer again no page was stale.
-      const BusyCounters before = busy_counters(read_file(source_serial));
       const size_t lines = std::max<size_t>(kLinesAfterArrival, busy_pass_seconds(load) + 1);
       const BusyCounters after = wait_for_busy_counters(
           dest_serial, lines, kArrivalCheckTimeout + std::chrono::seconds(lines));
       r.set("source_counter", static_cast<double>(before.last.value_or(0)))
           .set("destination_counter", static_cast<double>(after.last.value_or(0)))
           .set("stale_pages", static_cast<double>(after.stale));
-      // What the guest managed while it was migrated (it may fall short of
-      // the rate asked when the host is busy).
-      if (before.last && warm.last && *before.last > *warm.last)
-        r.set("guest_dirty_mibps",
-              static_cast<double>(before.last_pages.value_or(0) - warm.last_pages.value_or(0)) /
-                  static_cast<double>(*before.last - *warm.last) / kPagesPerMib);
       if (const std::string why = busy_continues(before, after, lines);
           error.empty() && !why.empty())
         error = "guest check: " + why;
     } else if (!not_converged.empty()) {
       // The migration was given up; the guest must still run at the source.
-      const size_t lines = busy_counters(read_file(source_serial)).lines;
+      const size_t lines = before.lines;
       if (wait_for_busy_counters(source_serial, lines + 2, kArrivalCheckTimeout).lines < lines + 2)
         error = not_converged + "; the guest stopped at the source afterwards";
     } else {
