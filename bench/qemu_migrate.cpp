@@ -12,6 +12,14 @@
 // run counts as failed whatever its speed. With --xmig it starts one xmig
 // pair itself, one TCP route per migration, and measures both ends.
 //
+// Busy (--busy-mib W --dirty-rate D): one migration of a guest that keeps
+// dirtying W MiB of its RAM at D MiB/s (harness/busy_guest.hpp) with QEMU's
+// downtime-limit and no bandwidth cap set explicitly; when it has not
+// converged by --timeout it is cancelled and reported "not converged" (the
+// tool's result, not its failure). There is no RAM comparison (the RAM keeps
+// changing); instead the guest's once-a-second counter must carry on at the
+// destination.
+//
 // K at once: the time is until the last one completed (the drain); fairness
 // is how the RAM each had sent was spread when the first one completed
 // (Jain's index, least/most); the balance of the worker threads is the
@@ -24,6 +32,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -33,6 +42,7 @@
 #include "base/json.hpp"
 #include "bench/measure.hpp"
 #include "bench/record.hpp"
+#include "harness/busy_guest.hpp"
 #include "harness/files.hpp"
 #include "harness/netns.hpp"
 #include "harness/qemu_vm.hpp"
@@ -61,6 +71,28 @@ bool same_contents(const fs::path& a, const fs::path& b, uint64_t bytes) {
   ::munmap(const_cast<uint8_t*>(x), bytes);
   ::munmap(const_cast<uint8_t*>(y), bytes);
   return same;
+}
+
+// The 4 KiB pages where two files of `bytes` bytes differ: how many, and the
+// first few offsets; empty when none.
+std::string differing_pages(const fs::path& a, const fs::path& b, uint64_t bytes) {
+  constexpr uint64_t kPage = 4096;
+  constexpr size_t kShown = 6;
+  std::ifstream fa(a, std::ios::binary), fb(b, std::ios::binary);
+  std::vector<char> pa(kPage), pb(kPage);
+  uint64_t count = 0;
+  std::string shown;
+  for (uint64_t off = 0; off < bytes; off += kPage) {
+    fa.read(pa.data(), kPage);
+    fb.read(pb.data(), kPage);
+    if (std::memcmp(pa.data(), pb.data(), kPage) == 0) continue;
+    if (count++ < kShown) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, " 0x%llx", static_cast<unsigned long long>(off));
+      shown += buf;
+    }
+  }
+  return count ? std::to_string(count) + " pages differ, at" + shown : std::string();
 }
 
 // QEMU's own TLS: a tls-creds-x509 object on each side (the destination is
@@ -95,6 +127,10 @@ struct Options {
   // "netns": sources (and hv-a) in one network namespace, destinations (and
   // hv-b) in another, joined by a veth pair (harness/netns.hpp).
   std::string topology = "loopback";
+  // Busy guest: MiB it dirties (0: the paused guest with random RAM) and at
+  // how many MiB/s; QEMU's downtime-limit.
+  uint64_t busy_mib = 0, dirty_rate = 0;
+  unsigned downtime_limit_ms = 300;
 };
 
 // Where migration traffic crosses between the two hosts.
@@ -186,13 +222,8 @@ struct Migration {
   double multifd_bytes = 0;
 };
 
-int run(const Options& o) {
-  using namespace xmig::harness;
-  const uint64_t bytes = o.ram_mib << 20;
-  const size_t count = o.listen_uris.size();
-  TempDir work("xmig-bench-qemu");
-  RamDir ram(2 * count * bytes, o.work_dir.empty() ? work.path() : o.work_dir);
-
+// The processes given with --pid NAME=PID.
+std::vector<Measured> measured_processes(const Options& o) {
   std::vector<Measured> procs;
   for (const auto& spec : o.pids) {
     size_t eq = spec.find('=');
@@ -201,13 +232,240 @@ int run(const Options& o) {
     procs.push_back(
         {spec.substr(0, eq), static_cast<pid_t>(std::stol(spec.substr(eq + 1))), {}, {}});
   }
+  return procs;
+}
+
+std::string channels_text(int multifd) {
+  return multifd ? "multifd " + std::to_string(multifd) + " channels" : "single stream";
+}
+
+// Busy guest: seconds its loop runs before the migration starts, so that the
+// whole buffer has been written once (a guest's working set is resident and
+// dirty), at least kMinWarmUpSeconds and at most kMaxWarmUpSeconds.
+constexpr uint64_t kMinWarmUpSeconds = 2, kMaxWarmUpSeconds = 20;
+// Counter lines the destination's guest must print after it arrived, and how
+// long it has for them.
+constexpr size_t kLinesAfterArrival = 3;
+constexpr auto kArrivalCheckTimeout = std::chrono::seconds(20);
+constexpr auto kPollInterval = std::chrono::milliseconds(100);
+constexpr double kPagesPerMib = 256;  // the guest's 4 KiB pages
+
+// One migration of a busy guest (see the top of this file).
+int run_busy(const Options& o) {
+  using namespace xmig::harness;
+  using xmig::harness::json_number;
+  const BusyLoad load{.mib = o.busy_mib, .rate_mib_per_s = o.dirty_rate};
+  const uint64_t ram_mib = busy_guest_ram_mib(load);
+  TempDir work("xmig-bench-busy");
+  RamDir ram(2 * (ram_mib << 20), o.work_dir.empty() ? work.path() : o.work_dir);
+  std::vector<Measured> procs = measured_processes(o);
+
+  Record r;
+  r.set("suite", o.suite == "qemu" ? std::string("qemu-busy") : o.suite)
+      .set("group", o.group.empty() ? std::to_string(load.mib) + " MiB dirtied at " +
+                                          std::to_string(load.rate_mib_per_s) + " MiB/s, " +
+                                          channels_text(o.multifd)
+                                    : o.group)
+      .set("config", !o.label.empty()        ? o.label
+                     : o.xmig_tunnel.empty() ? "direct"
+                                             : "xmig")
+      .set("round", o.round)
+      .set("unit", "s")
+      .set("higher_is_better", false)
+      .set("busy_mib", load.mib)
+      .set("dirty_rate_asked_mibps", load.rate_mib_per_s)
+      .set("ram_mib", ram_mib)
+      .set("multifd_channels", o.multifd)
+      .set("downtime_limit_ms", o.downtime_limit_ms)
+      .set("timeout_s", o.timeout);
+
+  std::string error, not_converged;
+  std::optional<TunnelPair> pair;
+  try {
+    Topology topology;
+    std::vector<std::string> send_uris = o.send_uris;
+    if (!o.xmig_tunnel.empty()) {
+      pair.emplace(xmig_pair(o, topology, work / "xmig", send_uris));
+      procs.push_back({"entry", pair->a.process->pid(), {}, {}});
+      procs.push_back({"exit", pair->b.process->pid(), {}, {}});
+    }
+    const fs::path kernel = busy_guest_kernel();
+    const fs::path source_ram = ram.path() / "source.ram",
+                   dest_ram = ram.path() / "destination.ram";
+    auto guest = [&](const std::string& name, bool incoming) {
+      const fs::path ram_file = incoming ? dest_ram : source_ram;
+      create_zero_file(ram_file, ram_mib << 20);
+      return std::make_unique<QemuGuest>(QemuGuestConfig{.name = name,
+                                                         .work_dir = work.path(),
+                                                         .ram_file = ram_file,
+                                                         .ram_mib = ram_mib,
+                                                         .incoming = incoming,
+                                                         .kernel = kernel,
+                                                         .kernel_args = busy_guest_args(load),
+                                                         .serial_log = work / (name + ".serial")});
+    };
+    auto source = guest("source", false), dest = guest("destination", true);
+    if (o.multifd > 0) {
+      source->enable_multifd(o.multifd);
+      dest->enable_multifd(o.multifd);
+    }
+    source->unlimit_bandwidth();
+    source->set_downtime_limit(std::chrono::milliseconds(o.downtime_limit_ms));
+    if (!o.tls_server_dir.empty()) {
+      enable_qemu_tls(*dest, o.tls_server_dir, true);
+      enable_qemu_tls(*source, o.tls_client_dir, false);
+    }
+    dest->migrate_incoming(o.listen_uris[0]);
+
+    // The guest has gone over its buffer once (its working set is dirty)
+    // before the migration starts.
+    const uint64_t warm_up =
+        std::clamp(busy_pass_seconds(load), kMinWarmUpSeconds, kMaxWarmUpSeconds);
+    const fs::path source_serial = work / "source.serial",
+                   dest_serial = work / "destination.serial";
+    const BusyCounters warm =
+        wait_for_busy_counters(source_serial, warm_up, std::chrono::seconds(warm_up + 30));
+    if (warm.lines < warm_up)
+      throw std::runtime_error("the busy guest did not run its loop: " + read_file(source_serial) +
+                               "\n" + source->log());
+
+    for (auto& p : procs) p.before = xmig::bench::sample(p.pid);
+    const auto t0 = std::chrono::steady_clock::now();
+    source->migrate(send_uris[0]);
+    const auto deadline = t0 + std::chrono::seconds(o.timeout);
+    MigrationStatus sent, received, progress;  // progress: the last reply while active
+    double dirty_pages_rate = 0;               // QEMU's last measure while the migration ran
+    while (true) {
+      sent = source->query_migration();
+      if (auto rate = json_number(sent.reply, "dirty-pages-rate"); rate && *rate > 0)
+        dirty_pages_rate = *rate;
+      if (sent.finished()) break;
+      if (sent.status == "active") progress = sent;
+      received = dest->query_migration();
+      if (received.status == "failed") break;
+      if (std::chrono::steady_clock::now() > deadline) {
+        // Not converged: the guest dirties faster than the path carries.
+        source->cancel_migration();
+        sent = source->wait_for_migration(std::chrono::seconds(60));
+        not_converged = "not converged within " + std::to_string(o.timeout) +
+                        " s, cancelled (source " + sent.status + ")";
+        break;
+      }
+      std::this_thread::sleep_for(kPollInterval);
+    }
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    for (auto& p : procs) p.after = xmig::bench::sample(p.pid);
+
+    // A cancelled migration reports no RAM figures: those of its last poll.
+    const std::string& figures = sent.completed() ? sent.reply : progress.reply;
+    const double page_size = json_number(figures, "page-size").value_or(4096);
+    const double transferred = json_number(figures, "transferred").value_or(0);
+    r.set("converged", sent.completed())
+        .set("seconds", seconds)
+        .set("transferred_mib", transferred / (1 << 20))
+        .set("dirty_syncs", json_number(figures, "dirty-sync-count").value_or(0))
+        .set("source_status", sent.status);
+    // QEMU measures the rate over its sync periods (about a second): a shorter
+    // migration has none.
+    if (dirty_pages_rate > 0)
+      r.set("dirty_pages_rate", dirty_pages_rate)
+          .set("dirty_mibps", dirty_pages_rate * page_size / (1 << 20));
+    if (auto mbps = json_number(sent.reply, "mbps")) r.set("qemu_mbps", *mbps);
+    double cpu = 0;
+    for (const Measured& p : procs) {
+      cpu += p.cpu_seconds();
+      r.set(p.name + "_cpu_s", p.cpu_seconds());
+      r.set(p.name + "_peak_rss_mib", static_cast<double>(p.after.peak_rss_kib) / 1024);
+    }
+    if (!procs.empty() && transferred > 0) r.set("cpu_s_per_gb", cpu / (transferred / 1e9));
+
+    // The source's counters when the migration ended (completed: the source
+    // is paused; cancelled: before the guest goes on), and what the guest
+    // managed while it was migrated (it may fall short of the rate asked when
+    // the host is busy).
+    const BusyCounters before = busy_counters(read_file(source_serial));
+    if (before.last && warm.last && *before.last > *warm.last)
+      r.set("guest_dirty_mibps",
+            static_cast<double>(before.last_pages.value_or(0) - warm.last_pages.value_or(0)) /
+                static_cast<double>(*before.last - *warm.last) / kPagesPerMib);
+    if (sent.completed()) {
+      received = dest->wait_for_migration(std::chrono::seconds(60));
+      r.set("value", seconds);
+      if (auto ms = sent.total_time_ms) r.set("qemu_total_ms", *ms);
+      if (auto ms = json_number(sent.reply, "downtime")) r.set("downtime_ms", *ms);
+      if (auto ms = json_number(sent.reply, "setup-time")) r.set("setup_ms", *ms);
+      if (!received.completed())
+        error = "destination " + received.status +
+                (received.error.empty() ? "" : " (" + received.error + ")");
+      // Both are paused now (the source after completing, the destination
+      // until resumed): the RAM that arrived must be the source's, byte for
+      // byte, dirtied pages and all.
+      if (error.empty()) {
+        const std::string first = differing_pages(source_ram, dest_ram, ram_mib << 20);
+        std::this_thread::sleep_for(std::chrono::seconds(2));
+        const std::string second = differing_pages(source_ram, dest_ram, ram_mib << 20);
+        if (!first.empty()) error = "destination RAM differs: " + first + "; 2 s later: " + second;
+      }
+      if (error.empty()) dest->resume();
+      // The guest arrived alive: its counter carries on at the destination,
+      // and once it has gone over its whole buffer again no page was stale.
+      const size_t lines = std::max<size_t>(kLinesAfterArrival, busy_pass_seconds(load) + 1);
+      const BusyCounters after = wait_for_busy_counters(
+          dest_serial, lines, kArrivalCheckTimeout + std::chrono::seconds(lines));
+      r.set("source_counter", static_cast<double>(before.last.value_or(0)))
+          .set("destination_counter", static_cast<double>(after.last.value_or(0)))
+          .set("stale_pages", static_cast<double>(after.stale));
+      if (const std::string why = busy_continues(before, after, lines);
+          error.empty() && !why.empty())
+        error = "guest check: " + why;
+    } else if (!not_converged.empty()) {
+      // The migration was given up; the guest must still run at the source.
+      const size_t lines = before.lines;
+      if (wait_for_busy_counters(source_serial, lines + 2, kArrivalCheckTimeout).lines < lines + 2)
+        error = not_converged + "; the guest stopped at the source afterwards";
+    } else {
+      error = "source " + sent.status + (sent.error.empty() ? "" : " (" + sent.error + ")") +
+              (received.status.empty() ? "" : ", destination " + received.status);
+    }
+
+    source->quit();
+    dest->quit();
+    if (pair) {
+      pair->stop();
+      const std::string mode = xmig::bench::close_line_values(pair->a.log, "mode");
+      r.set("config", r.text("config").value_or("xmig") + "-" + (mode.empty() ? "unknown" : mode));
+    }
+    if (!error.empty())
+      r.set("qemu_logs",
+            source->log() + "\n" + dest->log() + "\n" + (pair ? pair->logs() : std::string()));
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  // Not converging is what was measured, not a failure of the run: ok stays
+  // true, and the report lists it with the reason (no time to average).
+  r.set("ok", error.empty());
+  if (!error.empty())
+    r.set("error", error);
+  else if (!not_converged.empty())
+    r.set("error", not_converged);
+  std::cout << r.json() << std::endl;
+  return error.empty() ? 0 : 1;
+}
+
+int run(const Options& o) {
+  using namespace xmig::harness;
+  const uint64_t bytes = o.ram_mib << 20;
+  const size_t count = o.listen_uris.size();
+  TempDir work("xmig-bench-qemu");
+  RamDir ram(2 * count * bytes, o.work_dir.empty() ? work.path() : o.work_dir);
+
+  std::vector<Measured> procs = measured_processes(o);
 
   Record r;
   r.set("suite", o.suite)
       .set("group", o.group.empty()
-                        ? std::to_string(o.ram_mib) + " MiB, " +
-                              (o.multifd ? "multifd " + std::to_string(o.multifd) + " channels"
-                                         : std::string("single stream")) +
+                        ? std::to_string(o.ram_mib) + " MiB, " + channels_text(o.multifd) +
                               (o.topology == "netns" ? ", netns + veth" : "")
                         : o.group)
       .set("config", !o.label.empty()        ? o.label
@@ -457,7 +715,21 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--ram-dir", o.work_dir,
                  "Where the RAM files go when /dev/shm is too small (default: a temp dir)");
+  app.add_option("--busy-mib", o.busy_mib,
+                 "A busy guest instead of the paused one: it dirties this many MiB of its RAM "
+                 "over and over (one migration; no RAM comparison: its counter must carry on at "
+                 "the destination; --ram-mib is ignored)");
+  app.add_option("--dirty-rate", o.dirty_rate, "With --busy-mib: MiB the guest dirties per second")
+      ->capture_default_str();
+  app.add_option("--downtime-limit-ms", o.downtime_limit_ms,
+                 "With --busy-mib: QEMU's downtime-limit (a migration completes once the rest "
+                 "fits in it; past --timeout it is cancelled: not converged)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (o.busy_mib > 0 && (o.listen_uris.size() != 1 || o.topology != "loopback")) {
+    std::cerr << "xmig-bench-qemu: --busy-mib runs one migration on loopback\n";
+    return 2;
+  }
   if (o.tls_server_dir.empty() != o.tls_client_dir.empty()) {
     std::cerr << "xmig-bench-qemu: --tls-server-dir and --tls-client-dir go together\n";
     return 2;
@@ -467,7 +739,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    return run(o);
+    return o.busy_mib > 0 ? run_busy(o) : run(o);
   } catch (const std::exception& e) {
     std::cerr << "xmig-bench-qemu: " << e.what() << "\n";
     return 2;

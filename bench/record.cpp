@@ -207,7 +207,10 @@ struct Series {
   std::string config;
   std::map<int, const Record*> by_round;  // successful rounds only
   size_t runs = 0, failed = 0;
-  std::vector<std::string> errors;
+  // Busy guests: runs that converged, of those that say (a run that did not
+  // converge is a result, listed with its reason, not a failure).
+  size_t converged = 0, convergence_known = 0;
+  std::vector<std::string> errors, notes;
   std::string unit;
   bool higher_is_better = true;
 
@@ -225,7 +228,7 @@ struct Group {
   Series& of(const std::string& config) {
     for (auto& s : series)
       if (s.config == config) return s;
-    series.push_back(Series{config, {}, 0, 0, {}, "", true});
+    series.push_back(Series{config, {}, 0, 0, 0, 0, {}, {}, "", true});
     return series.back();
   }
   const Series* find(const std::string& config) const {
@@ -289,6 +292,12 @@ constexpr OptionalColumn kOptionalColumns[] = {
     {"b_peak_mib", "hv-b peak RSS MiB", 1},
     {"closed_mib", "RSS MiB both ends after close", 1},
     {"returned_pct", "% of the streams' RSS returned", 0},
+    // busy guests (xmig-bench-qemu --busy-mib): QEMU's query-migrate, and the guest's own rate
+    {"downtime_ms", "downtime ms", 0},
+    {"transferred_mib", "MiB sent", 0},
+    {"dirty_mibps", "dirty MiB/s (QEMU)", 0},
+    {"guest_dirty_mibps", "dirty MiB/s (guest)", 0},
+    {"dirty_syncs", "dirty syncs", 0},
 };
 
 }  // namespace
@@ -305,8 +314,14 @@ void report(const std::vector<Record>& records, const std::vector<std::string>& 
     ++s.runs;
     s.unit = r.text("unit").value_or(s.unit);
     s.higher_is_better = r.flag("higher_is_better").value_or(s.higher_is_better);
+    if (const auto converged = r.flag("converged"); converged && r.flag("ok").value_or(false)) {
+      ++s.convergence_known;
+      s.converged += *converged ? 1 : 0;
+    }
     if (r.flag("ok").value_or(false) && r.number("value")) {
       s.by_round[static_cast<int>(r.number("round").value_or(0))] = &r;
+    } else if (r.flag("ok").value_or(false) && r.flag("converged") == false) {
+      s.notes.push_back(r.text("error").value_or("not converged"));
     } else {
       ++s.failed;
       s.errors.push_back(r.text("error").value_or("failed"));
@@ -332,6 +347,8 @@ void report(const std::vector<Record>& records, const std::vector<std::string>& 
       any_latency = any_latency || !s.values("p50_ms").empty();
     }
     for (const auto& s : g.series) any_cpu = any_cpu || !s.values(cost_key).empty();
+    const bool any_convergence = std::any_of(
+        g.series.begin(), g.series.end(), [](const Series& s) { return s.convergence_known > 0; });
     for (const auto& column : kOptionalColumns)
       if (std::any_of(g.series.begin(), g.series.end(),
                       [&](const Series& s) { return !s.values(column.key).empty(); }))
@@ -345,12 +362,14 @@ void report(const std::vector<Record>& records, const std::vector<std::string>& 
 
     out << "\n### " << g.suite << ": " << g.name << "\n\n| config | " << unit
         << " median (min–max) |";
+    if (any_convergence) out << " converged |";
     if (any_cpu) out << " " << cost_label << " |";
     if (any_latency) out << " latency p50 / p99 ms |";
     for (const auto& column : extra) out << " " << column.header << " |";
     for (const auto& ref : refs) out << " vs " << ref << " [per round] |";
     for (const auto& ref : cpu_refs) out << " CPU vs " << ref << " |";
     out << " failed |\n|---|---|";
+    if (any_convergence) out << "---|";
     if (any_cpu) out << "---|";
     if (any_latency) out << "---|";
     for (size_t i = 0; i < extra.size(); ++i) out << "---|";
@@ -361,6 +380,7 @@ void report(const std::vector<Record>& records, const std::vector<std::string>& 
       const Stats value = stats(s.values("value"));
       const Stats cpu = stats(s.values(cost_key));
       out << "| " << s.config << " | " << range_text(value, 2) << " |";
+      if (any_convergence) out << " " << s.converged << "/" << s.convergence_known << " |";
       if (any_cpu) out << " " << range_text(cpu, 2) << " |";
       if (any_latency)
         out << " " << range_text(stats(s.values("p50_ms")), 2) << " / "
@@ -379,7 +399,7 @@ void report(const std::vector<Record>& records, const std::vector<std::string>& 
         json_cpu_ratios +=
             (json_cpu_ratios.empty() ? "" : ", ") + json_quote(ref) + ": " + json_list(v);
       }
-      out << " " << s.failed << "/" << s.runs << " |\n";
+      out << " " << s.failed << "/" << s.runs - s.notes.size() << " |\n";
 
       json += std::string(first_summary ? "\n" : ",\n") + "  {\"suite\": " + json_quote(g.suite) +
               ", \"group\": " + json_quote(g.name) + ", \"config\": " + json_quote(s.config) +
@@ -396,6 +416,8 @@ void report(const std::vector<Record>& records, const std::vector<std::string>& 
         std::replace(e.begin(), e.end(), '\n', ' ');
         out << "\n- " << s.config << " failed: " << e.substr(0, 300);
       }
+    for (const Series& s : g.series)
+      for (const std::string& note : s.notes) out << "\n- " << s.config << ": " << note;
     out << "\n";
   }
   out.flush();

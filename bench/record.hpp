@@ -10,6 +10,8 @@
 //   suite, group, config   what ran ("stream", "4 streams", "stunnel")
 //   round                  which round of the interleaved comparison
 //   ok, error              a failed measurement is counted, never averaged
+//   converged              busy guests: false with ok is a migration that did not
+//                          converge (a result: listed with its reason, not failed)
 //   value, unit, higher_is_better   the headline figure ("gbps"/"GB/s"/true,
 //                          or QEMU's "seconds"/"s"/false)
 //   cpu_s_per_gb           CPU seconds of the measured relay processes per GB

@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -258,6 +259,14 @@ QemuGuest::QemuGuest(QemuGuestConfig config)
       "-qmp",
       "unix:" + qemu_opt_escape(qmp_socket.string()) + ",server=on,wait=off",
   };
+  if (!config_.kernel.empty()) {
+    // A booted source runs from the start (no -S); a destination stays
+    // paused after the migration until resume(), so that its RAM can be
+    // compared with the source's (paused after completion) first.
+    if (!config_.incoming) argv.erase(std::find(argv.begin(), argv.end(), "-S"));
+    argv.insert(argv.end(), {"-kernel", config_.kernel.string(), "-append", config_.kernel_args,
+                             "-serial", "file:" + qemu_opt_escape(config_.serial_log.string())});
+  }
   // For investigations: QEMU's trace events (e.g. "multifd_*") in its log.
   if (const char* trace = std::getenv("XMIG_QEMU_TRACE"); trace && *trace)
     argv.insert(argv.end(), {"-trace", trace});
@@ -306,6 +315,19 @@ void QemuGuest::enable_multifd(int channels) {
 void QemuGuest::unlimit_bandwidth() {
   // 1 TiB/s: effectively no limit, and well inside QEMU's accepted range.
   qmp_->execute("migrate-set-parameters", R"({"max-bandwidth": 1099511627776})");
+}
+
+void QemuGuest::set_downtime_limit(std::chrono::milliseconds limit) {
+  qmp_->execute("migrate-set-parameters",
+                "{\"downtime-limit\": " + std::to_string(limit.count()) + "}");
+}
+
+void QemuGuest::cancel_migration() {
+  qmp_->execute("migrate_cancel");
+}
+
+void QemuGuest::resume() {
+  qmp_->execute("cont");
 }
 
 void QemuGuest::migrate_incoming(const std::string& uri) {

@@ -128,6 +128,13 @@ struct QemuGuestConfig {
   // When set, QEMU runs as this user (setpriv); work_dir and ram_file must be
   // its to write. Otherwise it runs as the test does.
   std::optional<QemuUser> user{};
+  // A guest that runs code (harness/busy_guest.hpp): QEMU boots this kernel
+  // (-kernel, with kernel_args as -append) at once instead of staying paused
+  // (-S); a destination stays paused after the migration until resume(). The
+  // guest's serial port (COM1) is written to serial_log.
+  fs::path kernel{};
+  std::string kernel_args{};
+  fs::path serial_log{};
 };
 
 class QemuGuest {
@@ -144,6 +151,15 @@ class QemuGuest {
   // Lifts the bandwidth cap (QEMU 7.2 defaults to 32 MiB/s on the source) so
   // the transport, not the throttle, decides how fast RAM moves.
   void unlimit_bandwidth();
+  // The longest the source may stop the guest for the last pass (QEMU's
+  // downtime-limit; its default is 300 ms): the migration completes only once
+  // what is left can be sent within it.
+  void set_downtime_limit(std::chrono::milliseconds limit);
+  // Source: gives up a migration that is still running (migrate_cancel); the
+  // guest carries on at the source.
+  void cancel_migration();
+  // Runs a paused guest (cont), e.g. a destination after its migration.
+  void resume();
   // Destination: start listening on uri (e.g. "unix:/path/qemu.sock").
   void migrate_incoming(const std::string& uri);
   // Source: start sending to uri.
