@@ -235,6 +235,12 @@ std::vector<Measured> measured_processes(const Options& o) {
   return procs;
 }
 
+// The record's config: the label asked for, else what carried the migration.
+std::string config_label(const Options& o) {
+  if (!o.label.empty()) return o.label;
+  return o.xmig_tunnel.empty() ? "direct" : "xmig";
+}
+
 std::string channels_text(int multifd) {
   return multifd ? "multifd " + std::to_string(multifd) + " channels" : "single stream";
 }
@@ -266,9 +272,7 @@ int run_busy(const Options& o) {
                                           std::to_string(load.rate_mib_per_s) + " MiB/s, " +
                                           channels_text(o.multifd)
                                     : o.group)
-      .set("config", !o.label.empty()        ? o.label
-                     : o.xmig_tunnel.empty() ? "direct"
-                                             : "xmig")
+      .set("config", config_label(o))
       .set("round", o.round)
       .set("unit", "s")
       .set("higher_is_better", false)
@@ -468,9 +472,7 @@ int run(const Options& o) {
                         ? std::to_string(o.ram_mib) + " MiB, " + channels_text(o.multifd) +
                               (o.topology == "netns" ? ", netns + veth" : "")
                         : o.group)
-      .set("config", !o.label.empty()        ? o.label
-                     : o.xmig_tunnel.empty() ? "direct"
-                                             : "xmig")
+      .set("config", config_label(o))
       .set("round", o.round)
       .set("unit", "s")
       .set("higher_is_better", false)
