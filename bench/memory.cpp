@@ -50,9 +50,6 @@ constexpr double kKiB = 1024, kMiB = 1024 * 1024;
 // 256-288 KiB and two ciphertext queues per end, io/userspace_pump.cpp).
 constexpr uint64_t kMovedBytes = 4ull << 20;
 constexpr uint64_t kIdleBytes = 1024;
-// The start of a TLS handshake record that announces 16 KiB and sends one
-// byte of it: OpenSSL must buffer the record, as for a slow ClientHello.
-constexpr unsigned char kPartialHello[] = {0x16, 0x03, 0x01, 0x40, 0x00, 0x01};
 
 double mib(uint64_t bytes) {
   return static_cast<double>(bytes) / kMiB;
@@ -92,12 +89,10 @@ void carry(int from, int to, uint64_t bytes, uint64_t seed) {
 // handshakes end unfinished, as these do when they are closed.
 uint64_t hold_pending(const TunnelPair& pair, unsigned n, bool partial_hello) {
   std::vector<Fd> held;
-  for (unsigned i = 0; i < n; ++i) {
-    held.push_back(connect_tcp(pair.b.port, partial_hello ? "127.0.0.8" : "127.0.0.7"));
-    if (partial_hello && ::send(held.back().get(), kPartialHello, sizeof kPartialHello,
-                                MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof kPartialHello))
-      throw std::runtime_error("partial ClientHello not sent");
-  }
+  if (partial_hello)
+    held = partial_client_hellos(pair.b.port, "127.0.0.8", n);
+  else
+    for (unsigned i = 0; i < n; ++i) held.push_back(connect_tcp(pair.b.port, "127.0.0.7"));
   wait_status(pair.b, "pending_handshakes", n);
   std::this_thread::sleep_for(200ms);  // the partial records read and buffered
   const uint64_t rss = rss_bytes(pair.b.process->pid());
@@ -119,10 +114,7 @@ Record measure(unsigned n, const std::string& tls_toml, const xmig::harness::fs:
   try {
     TunnelPairOptions opts{.log_level = "info", .tunnel = tunnel};
     opts.tls_toml = tls_toml;
-    const std::string limit = std::to_string(2 * n + 16);
-    opts.b_extra = "[limits]\nmax_pending_handshakes = " + limit +
-                   "\nmax_pending_per_source = " + limit +
-                   "\nhandshake_rate_per_source = 100000\nhandshake_timeout = 120\n";
+    opts.b_extra = pending_limits_toml(n);
     TunnelPair pair(opts);
     const pid_t a = pair.a.process->pid(), b = pair.b.process->pid();
     std::this_thread::sleep_for(300ms);

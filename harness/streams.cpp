@@ -73,6 +73,21 @@ Fd connect_tcp(uint16_t port, const std::string& source) {
   return fd;
 }
 
+std::vector<Fd> partial_client_hellos(uint16_t port, const std::string& source, unsigned count) {
+  // Content type handshake, legacy version 3.1, length 0x4000, one byte.
+  static constexpr unsigned char kPartialHello[] = {0x16, 0x03, 0x01, 0x40, 0x00, 0x01};
+  std::vector<Fd> held;
+  held.reserve(count);
+  for (unsigned i = 0; i < count; ++i) {
+    held.push_back(connect_tcp(port, source));
+    if (::send(held.back().get(), kPartialHello, sizeof kPartialHello, MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(sizeof kPartialHello))
+      throw std::runtime_error("partial ClientHello to 127.0.0.1:" + std::to_string(port) + ": " +
+                               strerror(errno));
+  }
+  return held;
+}
+
 Listener Listener::unix_socket(const std::string& path) {
   Listener l;
   l.path_ = path;

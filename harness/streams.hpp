@@ -11,6 +11,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/fd.hpp"
 
@@ -26,6 +27,11 @@ Fd connect_unix(const std::string& path);
 // To 127.0.0.1:port, from `source` (an IPv4 address of this machine, any of
 // 127/8) when given, so that a test can be a source other than the peers.
 Fd connect_tcp(uint16_t port, const std::string& source = "");
+// `count` connections to 127.0.0.1:port from `source` that each send the
+// header of a TLS handshake record announcing a 16 KiB ClientHello and one
+// byte of it: the server must buffer the record (OpenSSL holds a read buffer
+// for each), as for a slow ClientHello. Held until the Fds are closed.
+std::vector<Fd> partial_client_hellos(uint16_t port, const std::string& source, unsigned count);
 
 class Listener {
  public:

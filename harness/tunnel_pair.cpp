@@ -227,6 +227,13 @@ std::string status_request(const TunnelSide& side, const std::string& path) {
   }
 }
 
+std::string pending_limits_toml(unsigned count) {
+  // Beside `count` strangers, room for the peers' own handshakes.
+  const std::string limit = std::to_string(2 * count + 16);
+  return "[limits]\nmax_pending_handshakes = " + limit + "\nmax_pending_per_source = " + limit +
+         "\nhandshake_rate_per_source = 100000\nhandshake_timeout = 120\n";
+}
+
 long status_number(const TunnelSide& side, const std::string& field) {
   std::smatch m;
   const std::string body = status_request(side, "/status");

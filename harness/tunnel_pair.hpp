@@ -90,6 +90,11 @@ class TunnelPair {
   fs::path tunnel_;
 };
 
+// A [limits] table that lets `count` handshakes pend at once, from one
+// source as from all, none timing out for two minutes: for measuring what
+// pending handshakes cost (TunnelPairOptions::b_extra).
+std::string pending_limits_toml(unsigned count);
+
 // A TCP port that was free a moment ago on 127.0.0.1.
 uint16_t free_port();
 
