@@ -4,6 +4,10 @@
 
 #include <algorithm>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 namespace xmig::tunnel {
 
 namespace {
@@ -11,6 +15,9 @@ namespace {
 // An IPv6 host's share of its network: the first 64 bits.
 constexpr size_t kIpv6HostPrefixBytes = 8;
 constexpr std::chrono::seconds kSweepInterval{1};
+// Pending handshakes at once after which their freed memory is given back
+// (admission.hpp): 64 mid-ClientHello hold about 3 MiB, silent ones far less.
+constexpr size_t kTrimAfterBurst = 64;
 
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -20,6 +27,18 @@ int64_t unix_now() {
 
 double seconds(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double>(d).count();
+}
+
+// The heap's free pages back to the system, in every arena (admission.hpp).
+void return_freed_memory(size_t burst) {
+#if defined(__GLIBC__)
+  const auto start = std::chrono::steady_clock::now();
+  malloc_trim(0);
+  spdlog::info("{} handshakes pended at once, none now: their freed memory returned in {:.1f} ms",
+               burst, seconds(std::chrono::steady_clock::now() - start) * 1000);
+#else
+  (void)burst;
+#endif
 }
 
 }  // namespace
@@ -53,6 +72,7 @@ Admission::Pending::Pending(std::shared_ptr<Table> table, std::string source, bo
     : table_(std::move(table)), source_(std::move(source)), peer_(peer) {
   ++table_->sources[source_].pending;
   ++(peer_ ? table_->peer_pending : table_->pending);
+  table_->burst = std::max(table_->burst, table_->pending + table_->peer_pending);
 }
 
 Admission::Pending::~Pending() {
@@ -162,6 +182,10 @@ asio::awaitable<void> Admission::sweep() {
     if (ec) co_return;
     const auto now = Clock::now();
     log_.flush(now);
+    if (pending() == 0) {
+      if (table_->burst >= kTrimAfterBurst) return_freed_memory(table_->burst);
+      table_->burst = 0;
+    }
     // A full bucket takes one second to refill from empty.
     const auto bucket_full = std::chrono::seconds(1);
     std::erase_if(table_->sources, [&](const auto& entry) {
