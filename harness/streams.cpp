@@ -4,6 +4,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/evp.h>
+#include <openssl/ssl3.h>
+#include <openssl/tls1.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -74,8 +76,12 @@ Fd connect_tcp(uint16_t port, const std::string& source) {
 }
 
 std::vector<Fd> partial_client_hellos(uint16_t port, const std::string& source, unsigned count) {
-  // Content type handshake, legacy version 3.1, length 0x4000, one byte.
-  static constexpr unsigned char kPartialHello[] = {0x16, 0x03, 0x01, 0x40, 0x00, 0x01};
+  // A handshake record with the legacy version ClientHellos carry (TLS 1.0),
+  // its length, and the first byte of its body: the handshake's type.
+  constexpr unsigned kAnnounced = 16 * 1024;
+  static constexpr unsigned char kPartialHello[] = {SSL3_RT_HANDSHAKE,   TLS1_VERSION >> 8,
+                                                    TLS1_VERSION & 0xff, kAnnounced >> 8,
+                                                    kAnnounced & 0xff,   SSL3_MT_CLIENT_HELLO};
   std::vector<Fd> held;
   held.reserve(count);
   for (unsigned i = 0; i < count; ++i) {
