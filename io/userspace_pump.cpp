@@ -24,10 +24,8 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
-#include <vector>
 
 #include "base/openssl_errors.hpp"
-#include "base/pages.hpp"
 #include "io/worker.hpp"
 
 namespace xmig::io {
@@ -39,15 +37,24 @@ constexpr size_t kChunk = 16 * kRecord;  // one receive: 16 full records (256 Ki
 // plus the partial record OpenSSL kept from the last round.
 constexpr size_t kDownCapacity = kChunk + 2 * kRecord;
 
-// A stream's buffers and ciphertext queues are in pages of their own
-// (base/pages.hpp): only the pages data has landed in are resident, so an
-// idle stream costs a few KiB, not the 2 MiB its buffers can hold, and a
-// closed stream gives them back to the system at once (README "Memory").
-using Queue = std::vector<uint8_t, PageAllocator<uint8_t>>;
+// A fixed-size byte buffer that is not zero-filled: its pages become
+// resident only when data first lands in them, so an idle stream costs a few
+// KiB, not the 1 MiB its four buffers can hold (README "Memory").
+class Buffer {
+ public:
+  explicit Buffer(size_t size)
+      : bytes_(std::make_unique_for_overwrite<uint8_t[]>(size)), size_(size) {}
+  uint8_t* data() { return bytes_.get(); }
+  size_t size() const { return size_; }
+
+ private:
+  std::unique_ptr<uint8_t[]> bytes_;
+  size_t size_;
+};
 
 // Ciphertext between OpenSSL and the ring.
 struct Wire {
-  Queue out;                    // produced by OpenSSL, not yet handed to a send
+  std::vector<uint8_t> out;     // produced by OpenSSL, not yet handed to a send
   const uint8_t* in = nullptr;  // received, not yet read by OpenSSL
   size_t in_len = 0;
   bool in_eof = false;  // the peer's TCP FIN arrived
@@ -353,18 +360,18 @@ class UserspacePump final : public Pump {
   uint64_t limit_;  // records per key, 0 = none
   uint64_t up_records_ = 0;
 
-  PageBuffer up_in_;
+  Buffer up_in_;
   size_t up_len_ = 0, up_off_ = 0;
   bool up_eof_ = false, recv_plain_busy_ = false, close_notify_queued_ = false;
-  Queue tls_sending_;
+  std::vector<uint8_t> tls_sending_;
   size_t tls_sent_ = 0;
   bool send_tls_busy_ = false, up_done_ = false;
 
-  PageBuffer down_in_;
+  Buffer down_in_;
   bool recv_tls_busy_ = false, down_eof_ = false;
-  PageBuffer down_out_;
+  Buffer down_out_;
   size_t down_len_ = 0;
-  PageBuffer plain_sending_;
+  Buffer plain_sending_;
   size_t plain_len_ = 0, plain_sent_ = 0;
   bool send_plain_busy_ = false, down_done_ = false;
 
