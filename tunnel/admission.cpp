@@ -16,9 +16,11 @@ namespace {
 constexpr size_t kIpv6HostPrefixBytes = 8;
 constexpr std::chrono::seconds kSweepInterval{1};
 // Connections that ended since the most were held, after which their freed
-// memory is given back (admission.hpp): 64 handshakes mid-ClientHello hold
-// about 3 MiB, 64 closed streams' TLS sessions and state about 2.5 MiB.
-constexpr size_t kTrimAfterBurst = 64;
+// memory is given back (admission.hpp): what stays until then is at most
+// that of 15 streams, 1.6 MiB each for both ends once they have carried data
+// (README "Memory"), or of 15 handshakes (under 100 KiB each). A migration
+// with multifd 16 is 17 streams.
+constexpr size_t kTrimAfterBurst = 16;
 
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(

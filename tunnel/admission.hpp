@@ -23,19 +23,22 @@
 // network, so that a host cannot escape its budget by changing addresses).
 //
 // Memory: a connection's TLS session and read buffers are allocated on the
-// handshake threads (tls::handshake's pool), in glibc's arenas of those
-// threads, and a stream's other small state on the control-plane and worker
-// threads. Freed when the connection ends, they stay in those arenas (glibc
-// gives a heap back only from its top, and only when the free block there
-// passes a threshold): 1,000 handshakes stopped mid-ClientHello left hv-b
-// 49 MiB above idle with 0.8 MiB of its heap in use, 1,000 closed streams
-// each end ~40 MiB above idle with 1.5 MiB in use (malloc_stats). (A stream's
-// big buffers are in pages of their own and go back at once: base/pages.hpp.)
-// So the sweep counts the connections held (pending handshakes and
-// established streams): once it finds at least kTrimAfterBurst fewer than
-// the most held since it last did, malloc_trim gives the free pages back.
-// Once a second at most and once per burst, nothing per connection; used on
-// the control-plane thread only.
+// handshake threads (tls::handshake's pool), a stream's buffers and state on
+// the control-plane and worker threads, in glibc's arenas of those threads.
+// Freed when the connection ends, they stay in those arenas (glibc gives a
+// heap back only from its top, and only when the free block there passes a
+// threshold): 1,000 handshakes stopped mid-ClientHello left hv-b 49 MiB above
+// idle with 0.8 MiB of its heap in use; 1,000 closed streams left each end
+// ~49 MiB above idle with 1.5-1.7 MiB in use (malloc_stats). A stream's big
+// buffers (io/userspace_pump.cpp) come from mmap only until the first one is
+// freed: glibc then raises its mmap threshold above their size, and from the
+// next burst on they stay in the arenas too. So the sweep counts the
+// connections held (pending handshakes and established streams), and
+// malloc_trim gives every arena's free pages back once it finds at least
+// kTrimAfterBurst fewer than the most held since it last did, or none held
+// after any: at most once a second, nothing per connection. (Buffers in pages
+// of their own, mmap'd and munmap'd per stream, cost ~1 CPU-ms more per
+// channel set up: README "Memory".) Used on the control-plane thread only.
 #pragma once
 
 #include <atomic>
