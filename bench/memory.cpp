@@ -16,8 +16,9 @@
 //      once: RSS of both ends with each stream idle (1 KiB carried), then
 //      after each has carried kMovedBytes (its buffers filled); every piece
 //      checked by SHA-256 at the far end. Peak RSS (VmHWM) of each end.
-//   4. every stream closed; RSS of both ends once /status shows none active:
-//      what the burst left behind.
+//   4. every stream closed; RSS of both ends kReturnedAfter after /status
+//      showed none active: what the burst left behind (the tunnel gives the
+//      freed memory of a burst of connections back at its next sweep).
 // Per-item figures are RSS differences over N (KiB, 1 KiB = 1024 bytes).
 #include <sys/socket.h>
 
@@ -150,7 +151,7 @@ Record measure(unsigned n, const std::string& tls_toml, const xmig::harness::fs:
     targets.clear();
     wait_status(pair.b, "active", 0);
     wait_status(pair.a, "active", 0);
-    std::this_thread::sleep_for(300ms);
+    std::this_thread::sleep_for(kReturnedAfter);
     const uint64_t a_closed = rss_bytes(a), b_closed = rss_bytes(b);
     // VmHWM is kept up to date lazily by the kernel: the peak is at least
     // the highest RSS read here.

@@ -15,9 +15,12 @@ namespace {
 // An IPv6 host's share of its network: the first 64 bits.
 constexpr size_t kIpv6HostPrefixBytes = 8;
 constexpr std::chrono::seconds kSweepInterval{1};
-// Pending handshakes at once after which their freed memory is given back
-// (admission.hpp): 64 mid-ClientHello hold about 3 MiB, silent ones far less.
-constexpr size_t kTrimAfterBurst = 64;
+// Connections that ended since the most were held, after which their freed
+// memory is given back (admission.hpp): what stays until then is at most
+// that of 15 streams, 1.6 MiB each for both ends once they have carried data
+// (README "Memory"), or of 15 handshakes (under 100 KiB each). A migration
+// with multifd 16 is 17 streams.
+constexpr size_t kTrimAfterBurst = 16;
 
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -30,14 +33,17 @@ double seconds(std::chrono::steady_clock::duration d) {
 }
 
 // The heap's free pages back to the system, in every arena (admission.hpp).
-void return_freed_memory(size_t burst) {
+void return_freed_memory(size_t most, size_t now) {
 #if defined(__GLIBC__)
   const auto start = std::chrono::steady_clock::now();
   malloc_trim(0);
-  spdlog::info("{} handshakes pended at once, none now: their freed memory returned in {:.1f} ms",
-               burst, seconds(std::chrono::steady_clock::now() - start) * 1000);
+  spdlog::info(
+      "{} connections (pending handshakes and streams) held at once, {} now: the freed memory "
+      "returned in {:.1f} ms",
+      most, now, seconds(std::chrono::steady_clock::now() - start) * 1000);
 #else
-  (void)burst;
+  (void)most;
+  (void)now;
 #endif
 }
 
@@ -72,7 +78,7 @@ Admission::Pending::Pending(std::shared_ptr<Table> table, std::string source, bo
     : table_(std::move(table)), source_(std::move(source)), peer_(peer) {
   ++table_->sources[source_].pending;
   ++(peer_ ? table_->peer_pending : table_->pending);
-  table_->burst = std::max(table_->burst, table_->pending + table_->peer_pending);
+  table_->most_held = std::max(table_->most_held, table_->held());
 }
 
 Admission::Pending::~Pending() {
@@ -85,8 +91,9 @@ Admission::Pending::Pending(Pending&& o) noexcept
     : table_(std::move(o.table_)), source_(std::move(o.source_)), peer_(o.peer_) {}
 
 Admission::Admission(asio::io_context& io, const Limits& limits, std::set<std::string> peers,
-                     RefusalLog& log)
+                     RefusalLog& log, const std::atomic<size_t>& streams)
     : io_(io), limits_(limits), peers_(std::move(peers)), log_(log) {
+  table_->streams = &streams;
   asio::co_spawn(io_, sweep(), asio::detached);
 }
 
@@ -182,9 +189,13 @@ asio::awaitable<void> Admission::sweep() {
     if (ec) co_return;
     const auto now = Clock::now();
     log_.flush(now);
-    if (pending() == 0) {
-      if (table_->burst >= kTrimAfterBurst) return_freed_memory(table_->burst);
-      table_->burst = 0;
+    const size_t held = table_->held();
+    table_->most_held = std::max(table_->most_held, held);
+    // After a burst, and when the last connection has ended (so that a
+    // burst's last few do not stay behind).
+    if (table_->most_held >= held + kTrimAfterBurst || (held == 0 && table_->most_held > 0)) {
+      return_freed_memory(table_->most_held, held);
+      table_->most_held = held;
     }
     // A full bucket takes one second to refill from empty.
     const auto bucket_full = std::chrono::seconds(1);

@@ -22,16 +22,26 @@
 // A source is an IPv4 address or an IPv6 /64 (one host's share of an IPv6
 // network, so that a host cannot escape its budget by changing addresses).
 //
-// Memory: a handshake's TLS session and read buffers are allocated on the
-// handshake threads (tls::handshake's pool), in glibc's arenas of those
-// threads. Freed when the handshakes end, they stay in those arenas (glibc
-// gives a heap back only from its top, and only when the free block there
-// passes a threshold): 1,000 handshakes stopped mid-ClientHello left hv-b
-// 49 MiB above idle with 0.8 MiB of its heap in use (malloc_stats). Once a burst of at least
-// kTrimAfterBurst pending handshakes is over (a sweep finds none pending), malloc_trim gives the
-// free pages back: once per burst, nothing per handshake. Used on the control-plane thread only.
+// Memory: a connection's TLS session and read buffers are allocated on the
+// handshake threads (tls::handshake's pool), a stream's buffers and state on
+// the control-plane and worker threads, in glibc's arenas of those threads.
+// Freed when the connection ends, they stay in those arenas (glibc gives a
+// heap back only from its top, and only when the free block there passes a
+// threshold): 1,000 handshakes stopped mid-ClientHello left hv-b 49 MiB above
+// idle with 0.8 MiB of its heap in use; 1,000 closed streams left each end
+// ~49 MiB above idle with 1.5-1.7 MiB in use (malloc_stats). A stream's big
+// buffers (io/userspace_pump.cpp) come from mmap only until the first one is
+// freed: glibc then raises its mmap threshold above their size, and from the
+// next burst on they stay in the arenas too. So the sweep counts the
+// connections held (pending handshakes and established streams), and
+// malloc_trim gives every arena's free pages back once it finds at least
+// kTrimAfterBurst fewer than the most held since it last did, or none held
+// after any: at most once a second, nothing per connection. (Buffers in pages
+// of their own, mmap'd and munmap'd per stream, cost ~1 CPU-ms more per
+// channel set up: README "Memory".) Used on the control-plane thread only.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -77,8 +87,13 @@ class Admission {
     std::map<std::string, Source> sources;
     size_t pending = 0;       // from sources that are not peers
     size_t peer_pending = 0;  // from the configured peers' addresses
-    // The most that pended at once since a sweep last found none pending.
-    size_t burst = 0;
+    // Established streams, counted by the tunnel (any thread).
+    const std::atomic<size_t>* streams = nullptr;
+    // The most connections held at once (pending and established) since the
+    // freed memory was last given back: exact on each accept, sampled by the
+    // sweep between accepts.
+    size_t most_held = 0;
+    size_t held() const { return pending + peer_pending + streams->load(); }
   };
 
  public:
@@ -106,8 +121,10 @@ class Admission {
     std::string why;
   };
 
+  // `streams`: the tunnel's count of established streams, for giving back
+  // the memory of a burst of them once they have closed (see above).
   Admission(asio::io_context& io, const Limits& limits, std::set<std::string> peers,
-            RefusalLog& log);
+            RefusalLog& log, const std::atomic<size_t>& streams);
 
   // At accept: a Pending when `source` may start a handshake now, else the
   // refusal (a source over its own budget has also committed a violation).
@@ -127,8 +144,8 @@ class Admission {
   asio::awaitable<void> lift_when_due(std::string source, Clock::time_point until);
   // Once a second: the refusal log's counts, and sources with nothing left
   // to remember are forgotten (the table stays as small as the traffic).
-  // When no handshake pends after a burst of them, the memory they freed is
-  // given back to the system.
+  // When a burst of connections has ended, the memory they freed is given
+  // back to the system.
   asio::awaitable<void> sweep();
 
   asio::io_context& io_;

@@ -86,8 +86,9 @@ struct Tunnel::State {
   std::vector<std::string> peer_names;
   Stats stats;
   RefusalLog refusal_log;
-  // Pending handshakes, per-source budgets and bans of the TLS listener.
-  Admission admission{io, config.limits, peer_sources(io, config.peers), refusal_log};
+  // Pending handshakes, per-source budgets and bans of the TLS listener; the
+  // memory of a burst of ended connections given back.
+  Admission admission{io, config.limits, peer_sources(io, config.peers), refusal_log, connections};
 
   std::list<UnixProtocol::acceptor> unix_listeners;
   std::list<asio::ip::tcp::acceptor> tcp_listeners;
