@@ -193,9 +193,19 @@ asio::awaitable<void> Admission::sweep() {
     table_->most_held = std::max(table_->most_held, held);
     // After a burst, and when the last connection has ended (so that a
     // burst's last few do not stay behind).
-    if (table_->most_held >= held + kTrimAfterBurst || (held == 0 && table_->most_held > 0)) {
-      return_freed_memory(table_->most_held, held);
+    const bool burst_over =
+        table_->most_held >= held + kTrimAfterBurst || (held == 0 && table_->most_held > 0);
+    if (burst_over && !trimming_->exchange(true)) {
+      const size_t most = table_->most_held;
       table_->most_held = held;
+      auto trim = [most, held, trimming = trimming_] {
+        return_freed_memory(most, held);
+        trimming->store(false);
+      };
+      if (trimmer_)
+        asio::post(*trimmer_, std::move(trim));
+      else
+        trim();
     }
     // A full bucket takes one second to refill from empty.
     const auto bucket_full = std::chrono::seconds(1);

@@ -38,7 +38,8 @@
 // kTrimAfterBurst fewer than the most held since it last did, or none held
 // after any: at most once a second, nothing per connection. (Buffers in pages
 // of their own, mmap'd and munmap'd per stream, cost ~1 CPU-ms more per
-// channel set up: README "Memory".) Used on the control-plane thread only.
+// channel set up: README "Memory".) Used on the control-plane thread only;
+// the trim itself runs where trim_on() says.
 #pragma once
 
 #include <atomic>
@@ -132,6 +133,12 @@ class Admission {
   // The source failed authentication: one violation.
   void failed(const std::string& source, const std::string& why);
 
+  // Where the freed memory is given back from once the tunnel runs (a
+  // handshake thread): a malloc_trim takes up to ~150 ms after hundreds of
+  // streams, which the control-plane thread's accepts should not wait for.
+  // Until then the sweep trims on its own thread.
+  void trim_on(asio::any_io_executor executor) { trimmer_ = std::move(executor); }
+
   size_t pending() const { return table_->pending + table_->peer_pending; }
   // An address of a configured [[peer]].
   bool is_peer(const std::string& source) const { return peers_.count(source) > 0; }
@@ -154,6 +161,9 @@ class Admission {
   RefusalLog& log_;
   std::shared_ptr<Table> table_ = std::make_shared<Table>();
   uint64_t bans_total_ = 0;
+  std::optional<asio::any_io_executor> trimmer_;
+  // A trim posted to trimmer_ and not finished yet: the next waits for a later sweep.
+  std::shared_ptr<std::atomic<bool>> trimming_ = std::make_shared<std::atomic<bool>>(false);
 };
 
 }  // namespace xmig::tunnel

@@ -242,6 +242,7 @@ int Tunnel::run() {
     settle_capabilities(kept);
   s.workers = std::make_unique<io::Workers>(s.config.workers);
   s.handshakes = start_handshake_threads(s.workers->size());
+  s.admission.trim_on(s.handshakes->get_executor());
   asio::co_spawn(s.io, handle_signals(s), asio::detached);
   watch_tls_files(s);
   spdlog::info(
