@@ -12,8 +12,10 @@
 // DNS SAN naming this host).
 //
 // Session resumption (TLS 1.3 only, on by default, [tls] resumption): the
-// server side issues one ticket per handshake, sealed with a key that is
-// random per Context (a reload refuses every older ticket); the dialling side
+// server side issues one ticket per full handshake (none on a resumed one: a
+// session is resumed only within kTicketLifetime of the handshake that
+// checked the certificates), sealed with a key that is random per Context (a
+// reload refuses every older ticket); the dialling side
 // keeps the newest ticket per peer in its Context (tls/session_cache.hpp) and
 // offers it when it dials that peer again. Only psk_dhe_ke (every resumed
 // session still runs an X25519 exchange: forward secrecy is kept), never early

@@ -13,9 +13,11 @@ void SessionCache::offer(SSL* ssl, const std::string& peer) {
     tickets_.erase(it);
     return;
   }
-  // SSL_set_session takes its own reference: a ticket replaced meanwhile
-  // stays valid for this handshake.
-  SSL_set_session(ssl, it->second.get());
+  // A copy for each handshake: OpenSSL marks the session object of an SSL
+  // freed without close_notify not resumable, and this one must stay usable
+  // for the next channel (the server renews no ticket on resumption).
+  SslSessionPtr copy(SSL_SESSION_dup(it->second.get()));
+  if (copy) SSL_set_session(ssl, copy.get());  // takes its own reference
 }
 
 void SessionCache::keep(const std::string& peer, const SSL_SESSION* session) {

@@ -26,8 +26,9 @@ class SessionCache {
  public:
   explicit SessionCache(std::chrono::seconds lifetime) : lifetime_(lifetime) {}
 
-  // Before the handshake: sets the ticket kept for `peer` on ssl, unless
-  // there is none or it is older than the lifetime (then it is dropped).
+  // Before the handshake: sets a copy of the ticket kept for `peer` on ssl,
+  // unless there is none or it is older than the lifetime (then it is
+  // dropped).
   void offer(SSL* ssl, const std::string& peer);
   // A ticket `peer` sent: replaces the one kept for it. Keeps a copy: the
   // SSL's own session object is marked not resumable when the SSL is freed
