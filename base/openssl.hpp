@@ -35,6 +35,7 @@ inline void free_extension_stack(STACK_OF(X509_EXTENSION) * s) {
 
 using SslPtr = std::unique_ptr<SSL, FreeWith<SSL_free>>;
 using SslCtxPtr = std::unique_ptr<SSL_CTX, FreeWith<SSL_CTX_free>>;
+using SslSessionPtr = std::unique_ptr<SSL_SESSION, FreeWith<SSL_SESSION_free>>;
 // BIO_free_all: a BIO that heads a chain frees the chain (a lone BIO, itself).
 using BioPtr = std::unique_ptr<BIO, FreeWith<BIO_free_all>>;
 using X509Ptr = std::unique_ptr<X509, FreeWith<X509_free>>;

@@ -241,6 +241,25 @@ long status_number(const TunnelSide& side, const std::string& field) {
   return std::stol(m[1]);
 }
 
+HandshakeCounts status_handshakes(const TunnelSide& side) {
+  HandshakeCounts h;
+  std::smatch m;
+  const std::string body = status_request(side, "/status");
+  if (!std::regex_search(
+          body, m,
+          std::regex("\"handshakes\":\\{\"out\":\\{\"full\":([0-9]+),\"resumed\":([0-"
+                     "9]+)\\},\"in\":\\{\"full\":([0-9]+),\"resumed\":([0-9]+)\\}\\}"))) {
+    h.json = "no \"handshakes\" in " + body.substr(0, 400);
+    return h;
+  }
+  h.json = m[0];
+  h.out_full = std::stol(m[1]);
+  h.out_resumed = std::stol(m[2]);
+  h.in_full = std::stol(m[3]);
+  h.in_resumed = std::stol(m[4]);
+  return h;
+}
+
 std::string http_get(uint16_t port, const std::string& target) {
   try {
     return http_get_on(connect_tcp(port), target);

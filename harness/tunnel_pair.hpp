@@ -109,6 +109,13 @@ std::string status_request(const TunnelSide& side, const std::string& path);
 // A whole-number field of side's /status JSON ("pending_handshakes",
 // "active", "total"...); -1 if absent.
 long status_number(const TunnelSide& side, const std::string& field);
+// side's /status "handshakes": the TLS handshakes it completed, dialled (out)
+// and accepted (in), full and resumed from a session ticket; -1 where absent.
+struct HandshakeCounts {
+  long out_full = -1, out_resumed = -1, in_full = -1, in_resumed = -1;
+  std::string json;  // the "handshakes" object as read, for failure messages
+};
+HandshakeCounts status_handshakes(const TunnelSide& side);
 // GET `target` from an HTTP server on 127.0.0.1:port (a status endpoint on
 // TCP, Prometheus): the body, or what went wrong.
 std::string http_get(uint16_t port, const std::string& target);

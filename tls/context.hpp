@@ -11,12 +11,26 @@
 // expired, or cannot serve in its role (certs::check_role: the usage and the
 // DNS SAN naming this host).
 //
+// Session resumption (TLS 1.3 only, on by default, [tls] resumption): the
+// server side issues one ticket per full handshake (none on a resumed one: a
+// session is resumed only within kTicketLifetime of the handshake that
+// checked the certificates), sealed with a key that is random per Context (a
+// reload refuses every older ticket); the dialling side
+// keeps the newest ticket per peer in its Context (tls/session_cache.hpp) and
+// offers it when it dials that peer again. Only psk_dhe_ke (every resumed
+// session still runs an X25519 exchange: forward secrecy is kept), never early
+// data, tickets valid for kTicketLifetime. A resumed handshake skips the
+// verify callback: handshake() applies the peer rule to the session's
+// certificate itself (check_resumed_peer).
+//
 // tls/ never decides where bytes go and never forwards a byte itself: it only
 // says who the peer is and which channel it asked for.
 #pragma once
 
 #include <openssl/ssl.h>
 
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -43,7 +57,15 @@ struct Settings {
   std::string crl;           // optional PEM CRL file
   bool allow_tls12 = false;  // TLS 1.3 only unless set
   std::string own_name;      // this host: both certificates must carry it as a DNS SAN
+  // TLS 1.3 session resumption between this host's channels to one peer;
+  // never with allow_tls12 (a TLS 1.2 resumption has no fresh key exchange).
+  bool resumption = true;
 };
+
+// How long a session ticket may be used: a resumed handshake trusts what
+// the full one checked this long ago. Short: the channels of one migration
+// (and of migrations started together) are dialled within seconds.
+constexpr std::chrono::seconds kTicketLifetime{60};
 
 // What a certificate says (serial, validity, names): certs/' description of it.
 using CertInfo = certs::CertInfo;
@@ -60,6 +82,8 @@ class Context {
   // A server session that presents the server certificate, requires a client
   // certificate chaining to the CA and an ALPN of the form "xmig/<channel>".
   SslPtr new_server() const;
+  // Whether this Context issues and offers session tickets.
+  bool resumption() const { return resumption_; }
 
   const CertInfo& cert() const { return cert_; }                // the server certificate
   const CertInfo& client_cert() const { return client_cert_; }  // the client certificate
@@ -75,7 +99,9 @@ class Context {
  private:
   Context() = default;
   SslCtxPtr server_ctx_;  // the server identity: sessions accepted from peers
-  SslCtxPtr client_ctx_;  // the client identity: sessions dialled to peers
+  SslCtxPtr client_ctx_;  // the client identity: sessions dialled to peers; owns the
+                          // SessionCache of the tickets its peers sent
+  bool resumption_ = false;
   CertInfo cert_, client_cert_;
   Settings settings_;
 };
@@ -86,6 +112,18 @@ std::optional<std::string> identify_peer(SSL* ssl, const std::vector<std::string
 
 // The channel named by the negotiated ALPN ("xmig/<channel>"), or "".
 std::string negotiated_channel(SSL* ssl);
+
+// After a handshake that resumed a session (SSL_session_reused), which skips
+// the verify callback: the peer rule the full handshake applied (the session's
+// peer certificate a leaf for its role with a DNS SAN and, dialling, naming the
+// peer dialled), in the words of a refused full handshake ("certificate verify
+// failed: ..."); "" when it holds or the handshake was a full one.
+std::string check_resumed_peer(SSL* ssl);
+
+// Session tickets (TLS 1.3 NewSessionTicket records) this dialling session
+// has read since its handshake: the records before the first application data
+// record that kTLS RX must count (tls/ktls.hpp complete_offload).
+uint64_t tickets_received(SSL* ssl);
 
 // "TLSv1.3", "TLS_AES_128_GCM_SHA256".
 std::string protocol_version(SSL* ssl);

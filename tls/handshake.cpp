@@ -123,6 +123,8 @@ asio::awaitable<void> handshake(Socket& sock, SSL* ssl, asio::thread_pool* crypt
   int r = co_await drive(
       sock, ssl, [ssl] { return SSL_do_handshake(ssl); }, crypto);
   if (r == 0) throw Error("peer closed the connection during the handshake");
+  // A resumed session skipped the verify callback: the peer rule, once more.
+  if (std::string why = check_resumed_peer(ssl); !why.empty()) throw Error(why);
 }
 
 asio::awaitable<size_t> read_some(Socket& sock, SSL* ssl, void* buf, size_t n) {

@@ -19,7 +19,8 @@ using Socket = asio::ip::tcp::socket;
 
 // Runs the handshake to completion. Throws tls::Error with a reason an
 // operator can act on (e.g. "certificate verify failed: certificate has
-// expired"); a cancelled wait surfaces as boost::system::system_error.
+// expired"); a cancelled wait surfaces as boost::system::system_error. A
+// resumed session is held to the peer rule of a full one (check_resumed_peer).
 //
 // With `crypto`, each step of the handshake (SSL_do_handshake: the key
 // exchange, signing, checking the peer's chain, about a millisecond of CPU

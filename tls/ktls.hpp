@@ -68,7 +68,9 @@ struct Offload {
 
 // After the handshake and any control records, before the first payload byte:
 // installs the kernel RX key if OpenSSL did not (TLS 1.3), with rec_seq =
-// `records_read` (application records SSL_read has consumed). Never leaves the
+// `records_read` (the records OpenSSL has read under the application traffic
+// key: the peer's session tickets, if any (tickets_received() in
+// tls/context.hpp), and the control records SSL_read consumed). Never leaves the
 // socket half-changed by its own doing: RX is installed only when TX already
 // is, and only if OpenSSL holds no buffered input. Wipes the secrets.
 Offload complete_offload(SSL* ssl, int fd, uint64_t records_read);

@@ -317,6 +317,7 @@ void read_tls(Section& tls, TlsConfig& out) {
   // RFC 8446 5.5: at most 2^24.5 full records under one AES-GCM key.
   out.key_limit_records = tls.number(
       "key_limit_records", static_cast<unsigned>(tls::kDefaultKeyLimitRecords), 1, 23'726'566);
+  out.resumption = tls.boolean("resumption", true);
 }
 
 PeerConfig read_peer(Section& s, const std::string& own_name, std::set<std::string>& names) {

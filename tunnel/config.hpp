@@ -82,6 +82,9 @@ struct TlsConfig {
   // Records one AEAD key may protect before it is rotated (user space) or the
   // connection closes (kTLS with AES-GCM); RFC 8446 5.5. Lowered by tests.
   uint64_t key_limit_records = tls::kDefaultKeyLimitRecords;
+  // TLS 1.3 session resumption between this host's channels to one peer
+  // (tls/context.hpp); off: every channel runs a full handshake.
+  bool resumption = true;
 };
 
 // [limits]: what one source, or all of them, may hold of this host, and how

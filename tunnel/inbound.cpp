@@ -62,6 +62,7 @@ asio::awaitable<Request> handshake_and_request(Tunnel::State& s, asio::ip::tcp::
   ssl = context->new_server();
   tls::prepare_session(ssl.get(), s.config.tls.ktls);
   co_await tls::handshake(sock, ssl.get(), s.handshakes.get());
+  s.stats.record_handshake(false, SSL_session_reused(ssl.get()));
   info.tls_version = tls::protocol_version(ssl.get());
   info.cipher = tls::cipher_name(ssl.get());
   auto peer = tls::identify_peer(ssl.get(), s.peer_names);

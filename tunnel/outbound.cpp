@@ -27,6 +27,7 @@ struct Dialled {
 asio::awaitable<void> handshake_and_request(Tunnel::State& s, Dialled& d, const Request& request,
                                             const DialOrder::Place& place) {
   co_await tls::handshake(d.sock, d.ssl.get(), s.handshakes.get());
+  s.stats.record_handshake(true, SSL_session_reused(d.ssl.get()));
   Request ordered = request;
   ordered.order = place.arrival();
   std::string record = encode(ordered);  // one write: one record, as the peer expects
@@ -112,13 +113,13 @@ asio::awaitable<void> dial(Tunnel::State& s, Fd local, Slot slot, DialOrder::Pla
   spdlog::debug("open: {} -> {} ({}) channel {}", local_name, peer.name, info.remote, channel);
   auto held = std::make_shared<Slot>(std::move(slot));
   start_connection(s, info);
-  // The verdict was one record read here: the kernel's RX sequence starts at 1.
+  // The records read here: the peer's session tickets, then the verdict.
   s.workers->start_pump(
       std::move(local), Fd(d.sock.release()), std::move(d.ssl),
       [&s, info, held](const io::PumpStats& stats) { finish_connection(s, info, stats); },
       io::PumpOptions{.ktls = s.config.tls.ktls,
                       .key_limit_records = s.config.tls.key_limit_records,
-                      .records_read = 1,
+                      .records_read = tls::tickets_received(d.ssl.get()) + 1,
                       .live = info.live});
 }
 

@@ -1,6 +1,8 @@
 // Hot reload of the TLS material (CA bundle, server and client certificate
 // and key, CRL). New connections use the new material; established
-// connections keep the session they have. Material that fails any check
+// connections keep the session they have. The new Context comes with no
+// session tickets to offer and a new ticket key: the next channel to or from
+// every peer runs a full handshake under the new material. Material that fails any check
 // (parses, key matches, chains to the CA, not expired, fit for its role and
 // naming this host) is refused and the old stays in service.
 #include <spdlog/spdlog.h>
@@ -59,7 +61,8 @@ tls::Settings tls_settings(const Config& c) {
                        .client_key = c.tls.client_key,
                        .crl = c.tls.crl,
                        .allow_tls12 = c.tls.min_version == "1.2",
-                       .own_name = c.name};
+                       .own_name = c.name,
+                       .resumption = c.tls.resumption};
 }
 
 std::string describe_certificates(const tls::Context& context) {

@@ -96,6 +96,10 @@ Stats::Snapshot Stats::snapshot() const {
   s.refusals = refusals_;
   s.reloads_ok = reloads_ok_;
   s.reloads_failed = reloads_failed_;
+  s.handshakes = {.out_full = handshakes_.out_full,
+                  .out_resumed = handshakes_.out_resumed,
+                  .in_full = handshakes_.in_full,
+                  .in_resumed = handshakes_.in_resumed};
   return s;
 }
 
@@ -124,6 +128,11 @@ std::string status_json(const StatusFacts& f, const Stats::Snapshot& s) {
   j += ",\"reloads\":{\"ok\":" + std::to_string(s.reloads_ok) +
        ",\"failed\":" + std::to_string(s.reloads_failed) + "}";
   j += ",\"pending_handshakes\":" + std::to_string(f.pending_handshakes);
+  const Stats::Handshakes& h = s.handshakes;
+  j += ",\"handshakes\":{\"out\":{\"full\":" + std::to_string(h.out_full) +
+       ",\"resumed\":" + std::to_string(h.out_resumed) +
+       "},\"in\":{\"full\":" + std::to_string(h.in_full) +
+       ",\"resumed\":" + std::to_string(h.in_resumed) + "}}";
   // Not "active": readers of /status look that key up for the running
   // connections (verify/status_client.cpp).
   j += ",\"bans\":{\"total\":" + std::to_string(f.bans_total) + ",\"in_force\":[";
@@ -196,6 +205,15 @@ std::string metrics_text(const StatusFacts& f, const Stats::Snapshot& s) {
   m += "xmig_bytes_total{direction=\"from_peer\"} " + std::to_string(s.from_peer) + "\n";
   metric("xmig_refusals_total", "counter", "Connections refused (each is logged with its reason).");
   m += "xmig_refusals_total " + std::to_string(s.refusals) + "\n";
+  metric("xmig_tls_handshakes_total", "counter",
+         "TLS handshakes completed, by side (out: dialled, in: accepted) and kind (full, "
+         "resumed from a session ticket).");
+  const Stats::Handshakes& h = s.handshakes;
+  for (const auto& [side, kind, count] :
+       {std::tuple{"out", "full", h.out_full}, std::tuple{"out", "resumed", h.out_resumed},
+        std::tuple{"in", "full", h.in_full}, std::tuple{"in", "resumed", h.in_resumed}})
+    m += std::string("xmig_tls_handshakes_total{side=\"") + side + "\",kind=\"" + kind + "\"} " +
+         std::to_string(count) + "\n";
   metric("xmig_reloads_total", "counter", "TLS material reloads, by result.");
   m += "xmig_reloads_total{result=\"ok\"} " + std::to_string(s.reloads_ok) + "\n";
   m += "xmig_reloads_total{result=\"failed\"} " + std::to_string(s.reloads_failed) + "\n";

@@ -27,6 +27,10 @@
 //                                                dialled, in: the peer did), running
 //                                                connections included
 //   xmig_peer_connections_active{peer,channel,side}  gauge
+//   xmig_tls_handshakes_total{side,kind}         counter (side out|in, kind full|resumed):
+//                                                TLS handshakes completed, a resumed one
+//                                                having reused a session ticket (no
+//                                                certificates, no signatures)
 //   xmig_peer_dials_total{peer,result}           counter (ok|failed): this host's
 //                                                connections to the peer, failed ones
 //                                                being those refused or unreachable
@@ -42,6 +46,8 @@
 //                    from_peer (bytes so far), rate (bytes/s both ways together,
 //                    averaged over its age), age_seconds
 //   "pending_handshakes"   TLS connections accepted and not yet authenticated
+//   "handshakes":{"out":{"full","resumed"},"in":{"full","resumed"}}   TLS handshakes
+//                    completed: dialled by this host (out) and accepted (in)
 //   "bans":{"total","in_force":[...]}   bans since start, and those in force:
 //                    source, until_unix, seconds_left, violations, reason, refused
 //   "recent":[...]   the last 32 that ended, newest last: direction, peer, channel,
@@ -110,6 +116,12 @@ class Stats {
   // accepted, or not (the peer unreachable, the handshake or the verdict failed).
   void record_dial(const std::string& peer, bool ok);
   void record_reload(bool ok) { ++(ok ? reloads_ok_ : reloads_failed_); }
+  // A TLS handshake completed: dialled by this host (`dialled`) or accepted,
+  // full or resumed from a session ticket.
+  void record_handshake(bool dialled, bool resumed) {
+    ++(dialled ? (resumed ? handshakes_.out_resumed : handshakes_.out_full)
+               : (resumed ? handshakes_.in_resumed : handshakes_.in_full));
+  }
 
   struct Active {
     uint64_t id = 0;  // numbers connections from 1, in the order they opened
@@ -132,12 +144,16 @@ class Stats {
   struct Dials {
     uint64_t ok = 0, failed = 0;
   };
+  struct Handshakes {
+    uint64_t out_full = 0, out_resumed = 0, in_full = 0, in_resumed = 0;
+  };
   struct Snapshot {
     std::map<std::string, uint64_t> connections;  // "out ok", "in error", ...
     std::map<std::string, uint64_t> modes;
     // Bytes of ended connections, plus (in a snapshot) those of active ones so far.
     uint64_t to_peer = 0, from_peer = 0;
     uint64_t refusals = 0, reloads_ok = 0, reloads_failed = 0;
+    Handshakes handshakes;
     std::map<TrafficKey, Traffic> traffic;
     std::map<std::string, Dials> dials;  // by peer name
     std::vector<Active> active;          // oldest first
@@ -151,6 +167,9 @@ class Stats {
   Snapshot totals_;  // its `active` holds the registrations, their bytes read at snapshot
   uint64_t last_id_ = 0;
   std::atomic<uint64_t> refusals_{0}, reloads_ok_{0}, reloads_failed_{0};
+  struct {
+    std::atomic<uint64_t> out_full{0}, out_resumed{0}, in_full{0}, in_resumed{0};
+  } handshakes_;
 };
 
 // A source refused at accept for a while (tunnel/admission.hpp).

@@ -878,7 +878,10 @@ std::string make_crl(const certs::Pem& ca, const std::vector<std::string>& revok
 // CA bundle and CRL reloaded)`); from then on a new connection from hv-a is
 // refused by hv-b (`refused: ... revoked`) and never reaches the target; the
 // long connection opened before the revocation keeps going and ends with
-// equal hashes both ways. The half-written CRL file is refused
+// equal hashes both ways; hv-b resumed that connection's session (in resumed
+// 1: hv-a held a ticket), and the refused connection is no resumed one (in
+// resumed still 1: hv-b's reload refuses tickets issued before it, so the
+// revoked certificate is checked again). The half-written CRL file is refused
 // (reloads.failed 1, `crl.pem: CRL 2 is cut short or damaged`), and so is an
 // expired CRL (`CRL has expired; fix: put a current CRL ...`).
 TEST_F(Reload, CrlChangeRefusesNewConnectionsOnly) {
@@ -908,6 +911,8 @@ TEST_F(Reload, CrlChangeRefusesNewConnectionsOnly) {
   } stop_on_exit{stop};
   ASSERT_EQ(running.start(pair, sink, "qemu", 31, 32 * kMiB, 8 * kMiB, stop), "") << logs();
   std::this_thread::sleep_for(500ms);
+  const HandshakeCounts resumed_before = status_handshakes(pair.b);
+  EXPECT_EQ(resumed_before.in_resumed, 1) << resumed_before.json;
 
   Status before = status_of(pair.b);
   certs::write_file_atomic(crl_file, make_crl(pair.ca, {read_file(pair.a.pki / "server-cert.pem")}),
@@ -933,6 +938,8 @@ TEST_F(Reload, CrlChangeRefusesNewConnectionsOnly) {
         5s))
         << logs();
   }
+  const HandshakeCounts resumed_after = status_handshakes(pair.b);
+  EXPECT_EQ(resumed_after.in_resumed, 1) << "a revoked client resumed\n" << resumed_after.json;
 
   // The half-written CRL file is refused; the revoking CRL stays in force.
   certs::CaOptions other_opts;

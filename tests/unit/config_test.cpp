@@ -304,6 +304,18 @@ TEST(Config, AbuseAndLivenessLimitsAreReadAndChecked) {
   }
 }
 
+// Pass: [tls] resumption is on unless set to false (as the README states); a
+// value that is not a boolean is refused by name.
+TEST(Config, TlsResumptionIsOnByDefaultAndCanBeTurnedOff) {
+  EXPECT_TRUE(parse_config(kGood, "tunnel.toml").tls.resumption);
+  const std::string key_line = "key = \"/etc/pki/qemu/server-key.pem\"\n";
+  EXPECT_FALSE(parse_config(with(key_line, key_line + "resumption = false\n"), "tunnel.toml")
+                   .tls.resumption);
+  std::string p = problems_of(with(key_line, key_line + "resumption = \"no\"\n"));
+  EXPECT_NE(p.find("[tls].resumption"), std::string::npos) << p;
+  EXPECT_NE(p.find("must be true or false"), std::string::npos) << p;
+}
+
 // Pass: several problems are all reported at once, one per line.
 TEST(Config, ReportsEveryProblemAtOnce) {
   std::string s = with("name = \"hv-a\"\n", "");
