@@ -80,8 +80,9 @@ struct PumpOptions {
   // Records one key may protect (RFC 8446 5.5); see tls/ktls.hpp for the
   // policy. Ignored for ciphers without a practical limit.
   uint64_t key_limit_records = tls::kDefaultKeyLimitRecords;
-  // Application records the control plane already read with SSL_read before
-  // the hand-off (the kernel's RX rec_seq must start there).
+  // Records the control plane already read under the application traffic key
+  // before the hand-off: the peer's session tickets and the control records
+  // SSL_read consumed (the kernel's RX rec_seq must start there).
   uint64_t records_read = 0;
   // Where the pump counts its bytes as they move; null = not counted live.
   std::shared_ptr<LiveBytes> live = nullptr;
