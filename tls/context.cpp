@@ -444,7 +444,6 @@ std::shared_ptr<const Context> Context::load(const Settings& settings) {
   X509StorePtr store = load_store(s, ca);
   self->server_ctx_ = new_context(s, store.get(), server, true);
   self->client_ctx_ = new_context(s, store.get(), client, false);
-  self->resumption_ = session_cache(self->client_ctx_.get()) != nullptr;
 
   // Each certificate must serve in its role; both are judged, so that one
   // --check names every certificate to reissue.

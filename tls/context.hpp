@@ -82,8 +82,6 @@ class Context {
   // A server session that presents the server certificate, requires a client
   // certificate chaining to the CA and an ALPN of the form "xmig/<channel>".
   SslPtr new_server() const;
-  // Whether this Context issues and offers session tickets.
-  bool resumption() const { return resumption_; }
 
   const CertInfo& cert() const { return cert_; }                // the server certificate
   const CertInfo& client_cert() const { return client_cert_; }  // the client certificate
@@ -101,7 +99,6 @@ class Context {
   SslCtxPtr server_ctx_;  // the server identity: sessions accepted from peers
   SslCtxPtr client_ctx_;  // the client identity: sessions dialled to peers; owns the
                           // SessionCache of the tickets its peers sent
-  bool resumption_ = false;
   CertInfo cert_, client_cert_;
   Settings settings_;
 };
