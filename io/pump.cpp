@@ -228,7 +228,7 @@ std::unique_ptr<Pump> make_pump(Workers::Worker& w, Fd& plain, Fd& tls_fd, SslPt
   if (options.ktls != tls::KtlsPolicy::Off && !off.why.empty())
     spdlog::debug("kTLS not used: {}", off.why);
   return make_userspace_pump(w, std::move(plain), std::move(tls_fd), std::move(ssl),
-                             std::move(done), options.key_limit_records, options.live);
+                             std::move(done), options);
 }
 
 }  // namespace

@@ -25,8 +25,10 @@
 // Data paths ("mode"), decided once per connection at the hand-off:
 // - "ktls-splice": the kernel holds both TLS keys; bytes move plain socket ->
 //   pipe -> TLS socket and back with io_uring splice (io/splice_pump.cpp).
-// - "userspace": OpenSSL en/decrypts on the worker over memory BIOs, and the
-//   ring moves ciphertext with recv/send (io/userspace_pump.cpp).
+// - "userspace": records are sealed and opened on the worker (TLS 1.3 by
+//   tls::Records, straight between the pump's buffers; otherwise OpenSSL over
+//   memory BIOs), and the ring moves ciphertext with recv/send
+//   (io/userspace_pump.cpp).
 // Falling back from one to the other happens only before the hand-off.
 //
 // io/ never sees configuration, peers or certificates: it is handed sockets
@@ -84,6 +86,10 @@ struct PumpOptions {
   // before the hand-off: the peer's session tickets and the control records
   // SSL_read consumed (the kernel's RX rec_seq must start there).
   uint64_t records_read = 0;
+  // Records OpenSSL wrote under this end's application traffic key before
+  // the hand-off: its session tickets and the control records (user space
+  // seals with its own record layer from there: tls/records.hpp).
+  uint64_t records_written = 0;
   // Where the pump counts its bytes as they move; null = not counted live.
   std::shared_ptr<LiveBytes> live = nullptr;
   // The local application only receives (QEMU or an NBD server as the

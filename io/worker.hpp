@@ -150,8 +150,7 @@ static_assert(alignof(Pump) >= (1u << Pump::kOpBits),
 
 // The data paths (io/userspace_pump.cpp, io/splice_pump.cpp).
 std::unique_ptr<Pump> make_userspace_pump(Workers::Worker& worker, Fd plain, Fd tls_fd, SslPtr ssl,
-                                          PumpDone done, uint64_t key_limit_records,
-                                          std::shared_ptr<LiveBytes> live);
+                                          PumpDone done, const PumpOptions& options);
 std::unique_ptr<Pump> make_splice_pump(Workers::Worker& worker, Fd plain, Fd tls_fd, SslPtr ssl,
                                        PumpDone done, uint64_t key_limit_records,
                                        std::shared_ptr<LiveBytes> live);

@@ -187,20 +187,27 @@ int keep_ticket(SSL* ssl, SSL_SESSION* session) {
   return 0;
 }
 
-// The NewSessionTicket messages a dialling session has read, counted in its
-// ex_data (a number, not a pointer) by its message callback.
-int tickets_index() {
-  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
-  return index;
+// The NewSessionTicket messages a session has read (a dialling one) or
+// written (an accepting one), each counted in its ex_data (a number, not a
+// pointer) by the message callback.
+int tickets_index(bool written) {
+  static const int read = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  static const int sent = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return written ? sent : read;
+}
+
+uint64_t tickets_counted(SSL* ssl, bool written) {
+  return reinterpret_cast<uintptr_t>(SSL_get_ex_data(ssl, tickets_index(written)));
 }
 
 void count_tickets(int write_p, int, int content_type, const void* buf, size_t len, SSL* ssl,
                    void*) {
-  if (write_p || content_type != SSL3_RT_HANDSHAKE || len == 0 ||
+  if (content_type != SSL3_RT_HANDSHAKE || len == 0 ||
       static_cast<const unsigned char*>(buf)[0] != SSL3_MT_NEWSESSION_TICKET)
     return;
-  const auto read = reinterpret_cast<uintptr_t>(SSL_get_ex_data(ssl, tickets_index()));
-  SSL_set_ex_data(ssl, tickets_index(), reinterpret_cast<void*>(read + 1));
+  const bool written = write_p != 0;
+  const uint64_t count = tickets_counted(ssl, written) + 1;
+  SSL_set_ex_data(ssl, tickets_index(written), reinterpret_cast<void*>(count));
 }
 
 // Client hello callback of a server that issues tickets: a client whose
@@ -242,6 +249,10 @@ void set_up_resumption(SSL_CTX* c, bool server, bool resume) {
   // even if the system's openssl.cnf allows it; never early data (0-RTT
   // data can be replayed).
   SSL_CTX_clear_options(c, SSL_OP_ALLOW_NO_DHE_KEX);
+  // Each ticket is a record under the application traffic key before the
+  // first data record: kTLS RX and tls::Records continue the sequence numbers
+  // after them (tickets_received, tickets_sent).
+  SSL_CTX_set_msg_callback(c, count_tickets);
   SSL_CTX_set_max_early_data(c, 0);
   SSL_CTX_set_recv_max_early_data(c, 0);
   if (!resume) SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
@@ -259,9 +270,6 @@ void set_up_resumption(SSL_CTX* c, bool server, bool resume) {
     return;
   }
   SSL_CTX_set_num_tickets(c, 0);
-  // Counted whether or not this end asked for tickets: kTLS RX must count
-  // every record read before it.
-  SSL_CTX_set_msg_callback(c, count_tickets);
   if (!resume) {
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
     return;
@@ -517,7 +525,11 @@ std::string check_resumed_peer(SSL* ssl) {
 }
 
 uint64_t tickets_received(SSL* ssl) {
-  return reinterpret_cast<uintptr_t>(SSL_get_ex_data(ssl, tickets_index()));
+  return tickets_counted(ssl, false);
+}
+
+uint64_t tickets_sent(SSL* ssl) {
+  return tickets_counted(ssl, true);
 }
 
 std::string negotiated_channel(SSL* ssl) {

@@ -121,6 +121,10 @@ std::string check_resumed_peer(SSL* ssl);
 // has read since its handshake: the records before the first application data
 // record that kTLS RX must count (tls/ktls.hpp complete_offload).
 uint64_t tickets_received(SSL* ssl);
+// Session tickets this accepting session has written since its handshake:
+// records under its application traffic key before its first data record
+// (tls::Records continues the sequence number after them).
+uint64_t tickets_sent(SSL* ssl);
 
 // "TLSv1.3", "TLS_AES_128_GCM_SHA256".
 std::string protocol_version(SSL* ssl);

@@ -15,6 +15,8 @@
 #include <cstring>
 #include <vector>
 
+#include "tls/secrets.hpp"
+
 #ifndef SOL_TLS
 #define SOL_TLS 282
 #endif
@@ -22,15 +24,6 @@
 namespace xmig::tls {
 
 namespace {
-
-// The two application traffic secrets of one session (RFC 8446 7.1).
-struct Secrets {
-  std::vector<uint8_t> client, server;
-  ~Secrets() {
-    if (!client.empty()) OPENSSL_cleanse(client.data(), client.size());
-    if (!server.empty()) OPENSSL_cleanse(server.data(), server.size());
-  }
-};
 
 void free_secrets(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
   delete static_cast<Secrets*>(ptr);
@@ -56,38 +49,6 @@ bool from_hex(std::string_view hex, std::vector<uint8_t>& out) {
     out[i] = static_cast<uint8_t>(hi << 4 | lo);
   }
   return true;
-}
-
-// HKDF-Expand-Label(secret, label, "", length) with the suite's hash.
-bool expand_label(const EVP_MD* md, const std::vector<uint8_t>& secret, const char* label,
-                  uint8_t* out, size_t length) {
-  std::string full = std::string("tls13 ") + label;
-  // HkdfLabel (RFC 8446 7.1): uint16 length, label<7..255>, context<0..255>.
-  // Sized once and filled in place: growing it push by push makes GCC 12's
-  // -O3 see a write past a zero-size region (-Wstringop-overflow).
-  std::vector<uint8_t> info(2 + 1 + full.size() + 1);
-  info[0] = static_cast<uint8_t>(length >> 8);
-  info[1] = static_cast<uint8_t>(length);
-  info[2] = static_cast<uint8_t>(full.size());
-  std::copy(full.begin(), full.end(), info.begin() + 3);
-  info.back() = 0;  // empty context
-  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
-  if (!kdf) return false;
-  EVP_KDF_CTX* ctx = EVP_KDF_CTX_new(kdf);
-  EVP_KDF_free(kdf);
-  if (!ctx) return false;
-  int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
-  OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST,
-                                       const_cast<char*>(EVP_MD_get0_name(md)), 0),
-      OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(secret.data()),
-                                        secret.size()),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info.data(), info.size()),
-      OSSL_PARAM_construct_end()};
-  bool ok = EVP_KDF_derive(ctx, out, length, params) == 1;
-  EVP_KDF_CTX_free(ctx);
-  return ok;
 }
 
 // The kernel's crypto_info for one direction of a TLS 1.3 session.
@@ -167,6 +128,46 @@ std::string probe_kernel() {
 
 }  // namespace
 
+Secrets::~Secrets() {
+  if (!client.empty()) OPENSSL_cleanse(client.data(), client.size());
+  if (!server.empty()) OPENSSL_cleanse(server.data(), server.size());
+}
+
+Secrets* kept_secrets(const SSL* ssl) {
+  return static_cast<Secrets*>(SSL_get_ex_data(ssl, secrets_index()));
+}
+
+bool expand_label(const EVP_MD* md, const std::vector<uint8_t>& secret, const char* label,
+                  uint8_t* out, size_t length) {
+  std::string full = std::string("tls13 ") + label;
+  // HkdfLabel (RFC 8446 7.1): uint16 length, label<7..255>, context<0..255>.
+  // Sized once and filled in place: growing it push by push makes GCC 12's
+  // -O3 see a write past a zero-size region (-Wstringop-overflow).
+  std::vector<uint8_t> info(2 + 1 + full.size() + 1);
+  info[0] = static_cast<uint8_t>(length >> 8);
+  info[1] = static_cast<uint8_t>(length);
+  info[2] = static_cast<uint8_t>(full.size());
+  std::copy(full.begin(), full.end(), info.begin() + 3);
+  info.back() = 0;  // empty context
+  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
+  if (!kdf) return false;
+  EVP_KDF_CTX* ctx = EVP_KDF_CTX_new(kdf);
+  EVP_KDF_free(kdf);
+  if (!ctx) return false;
+  int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST,
+                                       const_cast<char*>(EVP_MD_get0_name(md)), 0),
+      OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(secret.data()),
+                                        secret.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info.data(), info.size()),
+      OSSL_PARAM_construct_end()};
+  bool ok = EVP_KDF_derive(ctx, out, length, params) == 1;
+  EVP_KDF_CTX_free(ctx);
+  return ok;
+}
+
 std::optional<KtlsPolicy> parse_ktls_policy(std::string_view text) {
   if (text == "off") return KtlsPolicy::Off;
   if (text == "auto") return KtlsPolicy::Auto;
@@ -207,7 +208,7 @@ void keylog_callback(const SSL* ssl, const char* line) {
   std::string_view label = text.substr(0, sp1);
   bool client = label == "CLIENT_TRAFFIC_SECRET_0";
   if (!client && label != "SERVER_TRAFFIC_SECRET_0") return;
-  auto* s = static_cast<Secrets*>(SSL_get_ex_data(ssl, secrets_index()));
+  Secrets* s = kept_secrets(ssl);
   if (!s) {
     s = new Secrets;
     SSL_set_ex_data(const_cast<SSL*>(ssl), secrets_index(), s);
@@ -224,7 +225,7 @@ Offload complete_offload(SSL* ssl, int fd, uint64_t records_read) {
   Offload o;
   o.tx = BIO_get_ktls_send(SSL_get_wbio(ssl)) != 0;
   o.rx = BIO_get_ktls_recv(SSL_get_rbio(ssl)) != 0;
-  auto* secrets = static_cast<Secrets*>(SSL_get_ex_data(ssl, secrets_index()));
+  Secrets* secrets = kept_secrets(ssl);
   if (!o.tx) {
     o.why = ktls_unavailable_reason().empty()
                 ? "OpenSSL did not offload TX (kTLS off for this session or cipher not offloadable)"
@@ -248,7 +249,8 @@ Offload complete_offload(SSL* ssl, int fd, uint64_t records_read) {
       OPENSSL_cleanse(&ci, sizeof ci);
     }
   }
-  forget_secrets(ssl);
+  // Without TX in the kernel the userspace data path takes them (tls/records.hpp).
+  if (o.tx) forget_secrets(ssl);
   return o;
 }
 

@@ -55,7 +55,7 @@ void prepare_session(SSL* ssl, KtlsPolicy policy);
 
 // The key-log callback Context installs on every SSL_CTX: keeps the two
 // application traffic secrets of the session in memory (nothing else, never
-// written anywhere), for complete_offload(). Wiped when the SSL is freed or
+// written anywhere), for complete_offload() or tls::Records. Wiped when the SSL is freed or
 // by forget_secrets().
 void keylog_callback(const SSL* ssl, const char* line);
 void forget_secrets(SSL* ssl);
@@ -72,7 +72,8 @@ struct Offload {
 // key: the peer's session tickets, if any (tickets_received() in
 // tls/context.hpp), and the control records SSL_read consumed). Never leaves the
 // socket half-changed by its own doing: RX is installed only when TX already
-// is, and only if OpenSSL holds no buffered input. Wipes the secrets.
+// is, and only if OpenSSL holds no buffered input. Wipes the secrets once TX
+// is in the kernel; otherwise leaves them to tls::Records (user space).
 Offload complete_offload(SSL* ssl, int fd, uint64_t records_read);
 
 // Records one key of this session's cipher may protect before it must be

@@ -236,18 +236,21 @@ asio::awaitable<void> admit(Tunnel::State& s, asio::ip::tcp::socket sock, std::s
                                                order.sequence, std::popcount(order.waits_for)));
   auto held = std::make_shared<Slot>(std::move(*slot));
   start_connection(s, info);
-  // The request was one record read here: the kernel's RX sequence starts at 1.
+  // The records OpenSSL protected here (counted before the session moves):
+  // read, the Request; written, this end's session tickets, then the verdict.
+  const io::PumpOptions options{.ktls = s.config.tls.ktls,
+                                .key_limit_records = s.config.tls.key_limit_records,
+                                .records_read = 1,
+                                .records_written = tls::tickets_sent(ssl.get()) + 1,
+                                .live = info.live,
+                                // The target receives (QEMU, NBD server): see io/pump.hpp.
+                                .local_may_close_early = true};
   s.workers->start_pump(
       std::move(target), Fd(sock.release()), std::move(ssl),
       [&s, info, held, folder, claim](const io::PumpStats& stats) {
         finish_connection(s, info, stats);
       },
-      io::PumpOptions{.ktls = s.config.tls.ktls,
-                      .key_limit_records = s.config.tls.key_limit_records,
-                      .records_read = 1,
-                      .live = info.live,
-                      // The target receives (QEMU, NBD server): see io/pump.hpp.
-                      .local_may_close_early = true});
+      options);
 }
 
 }  // namespace

@@ -113,14 +113,16 @@ asio::awaitable<void> dial(Tunnel::State& s, Fd local, Slot slot, DialOrder::Pla
   spdlog::debug("open: {} -> {} ({}) channel {}", local_name, peer.name, info.remote, channel);
   auto held = std::make_shared<Slot>(std::move(slot));
   start_connection(s, info);
-  // The records read here: the peer's session tickets, then the verdict.
+  // The records OpenSSL protected here (counted before the session moves):
+  // read, the peer's session tickets, then the verdict; written, the Request.
+  const io::PumpOptions options{.ktls = s.config.tls.ktls,
+                                .key_limit_records = s.config.tls.key_limit_records,
+                                .records_read = tls::tickets_received(d.ssl.get()) + 1,
+                                .records_written = 1,
+                                .live = info.live};
   s.workers->start_pump(
       std::move(local), Fd(d.sock.release()), std::move(d.ssl),
-      [&s, info, held](const io::PumpStats& stats) { finish_connection(s, info, stats); },
-      io::PumpOptions{.ktls = s.config.tls.ktls,
-                      .key_limit_records = s.config.tls.key_limit_records,
-                      .records_read = tls::tickets_received(d.ssl.get()) + 1,
-                      .live = info.live});
+      [&s, info, held](const io::PumpStats& stats) { finish_connection(s, info, stats); }, options);
 }
 
 template <class Acceptor>

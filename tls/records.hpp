@@ -1,0 +1,105 @@
+// tls/records: TLS 1.3 record protection of an established session in user
+// space (RFC 8446 5), for io/'s userspace data path.
+//
+// Why not SSL_write/SSL_read: OpenSSL 3.0 seals each record into a buffer of
+// its own, which the BIO then copies out, and opens a record only after
+// copying it in, then copies the plaintext out: three memmoves per byte over
+// a pair of tunnel ends (bench/README "Where the CPU goes"). Here the AEAD
+// is the copy: plaintext is sealed straight into the caller's send buffer,
+// and records are opened straight into its plaintext buffer.
+//
+// OpenSSL runs the handshake and protects every record before the hand-off
+// (the Request, the verdict, session tickets); Records::take() then derives
+// both directions' keys from the traffic secrets the key log kept
+// (tls/ktls.hpp) and continues the sequence numbers where OpenSSL left them.
+// After the hand-off:
+// - the only handshake message either side may send is KeyUpdate (RFC 8446
+//   4.6.3): one received rotates the receiving key; one that requests an
+//   update makes key_update_owed() true until this side has sent its own;
+// - a record that does not authenticate, is longer than RFC 8446 5.2 allows,
+//   carries no content type or is of another outer type ends the connection,
+//   as does any alert but close_notify (its description is the reason);
+// - sequence numbers never wrap: a direction ends before that.
+// Keys and secrets live in this object only and are wiped with it.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace xmig::tls {
+
+class Records {
+ public:
+  // The most application data one record carries (2^14 bytes).
+  static constexpr size_t kMaxData = 16384;
+  // What sealing adds to a record's data: header, inner content type, tag.
+  static constexpr size_t kHeader = 5;
+  static constexpr size_t kTag = 16;
+  static constexpr size_t kOverhead = kHeader + 1 + kTag;
+  // The longest record a peer may send (RFC 8446 5.2: 2^14 + 256 after the header).
+  static constexpr size_t kMaxRecord = kHeader + kMaxData + 256;
+  // Room open() needs for one record's inner plaintext (data, type, padding).
+  static constexpr size_t kMaxInner = kMaxData + 1;
+  // A sealed KeyUpdate, close_notify: their whole size on the wire.
+  static constexpr size_t kKeyUpdateSize = kOverhead + 5;
+  static constexpr size_t kAlertSize = kOverhead + 2;
+
+  // Takes `ssl`'s traffic secrets from the key log (they are wiped there)
+  // once OpenSSL has written `records_written` and read `records_read`
+  // records under the application traffic keys. Null, with `why`, when the
+  // session is not TLS 1.3, OpenSSL still holds input it has not returned, or
+  // the secrets or cipher are missing; the caller then keeps using OpenSSL.
+  static std::unique_ptr<Records> take(SSL* ssl, uint64_t records_read, uint64_t records_written,
+                                       std::string& why);
+  ~Records();
+  Records(const Records&) = delete;
+  Records& operator=(const Records&) = delete;
+
+  // ---- sealing: out needs room for the plaintext + kOverhead -------------------
+
+  // Seals `len` <= kMaxData bytes as one record whose inner content type is
+  // `type`; returns the record's size, 0 on failure (`why` set). The three
+  // below are the ones the data path sends.
+  size_t seal(uint8_t type, const uint8_t* in, size_t len, uint8_t* out, std::string& why);
+  // Application data.
+  size_t seal_data(const uint8_t* in, size_t len, uint8_t* out, std::string& why);
+  // close_notify (warning level), kAlertSize bytes.
+  size_t seal_close_notify(uint8_t* out, std::string& why);
+  // A KeyUpdate (update_not_requested) under the current key, kKeyUpdateSize
+  // bytes; every later record goes under the next key.
+  size_t seal_key_update(uint8_t* out, std::string& why);
+  // The peer requested a KeyUpdate: one must be sealed before more data.
+  bool key_update_owed() const { return key_update_owed_; }
+
+  // ---- opening ------------------------------------------------------------------
+
+  struct Opened {
+    enum Kind {
+      Data,         // `data` bytes of application data (possibly 0) are at the front of out
+      NeedMore,     // `in` holds no whole record yet
+      CloseNotify,  // the peer ended its direction
+      KeyUpdated,   // the peer rotated its key (see key_update_owed())
+      Failed,       // `why`
+    } kind;
+    size_t consumed = 0;  // bytes of `in` this record took
+    size_t data = 0;
+    std::string why = {};
+  };
+  // Opens the record at the front of in[0, len) into out, which has room for
+  // kMaxInner bytes. Nothing written to out is data unless kind is Data.
+  Opened open(const uint8_t* in, size_t len, uint8_t* out);
+
+  struct Direction;
+
+ private:
+  Records();
+
+  std::unique_ptr<Direction> send_, receive_;
+  bool key_update_owed_ = false;
+};
+
+}  // namespace xmig::tls
