@@ -104,41 +104,65 @@ std::unique_ptr<Records> Records::take(SSL* ssl, uint64_t records_read, uint64_t
     why = "OpenSSL holds input it has not returned";
     return nullptr;
   }
-  const SSL_CIPHER* suite = SSL_get_current_cipher(ssl);
-  const EVP_MD* md = suite ? SSL_CIPHER_get_handshake_digest(suite) : nullptr;
+  const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl);
+  if (!cipher) {
+    why = "the session has no cipher";
+    return nullptr;
+  }
+  const bool server = SSL_is_server(ssl);
+  // Each direction's secret is its sender's: ours seals, the peer's opens.
+  std::vector<uint8_t> sending, receiving;
+  sending.swap(server ? secrets->server : secrets->client);
+  receiving.swap(server ? secrets->client : secrets->server);
+  forget_secrets(ssl);
+  auto r = from_secrets(static_cast<uint16_t>(SSL_CIPHER_get_id(cipher) & 0xFFFF), sending,
+                        receiving, why);
+  OPENSSL_cleanse(sending.data(), sending.size());
+  OPENSSL_cleanse(receiving.data(), receiving.size());
+  if (!r) return nullptr;
+  r->send_->seq = records_written;
+  r->receive_->seq = records_read;
+  return r;
+}
+
+std::unique_ptr<Records> Records::from_secrets(uint16_t suite, const std::vector<uint8_t>& sending,
+                                               const std::vector<uint8_t>& receiving,
+                                               std::string& why) {
+  const EVP_MD* md = nullptr;
   const EVP_CIPHER* cipher = nullptr;
-  switch (suite ? SSL_CIPHER_get_id(suite) & 0xFFFF : 0) {
-    case 0x1301:  // TLS_AES_128_GCM_SHA256
+  switch (suite) {
+    case kAes128GcmSha256:
+      md = EVP_sha256();
       cipher = EVP_aes_128_gcm();
       break;
-    case 0x1302:  // TLS_AES_256_GCM_SHA384
+    case kAes256GcmSha384:
+      md = EVP_sha384();
       cipher = EVP_aes_256_gcm();
       break;
-    case 0x1303:  // TLS_CHACHA20_POLY1305_SHA256
+    case kChacha20Poly1305Sha256:
+      md = EVP_sha256();
       cipher = EVP_chacha20_poly1305();
       break;
+    default:
+      why = "no record protection for cipher suite " + std::to_string(suite);
+      return nullptr;
   }
-  if (!md || !cipher) {
-    why = std::string("no record protection for cipher ") +
-          (suite ? SSL_CIPHER_get_name(suite) : "(none)");
+  if (sending.size() != static_cast<size_t>(EVP_MD_get_size(md)) ||
+      receiving.size() != sending.size()) {
+    why = "traffic secrets of the wrong size for the cipher suite";
     return nullptr;
   }
   std::unique_ptr<Records> r(new Records);  // private constructor
   r->send_ = std::make_unique<Direction>();
   r->receive_ = std::make_unique<Direction>();
-  const bool server = SSL_is_server(ssl);
-  // Each direction's secret is its sender's: ours seals, the peer's opens.
-  r->send_->secret.swap(server ? secrets->server : secrets->client);
-  r->receive_->secret.swap(server ? secrets->client : secrets->server);
-  forget_secrets(ssl);
+  r->send_->secret = sending;
+  r->receive_->secret = receiving;
   for (Direction* d : {r->send_.get(), r->receive_.get()}) {
     d->md = md;
     d->cipher = cipher;
     d->sealing = d == r->send_.get();
     if (!d->install(why)) return nullptr;
   }
-  r->send_->seq = records_written;
-  r->receive_->seq = records_read;
   return r;
 }
 

@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace xmig::tls {
 
@@ -55,6 +56,16 @@ class Records {
   // the secrets or cipher are missing; the caller then keeps using OpenSSL.
   static std::unique_ptr<Records> take(SSL* ssl, uint64_t records_read, uint64_t records_written,
                                        std::string& why);
+  // The three TLS 1.3 cipher suites (IANA numbers) xmig negotiates.
+  static constexpr uint16_t kAes128GcmSha256 = 0x1301;
+  static constexpr uint16_t kAes256GcmSha384 = 0x1302;
+  static constexpr uint16_t kChacha20Poly1305Sha256 = 0x1303;
+  // From the two traffic secrets themselves, both sequence numbers at 0: what
+  // take() builds on, and what tests and the fuzz target use without a
+  // handshake. Null, with `why`, for another suite or secrets of a wrong size.
+  static std::unique_ptr<Records> from_secrets(uint16_t suite, const std::vector<uint8_t>& sending,
+                                               const std::vector<uint8_t>& receiving,
+                                               std::string& why);
   ~Records();
   Records(const Records&) = delete;
   Records& operator=(const Records&) = delete;
