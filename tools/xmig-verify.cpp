@@ -42,9 +42,9 @@ Live check:  xmig-verify --config /etc/xmig/tunnel.toml --peer hv-b [--json]
                Without one, xmig-verify connects to the peer itself with the local
                certificate and says so (the local tunnel's data path is then not
                part of the check).
-  data path    which mode (ktls-splice or userspace) the local tunnel used for the
-               canary connection (from its status endpoint) and the kernel's kTLS
-               counters (/proc/net/tls_stat)
+  data path    which mode (ktls-splice, userspace, or userspace-openssl for TLS 1.2)
+               the local tunnel used for the canary connection (from its status
+               endpoint) and the kernel's kTLS counters (/proc/net/tls_stat)
   interception with [intercept] (transparent mode, see the README section
                Transparent mode): this host's table inet xmig equals what the config
                demands (compared in nft's listing); plaintext TCP from this host
