@@ -217,7 +217,7 @@ void keylog_callback(const SSL* ssl, const char* line) {
 }
 
 void forget_secrets(SSL* ssl) {
-  delete static_cast<Secrets*>(SSL_get_ex_data(ssl, secrets_index()));
+  delete kept_secrets(ssl);
   SSL_set_ex_data(ssl, secrets_index(), nullptr);
 }
 

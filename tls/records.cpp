@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "base/openssl.hpp"
 #include "base/openssl_errors.hpp"
 #include "tls/ktls.hpp"
 #include "tls/secrets.hpp"
@@ -18,11 +19,6 @@ constexpr uint8_t kLegacyVersion[2] = {0x03, 0x03};  // TLS 1.2 on the wire (RFC
 constexpr size_t kNonce = 12;
 // A KeyUpdate message: type, 24-bit length 1, request_update.
 constexpr size_t kKeyUpdateMessage = 5;
-
-struct CipherCtxFree {
-  void operator()(EVP_CIPHER_CTX* c) const { EVP_CIPHER_CTX_free(c); }
-};
-using CipherCtxPtr = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree>;
 
 uint16_t read_u16(const uint8_t* p) {
   return static_cast<uint16_t>(p[0] << 8 | p[1]);
@@ -271,8 +267,9 @@ Records::Opened Records::open(const uint8_t* in, size_t len, uint8_t* out) {
       // Only a whole KeyUpdate, alone in its record, as OpenSSL sends it.
       if (data != kKeyUpdateMessage || out[0] != SSL3_MT_KEY_UPDATE || out[1] != 0 || out[2] != 0 ||
           out[3] != 1)
-        return failed("unexpected handshake message " + std::to_string(out[0]) +
-                      " after the hand-off");
+        return failed(data == 0 ? std::string("an empty handshake record after the hand-off")
+                                : "unexpected handshake message " + std::to_string(out[0]) +
+                                      " after the hand-off");
       if (out[4] != SSL_KEY_UPDATE_NOT_REQUESTED && out[4] != SSL_KEY_UPDATE_REQUESTED)
         return failed("KeyUpdate with an invalid request_update");
       if (!d.update(why)) return failed(why);
