@@ -170,7 +170,7 @@ class SplicePump final : public Pump {
   // transport failure if everything received was delivered and nothing more
   // comes; the far side gets close_notify.
   void local_closed(const std::string& what) {
-    if (down_full_ > 0) return fail(what + " with received bytes still to deliver");
+    if (down_full_ > 0) return fail(what + " with received bytes it can no longer deliver");
     local_closed_ = what;
     stats_.local_closed_early = true;
     // close_notify goes out once the far side's has come with no more data

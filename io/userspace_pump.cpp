@@ -414,9 +414,10 @@ class UserspacePump final : public Pump {
     if (local_closed_) return;
     if (send_plain_busy_ && plain_sent_ < plain_len_)
       return fail(what + " with " + std::to_string(plain_len_ - plain_sent_) +
-                  " bytes still to deliver");
+                  " received bytes it can no longer deliver");
     if (down_len_ > 0)
-      return fail(what + " with " + std::to_string(down_len_) + " bytes still to deliver");
+      return fail(what + " with " + std::to_string(down_len_) +
+                  " received bytes it can no longer deliver");
     local_closed_ = true;
     local_closed_what_ = what;
     stats_.local_closed_early = true;

@@ -69,7 +69,8 @@ TEST(Tunnel, TargetClosingWithDeliveredBytesUnreadIsNotATransportError) {
 // Pass: as above, but the client goes on sending 4 MiB after the target has
 // closed, then ends its stream: that is a truncation, so hv-b logs an error
 // saying bytes could no longer be delivered (never local-closed-early), and
-// hv-a ends with an error too. (The client itself, on a UNIX socket, cannot
+// hv-a ends with an error too. Which comes first, the target's close or more
+// of the 4 MiB, is a race; both pumps word both orders the same way. (The client itself, on a UNIX socket, cannot
 // be sent a reset: the close lines are the record of the truncation.)
 TEST(Tunnel, TargetClosingWhileBytesStillComeIsATruncation) {
   TunnelPair pair;
