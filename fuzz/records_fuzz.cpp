@@ -2,6 +2,7 @@
 // path's reader of what the peer sends, which a broken peer or anyone on the
 // path can shape.
 // Pass:
+// - whichever engine seals (OpenSSL or intel-ipsec-mb), the other opens;
 // - arbitrary bytes never open as a record (no tag verifies without the key):
 //   every step says NeedMore or Failed, and consumes nothing;
 // - records sealed with the matching key open to exactly what was sealed, in
@@ -31,11 +32,19 @@ namespace {
 constexpr uint8_t kData = 23, kAlert = 21, kHandshake = 22;
 
 // One side's two fixed traffic secrets for `suite`; the peer's are swapped.
-std::unique_ptr<Records> make(uint16_t suite, bool peer) {
+// `ipsec_mb`: AES-GCM by intel-ipsec-mb where the build has it (else, and
+// for ChaCha20-Poly1305, OpenSSL), so one side may seal with one engine and
+// the other open with the other.
+std::unique_ptr<Records> make(uint16_t suite, bool peer, bool ipsec_mb = false) {
   const size_t size = suite == Records::kAes256GcmSha384 ? 48 : 32;
   std::vector<uint8_t> a(size, 0xA5), b(size, 0x5A);
   std::string why;
-  auto r = peer ? Records::from_secrets(suite, b, a, why) : Records::from_secrets(suite, a, b, why);
+  auto engine = xmig::tls::AeadEngine::OpenSsl;
+  if (ipsec_mb && suite != Records::kChacha20Poly1305Sha256 &&
+      Records::from_secrets(suite, a, b, why, xmig::tls::AeadEngine::IpsecMb))
+    engine = xmig::tls::AeadEngine::IpsecMb;
+  auto r = peer ? Records::from_secrets(suite, b, a, why, engine)
+                : Records::from_secrets(suite, a, b, why, engine);
   XMIG_FUZZ_CHECK(r != nullptr);
   return r;
 }
@@ -59,8 +68,9 @@ void arbitrary_bytes(uint16_t suite, const std::vector<uint8_t>& bytes) {
 }
 
 void sealed_stream(uint16_t suite, FuzzedDataProvider& in) {
-  auto sealer = make(suite, true);
-  auto opener = make(suite, false);
+  const bool seal_ipsec_mb = in.ConsumeBool();
+  auto sealer = make(suite, true, seal_ipsec_mb);
+  auto opener = make(suite, false, !seal_ipsec_mb);
   const size_t chunk = in.ConsumeIntegralInRange<size_t>(1, 3 * Records::kMaxRecord);
   std::vector<uint8_t> wire;
   std::vector<Expected> expected;

@@ -6,8 +6,8 @@
 #include <cstring>
 #include <vector>
 
-#include "base/openssl.hpp"
 #include "base/openssl_errors.hpp"
+#include "tls/aead.hpp"
 #include "tls/ktls.hpp"
 #include "tls/secrets.hpp"
 
@@ -16,7 +16,7 @@ namespace xmig::tls {
 namespace {
 
 constexpr uint8_t kLegacyVersion[2] = {0x03, 0x03};  // TLS 1.2 on the wire (RFC 8446 5.1)
-constexpr size_t kNonce = 12;
+constexpr size_t kNonce = Aead::kNonce;
 // A KeyUpdate message: type, 24-bit length 1, request_update.
 constexpr size_t kKeyUpdateMessage = 5;
 
@@ -29,12 +29,10 @@ uint16_t read_u16(const uint8_t* p) {
 // One direction's traffic secret, key and sequence number.
 struct Records::Direction {
   const EVP_MD* md = nullptr;
-  const EVP_CIPHER* cipher = nullptr;
+  std::unique_ptr<Aead> aead;
   std::vector<uint8_t> secret;
   uint8_t iv[kNonce] = {};
   uint64_t seq = 0;
-  CipherCtxPtr ctx{EVP_CIPHER_CTX_new()};
-  bool sealing = true;
 
   ~Direction() {
     if (!secret.empty()) OPENSSL_cleanse(secret.data(), secret.size());
@@ -44,12 +42,9 @@ struct Records::Direction {
   // Key and IV of the current secret, sequence number 0 (RFC 8446 7.3).
   bool install(std::string& why) {
     uint8_t key[EVP_MAX_KEY_LENGTH];
-    const size_t key_len = static_cast<size_t>(EVP_CIPHER_get_key_length(cipher));
-    bool ok = ctx && key_len <= sizeof key && expand_label(md, secret, "key", key, key_len) &&
-              expand_label(md, secret, "iv", iv, kNonce) &&
-              EVP_CipherInit_ex(ctx.get(), cipher, nullptr, nullptr, nullptr, sealing) == 1 &&
-              EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_AEAD_SET_IVLEN, kNonce, nullptr) == 1 &&
-              EVP_CipherInit_ex(ctx.get(), nullptr, nullptr, key, nullptr, sealing) == 1;
+    const size_t key_len = aead->key_length();
+    bool ok = key_len <= sizeof key && expand_label(md, secret, "key", key, key_len) &&
+              expand_label(md, secret, "iv", iv, kNonce) && aead->set_key(key, key_len);
     OPENSSL_cleanse(key, sizeof key);
     if (!ok) why = "deriving the record key: " + openssl_errors();
     seq = 0;
@@ -123,43 +118,38 @@ std::unique_ptr<Records> Records::take(SSL* ssl, uint64_t records_read, uint64_t
 
 std::unique_ptr<Records> Records::from_secrets(uint16_t suite, const std::vector<uint8_t>& sending,
                                                const std::vector<uint8_t>& receiving,
-                                               std::string& why) {
-  const EVP_MD* md = nullptr;
-  const EVP_CIPHER* cipher = nullptr;
-  switch (suite) {
-    case kAes128GcmSha256:
-      md = EVP_sha256();
-      cipher = EVP_aes_128_gcm();
-      break;
-    case kAes256GcmSha384:
-      md = EVP_sha384();
-      cipher = EVP_aes_256_gcm();
-      break;
-    case kChacha20Poly1305Sha256:
-      md = EVP_sha256();
-      cipher = EVP_chacha20_poly1305();
-      break;
-    default:
-      why = "no record protection for cipher suite " + std::to_string(suite);
-      return nullptr;
+                                               std::string& why, AeadEngine engine) {
+  // The suite's hash (RFC 8446 B.4); make_aead refuses other suites.
+  const EVP_MD* md = suite == kAes256GcmSha384 ? EVP_sha384() : EVP_sha256();
+  std::unique_ptr<Records> r(new Records);  // private constructor
+  r->send_ = std::make_unique<Direction>();
+  r->receive_ = std::make_unique<Direction>();
+  for (Direction* d : {r->send_.get(), r->receive_.get()}) {
+    d->aead = make_aead(suite, d == r->send_.get(), engine, why);
+    if (!d->aead) return nullptr;
   }
   if (sending.size() != static_cast<size_t>(EVP_MD_get_size(md)) ||
       receiving.size() != sending.size()) {
     why = "traffic secrets of the wrong size for the cipher suite";
     return nullptr;
   }
-  std::unique_ptr<Records> r(new Records);  // private constructor
-  r->send_ = std::make_unique<Direction>();
-  r->receive_ = std::make_unique<Direction>();
   r->send_->secret = sending;
   r->receive_->secret = receiving;
   for (Direction* d : {r->send_.get(), r->receive_.get()}) {
     d->md = md;
-    d->cipher = cipher;
-    d->sealing = d == r->send_.get();
     if (!d->install(why)) return nullptr;
   }
   return r;
+}
+
+std::string aes_gcm_engine() {
+  std::string why;
+  auto aead = make_aead(Records::kAes128GcmSha256, true, AeadEngine::Auto, why);
+  return aead ? aead->name() : why;
+}
+
+std::string Records::aead_name() const {
+  return send_->aead->name();
 }
 
 size_t Records::seal(uint8_t type, const uint8_t* in, size_t len, uint8_t* out, std::string& why) {
@@ -177,17 +167,9 @@ size_t Records::seal(uint8_t type, const uint8_t* in, size_t len, uint8_t* out, 
   header[2] = kLegacyVersion[1];
   header[3] = static_cast<uint8_t>(body >> 8);
   header[4] = static_cast<uint8_t>(body);
-  uint8_t* sealed = out + kHeader;
-  int n = 0;
-  EVP_CIPHER_CTX* c = d.ctx.get();
   // The additional data is the record header; the inner content type follows
   // the data inside the ciphertext (TLSInnerPlaintext, no padding).
-  bool ok = EVP_EncryptInit_ex(c, nullptr, nullptr, nullptr, nonce) == 1 &&
-            EVP_EncryptUpdate(c, nullptr, &n, header, kHeader) == 1 &&
-            (len == 0 || EVP_EncryptUpdate(c, sealed, &n, in, static_cast<int>(len)) == 1) &&
-            EVP_EncryptUpdate(c, sealed + len, &n, &type, 1) == 1 &&
-            EVP_EncryptFinal_ex(c, sealed + len + 1, &n) == 1 &&
-            EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, kTag, sealed + len + 1) == 1;
+  const bool ok = d.aead->seal(nonce, header, kHeader, in, len, type, out + kHeader);
   OPENSSL_cleanse(nonce, sizeof nonce);
   if (!ok) {
     why = "sealing a record: " + openssl_errors();
@@ -237,15 +219,8 @@ Records::Opened Records::open(const uint8_t* in, size_t len, uint8_t* out) {
   uint8_t nonce[kNonce];
   std::string why;
   if (!d.next_nonce(nonce, why)) return failed(why);
-  int n = 0;
-  EVP_CIPHER_CTX* c = d.ctx.get();
-  // The tag is checked (DecryptFinal) before anything decrypted counts.
-  bool ok = EVP_DecryptInit_ex(c, nullptr, nullptr, nullptr, nonce) == 1 &&
-            EVP_DecryptUpdate(c, nullptr, &n, in, kHeader) == 1 &&
-            EVP_DecryptUpdate(c, out, &n, sealed, static_cast<int>(inner_len)) == 1 &&
-            EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, kTag,
-                                const_cast<uint8_t*>(sealed + inner_len)) == 1 &&
-            EVP_DecryptFinal_ex(c, out + inner_len, &n) == 1;
+  // Nothing decrypted counts before the tag has been checked.
+  const bool ok = d.aead->open(nonce, in, kHeader, sealed, inner_len, sealed + inner_len, out);
   OPENSSL_cleanse(nonce, sizeof nonce);
   if (!ok) return failed("bad record MAC: a record does not authenticate");
 

@@ -20,7 +20,8 @@
 //   carries no content type or is of another outer type ends the connection,
 //   as does any alert but close_notify (its description is the reason);
 // - sequence numbers never wrap: a direction ends before that.
-// Keys and secrets live in this object only and are wiped with it.
+// Keys and secrets live in this object only and are wiped with it. The AEAD
+// itself is OpenSSL's or intel-ipsec-mb's (tls/aead.hpp says when each).
 #pragma once
 
 #include <openssl/ssl.h>
@@ -32,6 +33,18 @@
 #include <vector>
 
 namespace xmig::tls {
+
+// What seals and opens the records (tls/aead.hpp): Auto is the product's choice.
+enum class AeadEngine {
+  Auto,     // intel-ipsec-mb for AES-GCM on CPUs with AVX-512 VAES, else OpenSSL
+  OpenSsl,  // OpenSSL's EVP, for every suite
+  IpsecMb,  // intel-ipsec-mb (AES-GCM only), whatever the CPU offers
+};
+
+// What seals and opens AES-GCM records in userspace mode on this machine
+// (AeadEngine::Auto), for the tunnel's start-up line: "intel-ipsec-mb 1.3.0
+// (AVX512)" or "OpenSSL 3.0.19".
+std::string aes_gcm_engine();
 
 class Records {
  public:
@@ -62,10 +75,14 @@ class Records {
   static constexpr uint16_t kChacha20Poly1305Sha256 = 0x1303;
   // From the two traffic secrets themselves, both sequence numbers at 0: what
   // take() builds on, and what tests and the fuzz target use without a
-  // handshake. Null, with `why`, for another suite or secrets of a wrong size.
+  // handshake. Null, with `why`, for another suite, secrets of a wrong size
+  // or an engine that cannot do the suite.
   static std::unique_ptr<Records> from_secrets(uint16_t suite, const std::vector<uint8_t>& sending,
                                                const std::vector<uint8_t>& receiving,
-                                               std::string& why);
+                                               std::string& why,
+                                               AeadEngine engine = AeadEngine::Auto);
+  // The engine protecting the records, for logs ("intel-ipsec-mb 1.3.0 (AVX512)").
+  std::string aead_name() const;
   ~Records();
   Records(const Records&) = delete;
   Records& operator=(const Records&) = delete;

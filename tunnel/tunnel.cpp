@@ -18,6 +18,7 @@
 #include <iostream>
 #include <latch>
 
+#include "tls/records.hpp"
 #include "tunnel/intercept.hpp"
 #include "tunnel/nftables.hpp"
 #include "tunnel/privileges.hpp"
@@ -246,10 +247,11 @@ int Tunnel::run() {
   asio::co_spawn(s.io, handle_signals(s), asio::detached);
   watch_tls_files(s);
   spdlog::info(
-      "ready: name={} listen={} peers={} routes={} workers={} run_dir={} status={} tls>={} {}{}",
+      "ready: name={} listen={} peers={} routes={} workers={} run_dir={} status={} tls>={} "
+      "aes_gcm=\"{}\" {}{}",
       s.config.name, s.config.listen.str(), s.config.peers.size(), s.config.routes.size(),
       s.workers->size(), s.config.run_dir, s.config.status.str(), s.config.tls.min_version,
-      describe_certificates(*s.tls),
+      tls::aes_gcm_engine(), describe_certificates(*s.tls),
       user ? " user=" + user->name + " (uid " + std::to_string(user->uid) + ", " +
                  describe_kept(kept) + ")"
       : ::geteuid() != 0 ? " uid=" + std::to_string(::geteuid()) + " (" + describe_kept(kept) + ")"
