@@ -2,7 +2,8 @@
 //
 // - TLS 1.3 record seal/open through real OpenSSL SSL objects joined by a
 //   BIO pair (what the userspace pump does per byte: one seal at the entry,
-//   one open at the exit), per cipher suite and per SSL_write size;
+//   one open at the exit), per cipher suite and per SSL_write size; and the
+//   same through tls::Records with each AEAD engine (what the pump runs now);
 // - the plain copies around it: memcpy of a pump buffer, and a loopback TCP
 //   send+recv of one (the kernel's share of each relay hop);
 // - the load generator's own cost (xmig-bench's sink check), to show it is
@@ -28,6 +29,7 @@
 #include "base/openssl.hpp"
 #include "bench/load.hpp"
 #include "certs/certs.hpp"
+#include "tls/records.hpp"
 
 namespace {
 
@@ -136,6 +138,54 @@ BENCHMARK_CAPTURE(BM_TlsSealOpen, aes128gcm, "TLS_AES_128_GCM_SHA256")
     ->Arg(16 << 10)
     ->Arg(256 << 10);
 BENCHMARK_CAPTURE(BM_TlsSealOpen, aes256gcm, "TLS_AES_256_GCM_SHA384")->Arg(256 << 10);
+
+using xmig::tls::AeadEngine;
+using xmig::tls::Records;
+
+// tls::Records, the userspace pump's own record layer: seal 256 KiB as 16
+// records and open them again, with each AEAD engine (tls/aead.hpp).
+void BM_RecordsSealOpen(benchmark::State& state, uint16_t suite, AeadEngine engine) {
+  const size_t secret = suite == Records::kAes256GcmSha384 ? 48 : 32;
+  std::vector<uint8_t> a(secret, 0x11), b(secret, 0x22);
+  std::string why;
+  auto sealer = Records::from_secrets(suite, a, b, why, engine);
+  auto opener = Records::from_secrets(suite, b, a, why, engine);
+  if (!sealer || !opener) {
+    state.SkipWithError(why.c_str());
+    return;
+  }
+  state.SetLabel(sealer->aead_name());
+  constexpr size_t kRecords = 16;
+  std::vector<uint8_t> plain(kRecords * Records::kMaxData, 0x5a),
+      wire(kRecords * (Records::kMaxData + Records::kOverhead)), out(Records::kMaxInner);
+  for (auto _ : state) {
+    size_t at = 0;
+    for (size_t i = 0; i < kRecords; ++i)
+      at += sealer->seal_data(plain.data() + i * Records::kMaxData, Records::kMaxData,
+                              wire.data() + at, why);
+    for (size_t off = 0; off < at;) {
+      Records::Opened r = opener->open(wire.data() + off, at - off, out.data());
+      if (r.kind != Records::Opened::Data) {
+        state.SkipWithError(r.why.c_str());
+        return;
+      }
+      off += r.consumed;
+    }
+  }
+  benchmark::DoNotOptimize(out.data());
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * plain.size()));
+}
+
+BENCHMARK_CAPTURE(BM_RecordsSealOpen, aes128gcm_openssl, Records::kAes128GcmSha256,
+                  AeadEngine::OpenSsl);
+BENCHMARK_CAPTURE(BM_RecordsSealOpen, aes128gcm_ipsec_mb, Records::kAes128GcmSha256,
+                  AeadEngine::IpsecMb);
+BENCHMARK_CAPTURE(BM_RecordsSealOpen, aes256gcm_openssl, Records::kAes256GcmSha384,
+                  AeadEngine::OpenSsl);
+BENCHMARK_CAPTURE(BM_RecordsSealOpen, aes256gcm_ipsec_mb, Records::kAes256GcmSha384,
+                  AeadEngine::IpsecMb);
+BENCHMARK_CAPTURE(BM_RecordsSealOpen, chacha20_openssl, Records::kChacha20Poly1305Sha256,
+                  AeadEngine::OpenSsl);
 
 // ---- Plain copies ------------------------------------------------------------------
 
