@@ -70,8 +70,9 @@ TEST(Tunnel, TargetClosingWithDeliveredBytesUnreadIsNotATransportError) {
 // closed, then ends its stream: that is a truncation, so hv-b logs an error
 // saying bytes could no longer be delivered (never local-closed-early), and
 // hv-a ends with an error too. Which comes first, the target's close or more
-// of the 4 MiB, is a race; both pumps word both orders the same way. (The client itself, on a UNIX socket, cannot
-// be sent a reset: the close lines are the record of the truncation.)
+// of the 4 MiB, is a race; both pumps word both orders the same way. (The
+// client itself, on a UNIX socket, cannot be sent a reset: the close lines are
+// the record of the truncation.)
 TEST(Tunnel, TargetClosingWhileBytesStillComeIsATruncation) {
   TunnelPair pair;
   auto sink = Listener::unix_socket(pair.delivery("qemu").string());
