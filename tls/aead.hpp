@@ -7,7 +7,7 @@
 // AVX-512 with VAES and VPCLMULQDQ: OpenSSL 3.0's AES-GCM uses 128-bit AES-NI
 // only, and there ipsec-mb seals 16 KiB records several times as fast (the
 // cipher was half of the tunnel's CPU during a migration: bench/README, "AES-GCM by
-// intel-ipsec-mb"). Both produce the same bytes; tests/unit/aead_test.cpp
+// intel-ipsec-mb"). Both produce the same bytes; tests/unit/records_test.cpp
 // opens what each seals with the other.
 #pragma once
 

@@ -46,32 +46,52 @@ const char* arch_name(const IMB_MGR& m) {
   }
 }
 
+// The library's AES-GCM functions for one key length (its manager has a set
+// for 128-bit and one for 256-bit keys).
+struct GcmFunctions {
+  aes_gcm_pre_t pre;
+  aes_gcm_init_var_iv_t init;
+  aes_gcm_enc_dec_update_t encrypt, decrypt;
+  aes_gcm_enc_dec_finalize_t encrypt_final, decrypt_final;
+};
+
+GcmFunctions gcm_functions(const IMB_MGR& m, size_t key_len) {
+  if (key_len == 16)
+    return {.pre = m.gcm128_pre,
+            .init = m.gcm128_init_var_iv,
+            .encrypt = m.gcm128_enc_update,
+            .decrypt = m.gcm128_dec_update,
+            .encrypt_final = m.gcm128_enc_finalize,
+            .decrypt_final = m.gcm128_dec_finalize};
+  return {.pre = m.gcm256_pre,
+          .init = m.gcm256_init_var_iv,
+          .encrypt = m.gcm256_enc_update,
+          .decrypt = m.gcm256_dec_update,
+          .encrypt_final = m.gcm256_enc_finalize,
+          .decrypt_final = m.gcm256_dec_finalize};
+}
+
 class IpsecMbGcm final : public Aead {
  public:
-  IpsecMbGcm(const IMB_MGR& m, size_t key_len) : m_(m), key_len_(key_len) {}
+  IpsecMbGcm(const IMB_MGR& m, size_t key_len)
+      : m_(m), key_len_(key_len), gcm_(gcm_functions(m, key_len)) {}
   ~IpsecMbGcm() override { OPENSSL_cleanse(key_.get(), sizeof *key_); }
 
   size_t key_length() const override { return key_len_; }
 
   bool set_key(const uint8_t* key, size_t len) override {
     if (len != key_len_) return false;
-    if (len == 16)
-      IMB_AES128_GCM_PRE(&m_, key, key_.get());
-    else
-      IMB_AES256_GCM_PRE(&m_, key, key_.get());
+    gcm_.pre(key, key_.get());
     return true;
   }
 
   bool seal(const uint8_t* nonce, const uint8_t* aad, size_t aad_len, const uint8_t* in, size_t len,
             uint8_t type, uint8_t* out) override {
     gcm_context_data ctx;
-    init(ctx, nonce, aad, aad_len);
-    if (len > 0) encrypt(ctx, out, in, len);
-    encrypt(ctx, out + len, &type, 1);
-    if (key_len_ == 16)
-      IMB_AES128_GCM_ENC_FINALIZE(&m_, key_.get(), &ctx, out + len + 1, kTag);
-    else
-      IMB_AES256_GCM_ENC_FINALIZE(&m_, key_.get(), &ctx, out + len + 1, kTag);
+    gcm_.init(key_.get(), &ctx, nonce, kNonce, aad, aad_len);
+    if (len > 0) gcm_.encrypt(key_.get(), &ctx, out, in, len);
+    gcm_.encrypt(key_.get(), &ctx, out + len, &type, 1);
+    gcm_.encrypt_final(key_.get(), &ctx, out + len + 1, kTag);
     OPENSSL_cleanse(&ctx, sizeof ctx);
     return true;
   }
@@ -80,17 +100,9 @@ class IpsecMbGcm final : public Aead {
             const uint8_t* tag, uint8_t* out) override {
     gcm_context_data ctx;
     uint8_t computed[kTag];
-    init(ctx, nonce, aad, aad_len);
-    if (len > 0) {
-      if (key_len_ == 16)
-        IMB_AES128_GCM_DEC_UPDATE(&m_, key_.get(), &ctx, out, in, len);
-      else
-        IMB_AES256_GCM_DEC_UPDATE(&m_, key_.get(), &ctx, out, in, len);
-    }
-    if (key_len_ == 16)
-      IMB_AES128_GCM_DEC_FINALIZE(&m_, key_.get(), &ctx, computed, kTag);
-    else
-      IMB_AES256_GCM_DEC_FINALIZE(&m_, key_.get(), &ctx, computed, kTag);
+    gcm_.init(key_.get(), &ctx, nonce, kNonce, aad, aad_len);
+    if (len > 0) gcm_.decrypt(key_.get(), &ctx, out, in, len);
+    gcm_.decrypt_final(key_.get(), &ctx, computed, kTag);
     const bool authentic = CRYPTO_memcmp(computed, tag, kTag) == 0;
     OPENSSL_cleanse(&ctx, sizeof ctx);
     OPENSSL_cleanse(computed, sizeof computed);
@@ -102,22 +114,9 @@ class IpsecMbGcm final : public Aead {
   }
 
  private:
-  void init(gcm_context_data& ctx, const uint8_t* nonce, const uint8_t* aad, size_t aad_len) {
-    if (key_len_ == 16)
-      IMB_AES128_GCM_INIT_VAR_IV(&m_, key_.get(), &ctx, nonce, kNonce, aad, aad_len);
-    else
-      IMB_AES256_GCM_INIT_VAR_IV(&m_, key_.get(), &ctx, nonce, kNonce, aad, aad_len);
-  }
-
-  void encrypt(gcm_context_data& ctx, uint8_t* out, const uint8_t* in, size_t len) {
-    if (key_len_ == 16)
-      IMB_AES128_GCM_ENC_UPDATE(&m_, key_.get(), &ctx, out, in, len);
-    else
-      IMB_AES256_GCM_ENC_UPDATE(&m_, key_.get(), &ctx, out, in, len);
-  }
-
   const IMB_MGR& m_;
   size_t key_len_;
+  GcmFunctions gcm_;
   // Expanded AES keys and GHASH powers (about 1 KiB, 64-byte aligned).
   std::unique_ptr<gcm_key_data> key_ = std::make_unique<gcm_key_data>();
 };
