@@ -27,7 +27,7 @@ declare -A may=(
   [tunnel]="base tls io tunnel"
   [verify]="base certs tls tunnel verify"
   [harness]="base certs tunnel verify harness"
-  [bench]="base certs tunnel harness bench"
+  [bench]="base certs tls tunnel harness bench"  # xmig_micro times tls::Records itself
   [tools]="base certs tunnel verify harness bench"
   [fuzz]="base tls tunnel verify fuzz"
 )
