@@ -80,15 +80,28 @@ cp "$here/init.sh" "$root/init"; chmod +x "$root/init"
 echo "run.sh: kernel $kver, initramfs $(du -h "$work/initrd.gz" | cut -f1), built in $(( $(date +%s) - started ))s"
 
 # 3. Boot. The guest powers off when done; the console is the verdict.
-accel="-accel tcg,thread=multi -cpu max"
+tcg="-accel tcg,thread=multi -cpu max"
+accel=$tcg
 [ -w /dev/kvm ] && accel="-accel kvm -cpu host"
 console="$work/console.log"
-booted=$(date +%s)
-set +e
-timeout --kill-after=10 "${XMIG_KTLS_VM_TIMEOUT:-780}" qemu-system-x86_64 $accel -m 1536 -smp 2 \
-  -nographic -no-reboot -nic none -kernel "$kpkg/boot/vmlinuz-$kver" -initrd "$work/initrd.gz" \
-  -append "console=ttyS0 loglevel=3 panic=-1 rdinit=/init" > "$console" 2>&1
-qemu=$?
+boot() {
+  booted=$(date +%s)
+  set +e
+  timeout --kill-after=10 "${XMIG_KTLS_VM_TIMEOUT:-780}" qemu-system-x86_64 $accel -m 1536 -smp 2 \
+    -nographic -no-reboot -nic none -kernel "$kpkg/boot/vmlinuz-$kver" -initrd "$work/initrd.gz" \
+    -append "console=ttyS0 loglevel=3 panic=-1 rdinit=/init" > "$console" 2>&1
+  qemu=$?
+  set -e
+}
+boot
+# A host whose KVM refuses QEMU's vCPU set-up (seen: "failed to set MSR 0x10a",
+# an abort before the guest runs) still runs the same guest under TCG, slower.
+if [ "$qemu" -ne 0 ] && [ "$accel" != "$tcg" ] && grep -q 'failed to set MSR' "$console"; then
+  cat "$console"
+  echo "run.sh: KVM could not start the vCPU here; booting the same guest under TCG"
+  accel=$tcg
+  boot
+fi
 set -e
 cat "$console"
 echo "run.sh: qemu exit $qemu after $(( $(date +%s) - booted ))s in the guest ($accel), $(( $(date +%s) - started ))s in all"
