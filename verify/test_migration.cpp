@@ -58,6 +58,9 @@ constexpr size_t kPatternTile = 1u << 20;
 constexpr auto kStopGrace = std::chrono::seconds(20);
 // Each cleanup command's bound: libvirt answers at once or not at all.
 constexpr auto kCleanupTimeout = std::chrono::seconds(30);
+// Making the throwaway domain (its disk, `virsh create`, its RAM): not part of
+// the round trip that --migration-timeout bounds, but bounded too.
+constexpr auto kSetUpTimeout = std::chrono::seconds(120);
 constexpr size_t kMaxChildOutput = 1u << 20;
 // How long the output pipe may stay open after the child has exited.
 constexpr auto kPipeGrace = std::chrono::seconds(2);
@@ -788,7 +791,7 @@ Report run_test_migration(const TestMigrationOptions& o) {
 
   t.domain = "xmig-verify-" + random_hex(4);
   t.pattern = make_canary(kPatternTile);
-  t.deadline = Clock::now() + o.migration_timeout;
+  t.deadline = Clock::now() + kSetUpTimeout;
 
   // The throwaway domain, paused (its RAM stays as written) and transient
   // (destroy removes it).
@@ -807,7 +810,10 @@ Report run_test_migration(const TestMigrationOptions& o) {
   if (!written || !created.ok()) {
     report.add(kGroup, "test domain", Status::Fail,
                "libvirt on " + c.config.name + " did not create the throwaway domain: " +
-                   (written ? one_line(created.output) : std::string(strerror(errno))),
+                   (!written            ? std::string(strerror(errno))
+                    : created.timed_out ? "virsh create did not finish within " +
+                                              std::to_string(kSetUpTimeout.count()) + " s"
+                                        : one_line(created.output)),
                "run xmig-verify as root on a libvirt host (qemu:///system, QEMU with TCG)");
     clean_up(t, false);
     return report;
@@ -824,6 +830,7 @@ Report run_test_migration(const TestMigrationOptions& o) {
           (o.storage ? "a " + std::to_string(kDiskMiB) + " MiB raw disk at " + t.disk_path() +
                            " filled with it (sha256 " + t.disk_sha256.substr(0, 16) + "...)"
                      : std::string("no disk")));
+  t.deadline = Clock::now() + o.migration_timeout;  // the round trip starts here
 
   // The wire towards the peer, from before the first connection.
   std::vector<PeerAddress> towards = {c.address};
