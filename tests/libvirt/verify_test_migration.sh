@@ -252,13 +252,14 @@ check_nothing_left stopped
 # 6. Interrupted: SIGTERM (what Ctrl-C's SIGINT does too; bash starts background jobs
 # with SIGINT ignored) to xmig-verify once its migration has reserved its socket set on
 # hv-a, while the way there runs. The subshell execs nsenter, which execs xmig-verify:
-# $! is xmig-verify's pid.
+# $! is xmig-verify's pid. It reserves the set once the throwaway domain is made, which
+# may take up to xmig-verify's set-up bound (120 s: a slow `virsh create` was seen in CI).
 lv_say "interrupted: xmig-verify --test-migration (on hv-a), SIGTERM while the way there runs"
 # shellcheck disable=SC2046  # lv_enter's words are nsenter options
 (exec nsenter $(lv_enter hv-a) -- "$LV_VERIFY" --config /etc/xmig/tunnel.toml --peer hv-b \
   --test-migration --xmig-migrate "$LV_MIGRATE" >"$LV_W/interrupted.out" 2>&1) &
 verify_pid=$!
-for _ in $(seq 300); do
+for _ in $(seq 2400); do
   compgen -G "$(lv_path hv-a /run/xmig/hv-b)/xmig-verify-*" >/dev/null && break
   sleep 0.05
 done
